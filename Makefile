@@ -1,0 +1,74 @@
+# The two contract commands: `make synth` and `make test`. Each sets up what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := synth
+
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_NOSPIN := 1
+export PIPENV_YES := 1
+export CHECKPOINT_DISABLE := 1
+export DISABLE_VERSION_CHECK := 1
+export CDKTF_DISABLE_PLUGIN_CACHE_ENV := 1
+# jsii and the cdktf CLI run on the Node 22 from package.json, not the machine's Node.
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
+export NODE_OPTIONS := --no-deprecation
+# An empty Terraform CLI config: the machine's may point at files that do not exist.
+export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
+
+DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps
+CHECKOV_VERSION := 3.2.505
+STAMPS := .stamps
+
+.PHONY: synth test test-fast bench lab setup setup-python setup-node setup-system setup-checkov clean
+
+synth: setup-python setup-node
+	cdktf synth --output cdktf.out
+	@ls cdktf.out/stacks/*/cdk.tf.json
+
+test: setup synth
+	python -m pytest
+
+# Everything but the network-namespace lab.
+test-fast: setup-python setup-node
+	python -m pytest -m "not lab"
+
+bench: setup
+	python -m lab.bench
+
+lab: setup synth
+	python -m lab
+
+setup: setup-python setup-node setup-system setup-checkov
+
+setup-python: $(STAMPS)/python
+setup-node: $(STAMPS)/node
+
+$(STAMPS)/python: Pipfile Pipfile.lock
+	@mkdir -p $(STAMPS)
+	command -v pipenv >/dev/null || python3 -m pip install --quiet pipenv
+	pipenv sync --dev
+	@touch $@
+
+$(STAMPS)/node: package.json package-lock.json
+	@mkdir -p $(STAMPS) && touch $(STAMPS)/terraformrc
+	npm ci --no-audit --no-fund --loglevel=error
+	@node --version | grep -q '^v2[2-9]\.' || { echo "error: Node 22+ expected from node_modules"; exit 1; }
+	@touch $@
+
+# Debian packages the tests run for real. Installed only where missing, and only as root.
+setup-system:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "warning: not root, cannot install:$$missing (their tests will skip)"; exit 0; fi; \
+	echo "installing:$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
+# checkov pins libraries of its own: it lives in its own virtualenv, out of the project's lock.
+setup-checkov: $(STAMPS)/checkov
+$(STAMPS)/checkov: Makefile
+	@mkdir -p $(STAMPS)
+	python3 -m venv .tools/checkov
+	.tools/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+clean:
+	rm -rf cdktf.out $(STAMPS) .tools

@@ -1,0 +1,26 @@
+"""Entry point: load every config first, then synthesize; a bad config synthesizes nothing."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from stacks.config import ConfigError, load_configs
+
+
+def main() -> int:
+    try:
+        configs = load_configs(os.environ.get("CONFIG"))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # Imported only now: jsii starts a Node process, which a config error never needs.
+    from cdktf import App
+
+    from stacks.cluster_stack import ClusterStack
+
+    app = App()
+    for cfg in configs:
+        ClusterStack(app, cfg.name, config=cfg)
+    app.synth()
+    return 0

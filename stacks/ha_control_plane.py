@@ -1,0 +1,184 @@
+"""The HA control-plane construct: maps a Plan onto Neutron ports, security group, server group and VMs.
+
+It makes no decisions of its own (those live in `stacks.plan`). Terraform addresses are derived
+from node names, never from list positions, so adding or reordering nodes recreates nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cdktf import Fn, Op, Precondition, TerraformResource, TerraformResourceLifecycle, Token
+from cdktf_cdktf_provider_openstack.compute_instance_v2 import (
+    ComputeInstanceV2,
+    ComputeInstanceV2Network,
+    ComputeInstanceV2SchedulerHints,
+)
+from cdktf_cdktf_provider_openstack.compute_servergroup_v2 import ComputeServergroupV2
+from cdktf_cdktf_provider_openstack.data_openstack_networking_network_v2 import DataOpenstackNetworkingNetworkV2
+from cdktf_cdktf_provider_openstack.data_openstack_networking_subnet_v2 import DataOpenstackNetworkingSubnetV2
+from cdktf_cdktf_provider_openstack.networking_floatingip_associate_v2 import NetworkingFloatingipAssociateV2
+from cdktf_cdktf_provider_openstack.networking_floatingip_v2 import NetworkingFloatingipV2
+from cdktf_cdktf_provider_openstack.networking_port_v2 import (
+    NetworkingPortV2,
+    NetworkingPortV2AllowedAddressPairs,
+    NetworkingPortV2FixedIp,
+)
+from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
+from cdktf_cdktf_provider_openstack.networking_secgroup_v2 import NetworkingSecgroupV2
+from constructs import Construct
+
+from stacks.config import ClusterConfig
+from stacks.plan import Plan
+from userdata.render import render_cloud_config
+
+VRRP_PROTOCOL = "112"
+ETCD_PORTS = (2379, 2380)
+SSH_PORT = 22
+
+
+def _cidr_id(cidr: object) -> str:
+    return str(cidr).replace(".", "_").replace("/", "-")
+
+
+class HaControlPlane(Construct):
+    """Three (or five, seven) control-plane VMs sharing one VIP moved by keepalived."""
+
+    def __init__(self, scope: Construct, id_: str, *, config: ClusterConfig, plan: Plan) -> None:
+        super().__init__(scope, id_)
+        self.plan = plan
+        net = config.network
+
+        self.network = DataOpenstackNetworkingNetworkV2(self, "network", name=net.name, network_id=net.id)
+        self.network.override_logical_id("network")
+        self.subnet = DataOpenstackNetworkingSubnetV2(
+            self, "subnet", name=net.subnet.name, subnet_id=net.subnet.id, network_id=self.network.id
+        )
+        self.subnet.override_logical_id("subnet")
+        # The config's CIDR drives every address check; refuse to plan against a different subnet.
+        subnet_matches = Precondition(
+            condition=Op.eq(self.subnet.cidr, str(net.subnet.cidr)),
+            error_message=f"subnet {net.subnet.name or net.subnet.id} is not {net.subnet.cidr} as network.subnet.cidr says",
+        )
+
+        self.security_group = self._security_group(config)
+
+        self.vip_port = NetworkingPortV2(
+            self,
+            "vip-port",
+            name=f"{plan.cluster}-vip",
+            description=f"Reserves the control-plane VIP of {plan.cluster}; no VM is bound to it",
+            network_id=self.network.id,
+            admin_state_up=True,
+            fixed_ip=[NetworkingPortV2FixedIp(subnet_id=self.subnet.id, ip_address=plan.vip)],
+            security_group_ids=[self.security_group.id],
+            lifecycle=TerraformResourceLifecycle(precondition=[subnet_matches]),
+        )
+        self.vip_port.override_logical_id("vip_port")
+
+        policy = "anti-affinity" if config.nodes.anti_affinity == "hard" else "soft-anti-affinity"
+        self.server_group = ComputeServergroupV2(self, "server-group", name=f"{plan.cluster}-control-plane", policies=[policy])
+        self.server_group.override_logical_id("server_group")
+
+        self.ports: dict[str, NetworkingPortV2] = {}
+        for node in plan.nodes:
+            port = NetworkingPortV2(
+                self,
+                f"port-{node.name}",
+                name=f"{node.name}-port",
+                network_id=self.network.id,
+                admin_state_up=True,
+                port_security_enabled=True,
+                fixed_ip=[NetworkingPortV2FixedIp(subnet_id=self.subnet.id, ip_address=node.address)],
+                security_group_ids=[self.security_group.id, *config.nodes.extra_security_groups],
+                # The exact VIP (/32): a wider prefix does not make OVN treat the VIP as virtual.
+                allowed_address_pairs=[NetworkingPortV2AllowedAddressPairs(ip_address=plan.vip)],
+                lifecycle=TerraformResourceLifecycle(precondition=[subnet_matches]),
+            )
+            port.override_logical_id(f"port_{node.name}")
+            self.ports[node.name] = port
+
+        self.addresses = {
+            node.name: node.address or Token.as_string(Fn.element(self.ports[node.name].all_fixed_ips, 0))
+            for node in plan.nodes
+        }
+
+        self.instances: dict[str, ComputeInstanceV2] = {}
+        previous: ComputeInstanceV2 | None = None
+        for node in plan.nodes:
+            user_data = render_cloud_config(plan, node.name, self.addresses)
+            instance = ComputeInstanceV2(
+                self,
+                f"instance-{node.name}",
+                name=node.name,
+                image_name=config.nodes.image,
+                flavor_name=config.nodes.flavor,
+                key_pair=config.nodes.key_pair,
+                user_data=user_data,
+                network=[ComputeInstanceV2Network(port=self.ports[node.name].id)],
+                scheduler_hints=[ComputeInstanceV2SchedulerHints(group=self.server_group.id)],
+                metadata={"cluster": plan.cluster, "role": "control-plane"},
+                # Day 2: a new haproxy/keepalived config must not replace control-plane VMs. The
+                # change shows up on the userdata tracker below; nodes are rolled one by one.
+                lifecycle=TerraformResourceLifecycle(ignore_changes=["user_data"]),
+                # Soft anti-affinity is ignored for VMs created in parallel: create them in turn.
+                depends_on=[previous] if previous is not None and policy == "soft-anti-affinity" else None,
+            )
+            instance.override_logical_id(f"instance_{node.name}")
+            self.instances[node.name] = instance
+            previous = instance
+            tracker = TerraformResource(self, f"userdata-{node.name}", terraform_resource_type="terraform_data")
+            tracker.add_override("input", {"node": node.name, "user_data_sha256": _sha256(user_data)})
+            tracker.override_logical_id(f"userdata_{node.name}")
+
+        self.floating_ip: NetworkingFloatingipV2 | None = None
+        if config.vip.floating_ip_pool:
+            # On the VIP port, never on a VM: it follows the VIP wherever keepalived moves it.
+            self.floating_ip = NetworkingFloatingipV2(
+                self, "floating-ip", pool=config.vip.floating_ip_pool, description=f"{plan.cluster} control-plane endpoint"
+            )
+            self.floating_ip.override_logical_id("vip_floating_ip")
+            assoc = NetworkingFloatingipAssociateV2(
+                self, "floating-ip-association", floating_ip=self.floating_ip.address, port_id=self.vip_port.id
+            )
+            assoc.override_logical_id("vip_floating_ip_association")
+
+    def _security_group(self, config: ClusterConfig) -> NetworkingSecgroupV2:
+        plan = self.plan
+        group = NetworkingSecgroupV2(
+            self,
+            "security-group",
+            name=f"{plan.cluster}-control-plane",
+            description=f"HA control plane of {plan.cluster}: VRRP, API endpoint, apiservers, etcd, SSH",
+        )
+        group.override_logical_id("control_plane")
+
+        def rule(name: str, description: str, protocol: str, ports: tuple[int, int] | None = None, *, cidr=None) -> None:
+            r = NetworkingSecgroupRuleV2(
+                self,
+                f"rule-{name}",
+                security_group_id=group.id,
+                direction="ingress",
+                ethertype="IPv4",
+                protocol=protocol,
+                port_range_min=ports[0] if ports else None,
+                port_range_max=ports[1] if ports else None,
+                remote_ip_prefix=str(cidr) if cidr is not None else None,
+                remote_group_id=group.id if cidr is None else None,
+                description=description,
+            )
+            r.override_logical_id(f"rule_{name}")
+
+        rule("vrrp_from_members", "VRRP adverts between keepalived peers", VRRP_PROTOCOL)
+        rule("frontend_from_members", "haproxy endpoint from the control-plane nodes", "tcp", (plan.frontend_port,) * 2)
+        rule("apiserver_from_members", "kube-apiserver behind haproxy", "tcp", (plan.apiserver_port,) * 2)
+        rule("etcd_from_members", "stacked etcd peers and clients", "tcp", ETCD_PORTS)
+        for cidr in config.access.client_cidrs:
+            rule(f"frontend_from_{_cidr_id(cidr)}", "API endpoint for clients", "tcp", (plan.frontend_port,) * 2, cidr=cidr)
+        for cidr in config.access.admin_cidrs:
+            rule(f"ssh_from_{_cidr_id(cidr)}", "SSH for administrators", "tcp", (SSH_PORT, SSH_PORT), cidr=cidr)
+        return group
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

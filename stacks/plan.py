@@ -1,0 +1,97 @@
+"""Pure decisions about the HA control plane: names, addresses, priorities, peers, timings.
+
+No cdktf here, so every decision can be tested (and property-tested) without synthesizing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stacks.config import ClusterConfig
+
+# Highest VRRP priority; each further node is one step lower. All distinct, all below 255
+# (255 is reserved for the address owner) and far above 0 (0 means "releasing the VIP").
+PRIORITY_TOP = 150
+PRIORITY_STEP = 10
+
+# VRRPv3 adverts every 100 ms: a dead or cut-off holder is replaced after 3 missed adverts plus
+# skew (~0.35 s). VRRPv3 carries no password; the security group admits VRRP only from members
+# and Neutron port security stops members from spoofing one another.
+VRRP_VERSION = 3
+ADVERT_INTERVAL = "0.1"
+
+# keepalived 2.2 runs a check script at most once a second, so one run samples haproxy's health
+# endpoint several times and fails at the first miss. The weight 0 puts a failing node in FAULT:
+# it releases the VIP and ranks below every healthy node whatever the priorities are.
+CHECK_INTERVAL_S = 1
+CHECK_TIMEOUT_S = 3
+CHECK_PROBES = 4
+CHECK_PROBE_SPACING = "0.2"
+CHECK_PROBE_TIMEOUT = "0.5"
+CHECK_WEIGHT = 0
+
+HEALTH_URI = "/haproxy-ready"
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    address: str | None  # None: Neutron allocates it, the construct supplies a reference
+    priority: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: str
+    vip: str
+    vrid: int
+    interface: str
+    frontend_port: int
+    apiserver_port: int
+    health_port: int
+    haproxy_image: str
+    keepalived_image: str
+    nodes: tuple[NodePlan, ...]
+
+    @property
+    def instance_name(self) -> str:
+        return f"{self.cluster.upper().replace('-', '_')}_API"
+
+    @property
+    def control_plane_endpoint(self) -> str:
+        return f"{self.vip}:{self.frontend_port}"
+
+    def node(self, name: str) -> NodePlan:
+        return next(n for n in self.nodes if n.name == name)
+
+
+def priority_for(position: int) -> int:
+    return PRIORITY_TOP - PRIORITY_STEP * position
+
+
+def make_plan(cfg: ClusterConfig) -> Plan:
+    nodes = tuple(
+        NodePlan(name=m.name, address=str(m.address) if m.address else None, priority=priority_for(i))
+        for i, m in enumerate(cfg.member_list())
+    )
+    return Plan(
+        cluster=cfg.name,
+        vip=str(cfg.vip.address),
+        vrid=cfg.virtual_router_id,
+        interface=cfg.network.interface,
+        frontend_port=cfg.ports.frontend,
+        apiserver_port=cfg.ports.apiserver,
+        health_port=cfg.ports.health,
+        haproxy_image=cfg.containers.haproxy,
+        keepalived_image=cfg.containers.keepalived,
+        nodes=nodes,
+    )
+
+
+def effective_priority(priority: int, weight: int, check_ok: bool) -> int | None:
+    """keepalived's view of a node: its priority after the track_script, None when in FAULT."""
+    if weight == 0:
+        return priority if check_ok else None
+    if weight > 0:
+        return min(priority + weight, 254) if check_ok else priority
+    return priority if check_ok else max(priority + weight, 1)
