@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdktf import TerraformOutput, TerraformStack
+from cdktf import LocalBackend, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_openstack.provider import OpenstackProvider
 from constructs import Construct
 
@@ -16,6 +16,9 @@ class ClusterStack(TerraformStack):
         super().__init__(scope, id_)
         # No credentials here: the provider reads OS_CLOUD / clouds.yaml like every OpenStack tool.
         OpenstackProvider(self, "openstack")
+        # State holds the userdata and every address: keep it out of git, and see the README for
+        # an encrypted remote backend. The relative path keeps the synthesized JSON portable.
+        LocalBackend(self, path=f"../../../terraform.{id_}.tfstate")
         plan = make_plan(config)
         self.control_plane = HaControlPlane(self, "control-plane", config=config, plan=plan)
         cp = self.control_plane
