@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 
@@ -41,6 +41,23 @@ class ConfigError(Exception):
         super().__init__(header + ":\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+def _strict_network(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as err:
+        try:
+            loose = ipaddress.IPv4Network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"not an IPv4 CIDR ({err})") from None
+        raise ValueError(f"host bits are set; did you mean {loose}?") from None
+
+
+# A network written exactly (no host bits), so a typo is never silently widened or narrowed.
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_strict_network)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -59,13 +76,8 @@ class Ref(_Model):
 
 
 class Subnet(Ref):
-    cidr: ipaddress.IPv4Network
+    cidr: Cidr
     gateway: ipaddress.IPv4Address | None = None
-
-    @field_validator("cidr", mode="before")
-    @classmethod
-    def _strict_cidr(cls, value: Any) -> Any:
-        return _strict_network(value)
 
 
 class Network(_Model):
@@ -117,16 +129,16 @@ class Nodes(_Model):
 
 
 class Access(_Model):
-    client_cidrs: Annotated[tuple[ipaddress.IPv4Network, ...], Field(min_length=1)]
-    admin_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
+    client_cidrs: tuple[Cidr, ...]
+    admin_cidrs: tuple[Cidr, ...] = ()
     allow_api_from_anywhere: bool = False
     allow_ssh_from_anywhere: bool = False
 
-    @field_validator("client_cidrs", "admin_cidrs", mode="before")
+    @field_validator("client_cidrs")
     @classmethod
-    def _strict_cidrs(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [_strict_network(v) for v in value]
+    def _some_clients(cls, value: tuple[ipaddress.IPv4Network, ...]) -> tuple[ipaddress.IPv4Network, ...]:
+        if not value:
+            raise ValueError("empty — name at least one CIDR that may reach the API (workers, bastions, CI)")
         return value
 
 
@@ -179,19 +191,6 @@ class ClusterConfig(_Model):
         if self.nodes.members is not None:
             return self.nodes.members
         return tuple(Member(name=f"{self.name}-cp-{i}") for i in range(1, self.nodes.count + 1))
-
-
-def _strict_network(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return ipaddress.IPv4Network(value, strict=True)
-    except ValueError as err:
-        try:
-            loose = ipaddress.IPv4Network(value, strict=False)
-        except ValueError:
-            raise ValueError(f"not an IPv4 CIDR ({err})") from None
-        raise ValueError(f"host bits are set; did you mean {loose}?") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""The user's entry points: `python main.py` and `cdktf synth` fail cleanly on bad input and synthesize nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLE, ROOT, example_data, with_changes
+
+
+def run(cmd, tmp_path, config):
+    env = {**os.environ, "CONFIG": str(config), "CHECKPOINT_DISABLE": "1"}
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def strip_metadata(value):
+    """Drop cdktf's "//" construct-path comments, which differ between App and Testing synths."""
+    if isinstance(value, dict):
+        return {k: strip_metadata(v) for k, v in value.items() if k != "//"}
+    if isinstance(value, list):
+        return [strip_metadata(v) for v in value]
+    return value
+
+
+def bad_config(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(with_changes(example_data(), {"ports.frontend": 70000, "nodes.flavour": "x"})))
+    return path
+
+
+def test_main_rejects_bad_config_without_traceback_and_writes_nothing(tmp_path):
+    result = run([sys.executable, str(ROOT / "main.py")], tmp_path, bad_config(tmp_path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: invalid config:"
+    assert any("nodes.flavour: unknown key" in line for line in lines)
+    assert any("ports.frontend: 70000 — Input should be less than or equal to 65535" in line for line in lines)
+    assert not (tmp_path / "cdktf.out").exists()
+
+
+def test_main_reports_a_missing_config_file(tmp_path):
+    result = run([sys.executable, str(ROOT / "main.py")], tmp_path, tmp_path / "missing.yaml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no such file" in result.stderr
+
+
+def test_main_synthesizes_the_example(tmp_path, example_json):
+    result = run([sys.executable, str(ROOT / "main.py")], tmp_path, EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "cdktf.out" / "stacks" / "demo" / "cdk.tf.json").read_text())
+    assert strip_metadata(doc["resource"]) == strip_metadata(example_json["resource"])
+    assert "end-of-life" not in result.stderr
+
+
+def test_cdktf_synth_rejects_bad_config_without_traceback(tmp_path):
+    cdktf = shutil.which("cdktf", path=str(ROOT / "node_modules" / ".bin"))
+    if cdktf is None:
+        pytest.skip("cdktf CLI not installed: `make test` runs npm ci")
+    for name in ("cdktf.json", "main.py", "Pipfile", "Pipfile.lock"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("stacks", "userdata"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env_venv = {"PIPENV_VENV_IN_PROJECT": "", "VIRTUAL_ENV": str(ROOT / ".venv"), "PIPENV_IGNORE_VIRTUALENVS": "0"}
+    os.environ.update(env_venv)
+    result = run([cdktf, "synth"], tmp_path, bad_config(tmp_path))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert "nodes.flavour: unknown key" in output
+    assert not (tmp_path / "cdktf.out" / "stacks").exists()

@@ -1,0 +1,170 @@
+"""Bad input is rejected before anything is synthesized, one line per problem naming field, value and rule."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from stacks.config import ALLOWED_NODE_COUNTS, ConfigError, load_config, load_configs, parse_config
+from tests.conftest import DELETE, EXAMPLE, example_data, with_changes
+
+M = "nodes.members"
+
+# (case id, changes to the example, a regex the single reported problem must match)
+REJECTED = [
+    ("malformed-vip", {"vip.address": "192.0.2.300"}, r"^vip\.address: '192\.0\.2\.300' — .*IPv4"),
+    ("malformed-node-address", {f"{M}.1.address": "192.0.2"}, r"^nodes\.members\[1\]\.address: '192\.0\.2' — .*IPv4"),
+    ("malformed-subnet-cidr", {"network.subnet.cidr": "192.0.2.0/33"}, r"^network\.subnet\.cidr: '192\.0\.2\.0/33' — not an IPv4 CIDR"),
+    ("subnet-host-bits", {"network.subnet.cidr": "192.0.2.5/24"}, r"^network\.subnet\.cidr: '192\.0\.2\.5/24' — host bits are set; did you mean 192\.0\.2\.0/24\?"),
+    ("malformed-client-cidr", {"access.client_cidrs": ["10.0.0.0/8", "bogus"]}, r"^access\.client_cidrs\[1\]: 'bogus' — not an IPv4 CIDR"),
+    ("vip-outside-subnet", {"vip.address": "198.51.100.10"}, r"^vip\.address: 198\.51\.100\.10 — must be inside network\.subnet\.cidr 192\.0\.2\.0/24"),
+    ("vip-is-network-address", {"vip.address": "192.0.2.0"}, r"^vip\.address: 192\.0\.2\.0 — is the subnet's network address"),
+    ("vip-is-broadcast", {"vip.address": "192.0.2.255"}, r"^vip\.address: 192\.0\.2\.255 — is the subnet's broadcast address"),
+    ("vip-is-gateway", {"vip.address": "192.0.2.1"}, r"^vip\.address: 192\.0\.2\.1 — is the subnet's gateway"),
+    ("vip-is-default-gateway", {"network.subnet.gateway": DELETE, "vip.address": "192.0.2.1"}, r"^vip\.address: 192\.0\.2\.1 — is the subnet's gateway"),
+    ("vip-equals-node", {f"{M}.2.address": "192.0.2.10"}, r"^nodes\.members\[2\]\.address: 192\.0\.2\.10 — equals vip\.address"),
+    ("gateway-outside-subnet", {"network.subnet.gateway": "10.0.0.1"}, r"^network\.subnet\.gateway: 10\.0\.0\.1 — must be a host address inside 192\.0\.2\.0/24"),
+    ("subnet-too-small", {"network.subnet.cidr": "192.0.2.8/30", "network.subnet.gateway": DELETE, "vip.address": "192.0.2.10", M: DELETE}, r"^network\.subnet\.cidr: 192\.0\.2\.8/30 — a /29 or larger"),
+    ("duplicate-node-name", {f"{M}.2.name": "demo-cp-1"}, r"^nodes\.members\[2\]\.name: demo-cp-1 — duplicate of nodes\.members\[0\]\.name"),
+    ("duplicate-node-address", {f"{M}.2.address": "192.0.2.11"}, r"^nodes\.members\[2\]\.address: 192\.0\.2\.11 — duplicate of nodes\.members\[0\]\.address"),
+    ("node-outside-subnet", {f"{M}.0.address": "198.51.100.11"}, r"^nodes\.members\[0\]\.address: 198\.51\.100\.11 — must be inside network\.subnet\.cidr"),
+    ("node-is-gateway", {f"{M}.0.address": "192.0.2.1"}, r"^nodes\.members\[0\]\.address: 192\.0\.2\.1 — is the subnet's gateway"),
+    ("some-members-without-address", {f"{M}.1.address": DELETE}, r"^nodes\.members: some members without address — give every member an address, or none"),
+    ("members-do-not-match-count", {f"{M}.2": DELETE}, r"^nodes\.members: 2 members — must list exactly nodes\.count = 3 members"),
+    ("node-count-two", {"nodes.count": 2, M: DELETE}, r"^nodes\.count: 2 — allowed: 3, 5, 7 \(stacked etcd needs an odd count"),
+    ("node-count-four", {"nodes.count": 4, M: DELETE}, r"^nodes\.count: 4 — allowed: 3, 5, 7"),
+    ("node-count-one", {"nodes.count": 1, M: DELETE}, r"^nodes\.count: 1 — allowed: 3, 5, 7"),
+    ("node-name-not-dns", {f"{M}.0.name": "CP_1"}, r"^nodes\.members\[0\]\.name: 'CP_1' — String should match pattern"),
+    ("cluster-name-not-dns", {"name": "Demo Cluster"}, r"^name: 'Demo Cluster' — String should match pattern"),
+    ("vrid-zero", {"vip.virtual_router_id": 0}, r"^vip\.virtual_router_id: 0 — Input should be greater than or equal to 1"),
+    ("vrid-256", {"vip.virtual_router_id": 256}, r"^vip\.virtual_router_id: 256 — Input should be less than or equal to 255"),
+    ("vrid-not-a-number", {"vip.virtual_router_id": "fifty"}, r"^vip\.virtual_router_id: 'fifty' — Input should be a valid integer"),
+    ("frontend-equals-apiserver", {"ports.frontend": 6443}, r"^ports\.frontend: 6443 — must differ from ports\.apiserver \(6443\)"),
+    ("health-equals-frontend", {"ports.health": 9443}, r"^ports\.health: 9443 — must differ from ports\.frontend and ports\.apiserver"),
+    ("port-too-high", {"ports.frontend": 70000}, r"^ports\.frontend: 70000 — Input should be less than or equal to 65535"),
+    ("port-zero", {"ports.apiserver": 0}, r"^ports\.apiserver: 0 — Input should be greater than or equal to 1"),
+    ("image-without-tag", {"containers.haproxy": "haproxy"}, r"^containers\.haproxy: 'haproxy' — pin the image with a version tag or, better, a digest"),
+    ("image-latest", {"containers.keepalived": "osixia/keepalived:latest"}, r"^containers\.keepalived: 'osixia/keepalived:latest' — pin the image"),
+    ("image-bad-digest", {"containers.haproxy": "haproxy@sha256:1234"}, r"^containers\.haproxy: 'haproxy@sha256:1234' — not an image reference"),
+    ("vrrp-password", {"vip.auth_pass": "averylongpassword"}, r"^vip\.auth_pass: \(value hidden\) — secrets never go in this file; VRRP runs as version 3"),
+    ("typo-in-key", {"nodes.flavour": "m1.large"}, r"^nodes\.flavour: unknown key — allowed keys here: count, image, flavor, key_pair"),
+    ("typo-at-top-level", {"acces": {}}, r"^acces: unknown key — allowed keys here: name, network, vip, nodes, access, ports, containers"),
+    ("missing-required", {"nodes.image": DELETE}, r"^nodes\.image: missing — this field is required"),
+    ("network-name-and-id", {"network.id": "4f1c"}, r"^network: give exactly one of 'name' or 'id'"),
+    ("ssh-from-anywhere", {"access.admin_cidrs": ["0.0.0.0/0"]}, r"^access\.admin_cidrs: 0\.0\.0\.0/0 — opens SSH to the whole internet; set access\.allow_ssh_from_anywhere: true"),
+    ("api-from-anywhere", {"access.client_cidrs": ["0.0.0.0/0"]}, r"^access\.client_cidrs: 0\.0\.0\.0/0 — opens the API to the whole internet; set access\.allow_api_from_anywhere: true"),
+    ("no-client-cidrs", {"access.client_cidrs": []}, r"^access\.client_cidrs: empty — name at least one CIDR that may reach the API"),
+    ("anti-affinity-typo", {"nodes.anti_affinity": "strict"}, r"^nodes\.anti_affinity: 'strict' — Input should be 'hard' or 'soft'"),
+    ("interface-too-long", {"network.interface": "a-very-long-interface-name"}, r"^network\.interface: 'a-very-long-interface-name' — String should match pattern"),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED])
+def test_rejects_bad_config_with_one_line_naming_field_value_and_rule(changes, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_changes(example_data(), changes))
+    assert len(err.value.problems) == 1, err.value.problems
+    assert re.search(expected, err.value.problems[0]), err.value.problems[0]
+
+
+def test_table_holds_at_least_thirty_distinct_cases():
+    assert len({c[0] for c in REJECTED}) == len(REJECTED) >= 30
+
+
+def test_every_problem_is_reported_at_once():
+    changes = {"vip.address": "198.51.100.10", "ports.frontend": 6443, f"{M}.2.name": "demo-cp-1"}
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_changes(example_data(), changes))
+    assert len(err.value.problems) == 3
+
+
+def test_password_value_never_appears_in_the_message():
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_changes(example_data(), {"vip.auth_pass": "hunter2hunter2"}))
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("count", ALLOWED_NODE_COUNTS)
+def test_accepts_every_allowed_node_count_with_allocated_addresses(count):
+    cfg = parse_config(with_changes(example_data(), {"nodes.count": count, M: DELETE}))
+    assert [m.name for m in cfg.member_list()] == [f"demo-cp-{i}" for i in range(1, count + 1)]
+
+
+def test_accepts_image_digest():
+    digest = "haproxy:2.8.16@sha256:" + "a" * 64
+    assert parse_config(with_changes(example_data(), {"containers.haproxy": digest})).containers.haproxy == digest
+
+
+def test_vrid_is_derived_from_the_name_and_stable():
+    a = parse_config(example_data())
+    b = parse_config(example_data())
+    other = parse_config(with_changes(example_data(), {"name": "prod"}))
+    assert 1 <= a.virtual_router_id <= 255
+    assert a.virtual_router_id == b.virtual_router_id
+    assert a.virtual_router_id != other.virtual_router_id
+
+
+def test_config_is_frozen():
+    cfg = parse_config(example_data())
+    with pytest.raises(Exception):
+        cfg.name = "other"  # type: ignore[misc]
+
+
+# --- Files ------------------------------------------------------------------------------------
+
+
+def _write(tmp_path, text, name="cluster.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_rejects_empty_file(tmp_path):
+    with pytest.raises(ConfigError, match="the file is empty; start from config/example.yaml"):
+        load_config(_write(tmp_path, ""))
+
+
+def test_rejects_yaml_that_does_not_parse_and_says_where(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, "name: demo\nvip:\n  address: [192.0.2.10\n"))
+    assert re.match(r"YAML does not parse at line \d+, column \d+: ", err.value.problems[0])
+
+
+def test_rejects_a_list_at_top_level(tmp_path):
+    with pytest.raises(ConfigError, match=r"\(top level\): list — the file must be a mapping"):
+        load_config(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_rejects_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"CONFIG: '.*nope\.yaml' — no such file"):
+        load_configs(str(tmp_path / "nope.yaml"))
+
+
+def test_two_clusters_on_one_network_must_not_share_a_vrid(tmp_path):
+    data = example_data()
+    a = _write(tmp_path, yaml.safe_dump(with_changes(data, {"vip.virtual_router_id": 42})), "a.yaml")
+    b = _write(tmp_path, yaml.safe_dump(with_changes(data, {"name": "prod", "vip.virtual_router_id": 42})), "b.yaml")
+    with pytest.raises(ConfigError, match=r"vip\.virtual_router_id: 42 — cluster prod and cluster demo share network demo-net"):
+        load_configs(f"{a},{b}")
+
+
+def test_two_clusters_on_different_networks_may_share_a_vrid(tmp_path):
+    data = example_data()
+    a = _write(tmp_path, yaml.safe_dump(with_changes(data, {"vip.virtual_router_id": 42})), "a.yaml")
+    b = _write(tmp_path, yaml.safe_dump(with_changes(data, {"name": "prod", "network.name": "prod-net", "vip.virtual_router_id": 42})), "b.yaml")
+    assert [c.name for c in load_configs(f"{a},{b}")] == ["demo", "prod"]
+
+
+def test_two_configs_may_not_name_the_same_cluster(tmp_path):
+    a = _write(tmp_path, EXAMPLE.read_text(), "a.yaml")
+    with pytest.raises(ConfigError, match="name: demo — two configs name the same cluster"):
+        load_configs(f"{a},{EXAMPLE}")
+
+
+def test_problems_of_several_files_name_their_file(tmp_path):
+    bad = _write(tmp_path, yaml.safe_dump(with_changes(example_data(), {"name": "prod", "ports.frontend": 6443})))
+    with pytest.raises(ConfigError) as err:
+        load_configs(f"{EXAMPLE},{bad}")
+    assert err.value.problems == [f"{bad}: ports.frontend: 6443 — must differ from ports.apiserver (6443): haproxy and kube-apiserver share each node"]

@@ -1,0 +1,82 @@
+"""Failover arithmetic, proven on the rendered keepalived.conf: a node whose haproxy is down never wins."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stacks.config import ALLOWED_NODE_COUNTS
+from stacks.plan import effective_priority, make_plan
+from tests.conftest import DELETE, config_from
+from userdata.render import render_keepalived_conf
+
+
+def keepalived_view(conf: str) -> tuple[int, int]:
+    """(priority, track_script weight) as keepalived reads them from a rendered config."""
+    priority = int(re.search(r"^\s*priority (\d+)$", conf, re.M).group(1))
+    weight = int(re.search(r"^\s*haproxy_ready weight (-?\d+)$", conf, re.M).group(1))
+    return priority, weight
+
+
+def views_for(count: int) -> list[tuple[int, int]]:
+    plan = make_plan(config_from({"nodes.count": count, "nodes.members": DELETE}))
+    addresses = {n.name: f"192.0.2.{20 + i}" for i, n in enumerate(plan.nodes)}
+    return [keepalived_view(render_keepalived_conf(plan, n.name, addresses)) for n in plan.nodes]
+
+
+VIEWS = {count: views_for(count) for count in ALLOWED_NODE_COUNTS}
+
+
+def failed_ranks_below_healthy(views: list[tuple[int, int]], healthy: list[bool]) -> bool:
+    ranks = [effective_priority(p, w, ok) for (p, w), ok in zip(views, healthy)]
+    live_healthy = [r for r, ok in zip(ranks, healthy) if ok]
+    live_failed = [r for r, ok in zip(ranks, healthy) if not ok and r is not None]
+    return all(f < h for f in live_failed for h in live_healthy)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_node_whose_haproxy_is_down_ranks_below_every_healthy_node(data):
+    count = data.draw(st.sampled_from(ALLOWED_NODE_COUNTS))
+    healthy = data.draw(st.lists(st.booleans(), min_size=count, max_size=count))
+    assert failed_ranks_below_healthy(VIEWS[count], healthy)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_vip_ends_on_a_healthy_node_whenever_one_exists(data):
+    count = data.draw(st.sampled_from(ALLOWED_NODE_COUNTS))
+    healthy = data.draw(st.lists(st.booleans(), min_size=count, max_size=count).filter(any))
+    ranks = [effective_priority(p, w, ok) for (p, w), ok in zip(VIEWS[count], healthy)]
+    winner = max((r, i) for i, r in enumerate(ranks) if r is not None)[1]
+    assert healthy[winner]
+
+
+def test_the_property_check_catches_unsound_arithmetic():
+    # A weight that lowers a failed node by less than the gap between priorities: the holder
+    # (150) with a failed check (145) still outranks a healthy 140. This is the class of bug the
+    # property test exists for (keepalived #2599 with nopreempt makes it an outage).
+    assert not failed_ranks_below_healthy([(150, -5), (140, -5), (130, -5)], [False, True, True])
+
+
+@pytest.mark.parametrize("count", ALLOWED_NODE_COUNTS)
+def test_priorities_are_distinct_and_valid_for_backups(count):
+    priorities = [p for p, _ in VIEWS[count]]
+    assert len(set(priorities)) == count
+    assert all(1 <= p <= 254 for p in priorities)
+
+
+def test_failed_check_puts_the_node_in_fault():
+    # weight 0: a failing check means FAULT (VIP released, priority-0 advert), not a lower priority.
+    assert {w for views in VIEWS.values() for _, w in views} == {0}
+
+
+def test_control_plane_endpoint_is_vip_and_frontend_port(example_plan):
+    assert example_plan.control_plane_endpoint == "192.0.2.10:9443"
+
+
+def test_vrid_from_config_wins_over_the_derived_one():
+    assert make_plan(config_from({"vip.virtual_router_id": 77})).vrid == 77

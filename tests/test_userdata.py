@@ -1,0 +1,161 @@
+"""Every rendered file for every node passes the real tools, and the cloud-config carries exactly those files."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from stacks.config import ALLOWED_NODE_COUNTS
+from stacks.plan import make_plan
+from tests.conftest import DELETE, config_from
+from tests.tools import cloud_init_schema, haproxy_check, keepalived_check
+from userdata.render import (
+    CHECK_SCRIPT,
+    CONTAINER_FILES,
+    HAPROXY_CFG,
+    KEEPALIVED_CONF,
+    container_commands,
+    render_cloud_config,
+    render_node_files,
+)
+
+NODE_NAMES = ["demo-cp-1", "demo-cp-2", "demo-cp-3"]
+
+
+@pytest.fixture(scope="module")
+def files(example_plan):
+    return {name: render_node_files(example_plan, name) for name in NODE_NAMES}
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("node", NODE_NAMES)
+def test_haproxy_accepts_each_nodes_config(files, node):
+    result = haproxy_check(files[node][HAPROXY_CFG.key])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Configuration file is valid" in result.stdout
+    assert "[WARNING]" not in result.stdout + result.stderr
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("node", NODE_NAMES)
+def test_keepalived_accepts_each_nodes_config_without_a_warning(files, example_plan, node):
+    problems = keepalived_check(files[node][KEEPALIVED_CONF.key], example_plan.interface, files[node][CHECK_SCRIPT.key])
+    assert problems == []
+
+
+@pytest.mark.tools
+def test_keepalived_check_is_able_to_fail(files, example_plan):
+    broken = files["demo-cp-1"][KEEPALIVED_CONF.key].replace("advert_int 0.1", "advert_int 0.1x")
+    assert keepalived_check(broken, example_plan.interface, files["demo-cp-1"][CHECK_SCRIPT.key])
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("node", NODE_NAMES)
+def test_cloud_init_accepts_each_nodes_cloud_config(example_plan, node):
+    result = cloud_init_schema(render_cloud_config(example_plan, node))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid cloud-config" in result.stdout
+
+
+@pytest.mark.parametrize("node", NODE_NAMES)
+def test_cloud_config_carries_exactly_the_rendered_files(example_plan, files, node):
+    text = render_cloud_config(example_plan, node)
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    written = {f["path"]: f for f in doc["write_files"]}
+    assert set(written) == {f.host_path for f in CONTAINER_FILES}
+    for spec in CONTAINER_FILES:
+        entry = written[spec.host_path]
+        assert entry["content"] == files[node][spec.key]
+        assert (entry["owner"], entry["permissions"]) == (spec.owner, spec.permissions)
+
+
+def test_check_script_is_root_owned_and_not_writable_by_others():
+    assert CHECK_SCRIPT.owner == "root:root"
+    assert int(CHECK_SCRIPT.permissions, 8) & 0o022 == 0
+
+
+def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):
+    priorities = []
+    for name, node_files in files.items():
+        conf = node_files[KEEPALIVED_CONF.key]
+        assert "state BACKUP" in conf and "nopreempt" in conf and "state MASTER" not in conf
+        assert "enable_script_security" in conf and re.search(r"script_user \w+", conf)
+        peers = re.search(r"unicast_peer \{\n(.*?)\n\s*\}", conf, re.S).group(1).split()
+        own = re.search(r"unicast_src_ip (\S+)", conf).group(1)
+        assert sorted(peers + [own]) == ["192.0.2.11", "192.0.2.12", "192.0.2.13"] and own not in peers
+        assert "192.0.2.10/32 dev ens3" in conf
+        priorities.append(int(re.search(r"priority (\d+)", conf).group(1)))
+    assert len(set(priorities)) == len(priorities)
+
+
+def test_haproxy_balances_over_every_apiserver_with_https_healthz(files):
+    cfg = files["demo-cp-1"][HAPROXY_CFG.key]
+    assert "bind :9443" in cfg and "balance roundrobin" in cfg
+    assert "http-check connect ssl" in cfg and "http-check send meth GET uri /healthz" in cfg
+    assert re.findall(r"^\s*server (\S+) (\S+)", cfg, re.M) == [
+        ("demo-cp-1", "192.0.2.11:6443"), ("demo-cp-2", "192.0.2.12:6443"), ("demo-cp-3", "192.0.2.13:6443")
+    ]
+
+
+def test_haproxy_health_endpoint_is_on_loopback_only(files):
+    cfg = files["demo-cp-1"][HAPROXY_CFG.key]
+    binds = re.findall(r"^\s*bind (\S+)", cfg, re.M)
+    assert binds == ["127.0.0.1:9444", ":9443"]
+    directives = "\n".join(line for line in cfg.splitlines() if not line.lstrip().startswith("#"))
+    assert "stats socket" not in directives and "pidfile" not in directives  # the image's user cannot write them
+
+
+def test_haproxy_timeouts_keep_long_streams_open(files):
+    cfg = files["demo-cp-1"][HAPROXY_CFG.key]
+    for key in ("client", "server"):
+        value = re.search(rf"timeout {key} (\d+)h", cfg)
+        assert value and int(value.group(1)) >= 1
+
+
+def test_containers_restart_run_on_the_host_network_and_read_configs_where_images_expect(example_plan):
+    haproxy, keepalived = container_commands(example_plan)
+    for cmd in (haproxy, keepalived):
+        assert cmd[:3] == ["docker", "run", "--detach"]
+        assert cmd[cmd.index("--restart") + 1] == "always"
+        assert cmd[cmd.index("--network") + 1] == "host"
+    assert f"{HAPROXY_CFG.host_path}:/usr/local/etc/haproxy/haproxy.cfg:ro" in haproxy
+    assert haproxy[-1] == example_plan.haproxy_image
+    caps = {keepalived[i + 1] for i, a in enumerate(keepalived) if a == "--cap-add"}
+    assert caps == {"NET_ADMIN", "NET_BROADCAST", "NET_RAW"}
+    assert f"{KEEPALIVED_CONF.host_path}:/container/service/keepalived/assets/keepalived.conf:ro" in keepalived
+    assert f"{CHECK_SCRIPT.host_path}:{CHECK_SCRIPT.container_path}:ro" in keepalived
+    assert keepalived[-2:] == [example_plan.keepalived_image, "--copy-service"]
+
+
+def test_cloud_config_installs_docker_and_starts_both_containers(example_plan):
+    doc = yaml.safe_load(render_cloud_config(example_plan, "demo-cp-1"))
+    assert "docker.io" in doc["packages"]
+    assert doc["runcmd"][0] == ["systemctl", "enable", "--now", "docker"]
+    assert doc["runcmd"][1:] == container_commands(example_plan)
+
+
+def test_rendered_text_has_no_terraform_template_syntax(files):
+    for node_files in files.values():
+        for text in node_files.values():
+            assert "${" not in text and "%{" not in text
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("count", ALLOWED_NODE_COUNTS)
+def test_every_allowed_node_count_renders_configs_the_tools_accept(count):
+    members = [{"name": f"demo-cp-{i}", "address": f"192.0.2.{10 + i}"} for i in range(1, count + 1)]
+    plan = make_plan(config_from({"nodes.count": count, "nodes.members": members}))
+    last = plan.nodes[-1].name
+    node_files = render_node_files(plan, last)
+    assert haproxy_check(node_files[HAPROXY_CFG.key]).returncode == 0
+    assert keepalived_check(node_files[KEEPALIVED_CONF.key], plan.interface, node_files[CHECK_SCRIPT.key]) == []
+    assert cloud_init_schema(render_cloud_config(plan, last)).returncode == 0
+
+
+def test_allocated_addresses_need_explicit_references():
+    plan = make_plan(config_from({"nodes.members": DELETE}))
+    with pytest.raises(ValueError, match="allocated by Neutron"):
+        render_node_files(plan, "demo-cp-1")

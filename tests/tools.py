@@ -1,0 +1,76 @@
+"""Run the real haproxy, keepalived and cloud-init checkers on rendered text; skip where they are missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+
+def require(*binaries: str) -> None:
+    missing = [b for b in binaries if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)}: `make test` installs the Debian packages as root")
+
+
+def haproxy_check(text: str) -> subprocess.CompletedProcess[str]:
+    require("haproxy")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "haproxy.cfg"
+        cfg.write_text(text)
+        return subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+
+
+def cloud_init_schema(text: str) -> subprocess.CompletedProcess[str]:
+    require("cloud-init")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "user-data.yaml"
+        cfg.write_text(text)
+        return subprocess.run(["cloud-init", "schema", "--config-file", str(cfg)], capture_output=True, text=True, timeout=60)
+
+
+def keepalived_check(conf: str, interface: str, script: str | None = None) -> list[str]:
+    """Problems `keepalived -t` reports for `conf`, run where `interface` exists and the script is in place.
+
+    keepalived 2.2.7 (Debian) ends its config test by SIGTERM-ing itself whatever it found, so the
+    exit status says nothing: every line it prints is a problem. The check runs in a throw-away
+    network namespace that has the interface, with the check script bind-mounted where the
+    container sees it.
+    """
+    require("keepalived", "ip", "unshare")
+    if os.geteuid() != 0:
+        pytest.skip("keepalived -t needs root to create a network namespace with the node's interface")
+    ns = f"kha-t-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        conf_path = Path(tmp) / "keepalived.conf"
+        conf_path.write_text(conf)
+        if script is not None:
+            script_path = Path(tmp) / "check_haproxy.sh"
+            script_path.write_text(script)
+            script_path.chmod(0o755)
+        try:
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            subprocess.run(
+                ["ip", "-n", ns, "link", "add", interface, "type", "veth", "peer", "name", "peer0"],
+                check=True,
+                capture_output=True,
+            )
+            mount = f"mount --bind {tmp} /etc/keepalived && " if script is not None else ""
+            result = subprocess.run(
+                ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 f"mkdir -p /etc/keepalived && {mount}exec keepalived -t -f {conf_path}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    if result.returncode not in (0, -15, 143):
+        return [f"exit status {result.returncode}", *result.stderr.splitlines()]
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
