@@ -18,9 +18,11 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast bench lab setup setup-python setup-node setup-system setup-checkov clean
+.PHONY: synth test test-fast bench lab diff deploy setup setup-python setup-node setup-system setup-checkov clean
 
+# A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
+	rm -rf cdktf.out
 	cdktf synth --output cdktf.out
 	@ls cdktf.out/stacks/*/cdk.tf.json
 
@@ -31,8 +33,15 @@ test: setup synth
 test-fast: setup-python setup-node
 	python -m pytest -m "not lab"
 
-bench: setup
+bench: setup synth
 	python -m lab.bench
+
+# Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry.
+diff: setup-python setup-node
+	cdktf diff
+
+deploy: setup-python setup-node
+	cdktf deploy
 
 lab: setup synth
 	python -m lab

@@ -14,8 +14,8 @@ import yaml
 from tests.conftest import EXAMPLE, ROOT, example_data, with_changes
 
 
-def run(cmd, tmp_path, config):
-    env = {**os.environ, "CONFIG": str(config), "CHECKPOINT_DISABLE": "1"}
+def run(cmd, tmp_path, config, **extra_env):
+    env = {**os.environ, "CONFIG": str(config), "CHECKPOINT_DISABLE": "1", **extra_env}
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -67,9 +67,8 @@ def test_cdktf_synth_rejects_bad_config_without_traceback(tmp_path):
         shutil.copy(ROOT / name, tmp_path / name)
     for name in ("stacks", "userdata"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    env_venv = {"PIPENV_VENV_IN_PROJECT": "", "VIRTUAL_ENV": str(ROOT / ".venv"), "PIPENV_IGNORE_VIRTUALENVS": "0"}
-    os.environ.update(env_venv)
-    result = run([cdktf, "synth"], tmp_path, bad_config(tmp_path))
+    # The copy has no virtualenv of its own: `pipenv run` uses the project's, as an active one.
+    result = run([cdktf, "synth"], tmp_path, bad_config(tmp_path), VIRTUAL_ENV=str(ROOT / ".venv"), PIPENV_VENV_IN_PROJECT="")
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Traceback" not in output

@@ -159,3 +159,18 @@ def test_allocated_addresses_need_explicit_references():
     plan = make_plan(config_from({"nodes.members": DELETE}))
     with pytest.raises(ValueError, match="allocated by Neutron"):
         render_node_files(plan, "demo-cp-1")
+
+
+def test_extract_gives_back_each_nodes_files_from_the_synthesized_json(example_json, files, tmp_path):
+    from userdata.extract import main as extract, user_data_by_node, written_files
+
+    by_node = user_data_by_node(example_json)
+    assert sorted(by_node) == NODE_NAMES
+    for node in NODE_NAMES:
+        written = written_files(by_node[node])
+        assert {p: f.content for p, f in written.items()} == {s.host_path: files[node][s.key] for s in CONTAINER_FILES}
+    stack = tmp_path / "cdk.tf.json"
+    stack.write_text(__import__("json").dumps(example_json))
+    assert extract([str(stack), "demo-cp-2", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / HAPROXY_CFG.host_path.lstrip("/")).read_text() == files["demo-cp-2"][HAPROXY_CFG.key]
+    assert extract([str(stack), "nope", str(tmp_path / "out")]) == 2
