@@ -10,7 +10,7 @@ export DISABLE_VERSION_CHECK := 1
 export CDKTF_DISABLE_PLUGIN_CACHE_ENV := 1
 # jsii and the cdktf CLI run on the Node 22 from package.json, not the machine's Node.
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
-export NODE_OPTIONS := --no-deprecation
+export NODE_OPTIONS := --no-deprecation --max-old-space-size=4096
 # An empty Terraform CLI config: the machine's may point at files that do not exist.
 export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
 
