@@ -80,17 +80,10 @@ class Subnet(Ref):
     gateway: ipaddress.IPv4Address | None = None
 
 
-class Network(_Model):
-    name: str | None = None
-    id: str | None = None
+class Network(Ref):
     subnet: Subnet
+    # The nodes' interface on this network, as the image names it (keepalived binds the VIP there).
     interface: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]{1,15}$")] = "ens3"
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Network:
-        if (self.name is None) == (self.id is None):
-            raise ValueError("give exactly one of 'name' or 'id'")
-        return self
 
     @property
     def identity(self) -> str:
