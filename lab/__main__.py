@@ -1,0 +1,50 @@
+"""`python -m lab [show | drill NAME | cleanup]`: build the lab from the synthesized JSON, show
+the nodes and the VIP holder, run one drill, and tear everything down again."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from lab import drills, synth, topology
+from lab.harness import VARIANTS, Lab, synthesize
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    ap.add_argument("--json", type=Path, help="synthesized cdk.tf.json (default: cdktf.out/stacks/*/cdk.tf.json)")
+    ap.add_argument("--variant", choices=VARIANTS, default="ours", help="our keepalived.conf, or the seed's settings")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs) after teardown")
+    sub = ap.add_subparsers(dest="command")
+    sub.add_parser("show", help="build, print nodes and VIP holder, tear down (the default)")
+    drill = sub.add_parser("drill", help="run one drill")
+    drill.add_argument("name", choices=[*drills.DRILLS, *drills.CONTROLS])
+    sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, work dirs)")
+    args = ap.parse_args(argv)
+
+    if args.command == "cleanup":
+        for line in topology.cleanup():
+            print("removed", line)
+        return 0
+    doc = synth.load(args.json or synthesize())
+    if args.command == "drill" and args.name in drills.CONTROLS:
+        result = drills.CONTROLS[args.name](doc, args.variant)
+    else:
+        with Lab(doc, args.variant, keep=args.keep) as lab:
+            lab.wait_steady()
+            print(lab.describe())
+            if args.command != "drill":
+                return 0
+            result = drills.DRILLS[args.name](lab)
+            print(lab.describe())
+            if args.keep:
+                print(f"logs kept in {lab.workdir}")
+    print(json.dumps(asdict(result), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

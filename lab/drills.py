@@ -1,0 +1,263 @@
+"""The drills: inject one fault into a steady lab, watch the client, put the lab back.
+
+Tests and the benchmark run the same functions. Each regular drill starts from and returns to
+the steady state (`Lab.wait_steady`), so drills can run one after another on one lab. The two
+negative controls build their own lab from an edited copy of the JSON.
+
+Outage (seconds): from the fault injection to the start of the first successful client attempt
+that started after the last failed attempt of the window; 0 when no attempt failed. Attempts
+start every 20 ms whatever earlier ones do, so this is accurate to about 20 ms even when failing
+attempts take their full one-second timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lab import synth
+from lab.client import TIMEOUT, Attempt
+from lab.harness import Lab, LabNode
+
+SETTLE_MIN = 3.0  # watch every fault at least this long: some failures only start later
+SETTLE_QUIET = 1.5  # and until the client has been served this long without a failure
+SETTLE_MAX = 20.0
+RESTART_DELAY = 0.1  # Docker's --restart=always restarts a dead container after about 0.1 s
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the client saw from a fault on."""
+
+    outage_s: float
+    failed: int
+    attempts: int
+    recovered: bool
+
+    @staticmethod
+    def of(attempts: list[Attempt], t_fault: float, t_end: float) -> Window:
+        failures = [a for a in attempts if not a.ok]
+        if not failures:
+            return Window(0.0, 0, len(attempts), True)
+        last = max(a.start for a in failures)
+        back = [a.start for a in attempts if a.ok and a.start > last]
+        recovered = bool(back)
+        outage = (min(back) if recovered else t_end) - t_fault
+        return Window(max(0.0, outage), len(failures), len(attempts), recovered)
+
+
+@dataclass
+class DrillResult:
+    drill: str
+    variant: str
+    outage_s: float
+    failed: int
+    holder_before: str | None
+    holder_after: str | None
+    holders_at_end: int
+    recovered: bool = True
+    detection_s: float | None = None  # drill 5: fault -> haproxy on the holder marks the backend down
+    failed_after_detection: int | None = None
+    second: Window | None = None  # the heal of a cut, the restart of a killed keepalived
+    answered_by: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _one_holder(lab: Lab) -> str:
+    holders = lab.holders()
+    if len(holders) != 1:
+        raise AssertionError(f"expected one VIP holder before the drill, found {holders}")
+    return holders[0]
+
+
+def _settle(lab: Lab, t0: float, holders_ok: Callable[[list[str]], bool] = lambda h: len(h) == 1) -> float:
+    """Wait until the fault has played out: at least SETTLE_MIN, then SETTLE_QUIET seconds of
+    served attempts, keepalived settled, with an acceptable set of VIP holders (at most
+    SETTLE_MAX). Returns the end."""
+    while True:
+        now = time.monotonic()
+        recent = [a for a in lab.client.between(now - SETTLE_QUIET) if a.end <= now]
+        quiet = now - t0 >= SETTLE_MIN and recent and all(a.ok for a in recent) and lab.vrrp_unsettled() is None
+        if (quiet and holders_ok(lab.holders())) or now - t0 >= SETTLE_MAX:
+            return now
+        time.sleep(0.1)
+
+
+def _window(lab: Lab, t0: float, t1: float) -> Window:
+    time.sleep(max(0.0, t1 + TIMEOUT + 0.1 - time.monotonic()))  # let attempts in flight report
+    return Window.of(lab.client.between(t0, t1), t0, t1)
+
+
+def _result(lab: Lab, name: str, t0: float, t1: float, before: str | None, window: Window | None = None) -> DrillResult:
+    """The drill's result over [t0, t1]; `window` when the outage is not that of [t0, t1]."""
+    w = window or _window(lab, t0, t1)
+    holders = lab.holders()
+    answered: dict[str, int] = {}
+    for a in lab.client.between(t0, t1):
+        if a.ok:
+            answered[a.node] = answered.get(a.node, 0) + 1
+    return DrillResult(name, lab.variant, w.outage_s, w.failed, before, holders[0] if len(holders) == 1 else None,
+                       len(holders), w.recovered, answered_by=answered)  # fmt: skip
+
+
+# --- drills on a steady lab -------------------------------------------------------------------
+def haproxy_kill(lab: Lab) -> DrillResult:
+    """SIGKILL haproxy on the VIP holder: keepalived's check must move the VIP."""
+    lab.wait_steady()
+    holder = _one_holder(lab)
+    t0 = time.monotonic()
+    lab.nodes[holder].daemons.haproxy.kill()
+    result = _result(lab, "haproxy-kill", t0, _settle(lab, t0), holder)
+    lab.nodes[holder].daemons.start_haproxy()
+    lab.wait_steady()
+    return result
+
+
+def _move_vip_away(lab: Lab, holder: str) -> None:
+    """Kill haproxy on the holder and wait until one other node holds the VIP."""
+    lab.nodes[holder].daemons.haproxy.kill()
+    _settle(lab, time.monotonic(), lambda h: len(h) == 1 and h[0] != holder)
+
+
+def haproxy_recover(lab: Lab) -> DrillResult:
+    """Bring a killed haproxy back: the VIP must stay where it went (no preemption)."""
+    lab.wait_steady()
+    old = _one_holder(lab)
+    _move_vip_away(lab, old)
+    holder = _one_holder(lab)
+    t0 = time.monotonic()
+    lab.nodes[old].daemons.start_haproxy()
+    result = _result(lab, "haproxy-recover", t0, _settle(lab, t0), holder)
+    result.notes.append(f"haproxy restarted on {old}, which held the VIP before it was killed")
+    lab.wait_steady()
+    return result
+
+
+def keepalived_kill(lab: Lab) -> DrillResult:
+    """SIGKILL keepalived on the holder, then restart it RESTART_DELAY later as Docker would."""
+    lab.wait_steady()
+    holder = _one_holder(lab)
+    daemons = lab.nodes[holder].daemons
+    t0 = time.monotonic()
+    daemons.keepalived.kill()
+    daemons.keepalived.popen.wait(5)
+    time.sleep(max(0.0, t0 + RESTART_DELAY - time.monotonic()))
+    daemons.start_keepalived()
+    result = _result(lab, "keepalived-kill", t0, _settle(lab, t0), holder)
+    result.notes.append(f"keepalived restarted {RESTART_DELAY} s after SIGKILL, emulating Docker's --restart=always")
+    lab.wait_steady()
+    return result
+
+
+def make_holder(lab: Lab, node: str) -> None:
+    """Move the VIP to `node` by killing haproxy wherever else it is (and bringing it back)."""
+    for _ in range(len(lab.nodes)):
+        lab.wait_steady()
+        holder = _one_holder(lab)
+        if holder == node:
+            return
+        _move_vip_away(lab, holder)
+        lab.nodes[holder].daemons.start_haproxy()
+    raise AssertionError(f"could not move the VIP to {node}")
+
+
+def node_cut(lab: Lab) -> DrillResult:
+    """Cut the holder off the network (its NIC stays up), then heal: one holder must remain.
+
+    The holder cut is always the node with the highest keepalived priority: on the heal it wins
+    the election against the node that took over, the case where clients must learn that the
+    VIP has moved back although the winner never changed state."""
+    top = max(lab.nodes, key=lambda n: lab.priority[n])
+    make_holder(lab, top)  # returns with the lab steady
+    holder = _one_holder(lab)
+    t0 = time.monotonic()
+    lab.topology.cut(holder)
+    # While cut, the node still holds the VIP on its own interface: only the others count.
+    t1 = _settle(lab, t0, lambda h: len([n for n in h if n != holder]) == 1)
+    cut = _window(lab, t0, t1)
+    during = [n for n in lab.holders() if n != holder]
+    t2 = time.monotonic()
+    lab.topology.cut(holder, False)
+    t3 = _settle(lab, t2)
+    result = _result(lab, "node-cut", t0, t3, holder, window=cut)
+    result.second = _window(lab, t2, t3)
+    result.notes.append(f"VIP while cut: {during}; 'second' is the heal")
+    lab.wait_steady()
+    return result
+
+
+def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], None], restore: Callable[[LabNode], None]) -> DrillResult:
+    """A fault of the holder's apiserver; detection = holder's haproxy logs the backend DOWN."""
+    lab.wait_steady()
+    holder = _one_holder(lab)
+    node = lab.nodes[holder]
+    t0 = time.monotonic()
+    inject(node)
+    t1 = _settle(lab, t0)
+    result = _result(lab, name, t0, t1, holder)
+    down = node.daemons.first_event("haproxy", rf"/{holder} is DOWN", t0)
+    if down is not None:
+        result.detection_s = down.t - t0
+    else:  # haproxy logged nothing: take the time failures stopped
+        failures = [a for a in lab.client.between(t0, t1) if not a.ok]
+        result.detection_s = max((a.end for a in failures), default=t0) - t0
+        result.notes.append("detection from the client's last failure (no DOWN line in haproxy's log)")
+    result.failed_after_detection = sum(
+        1 for a in lab.client.between(t0, t1) if not a.ok and a.start >= t0 + result.detection_s
+    )
+    restore(node)
+    lab.wait_steady()
+    return result
+
+
+def apiserver_stop(lab: Lab) -> DrillResult:
+    """Stop the holder's apiserver: haproxy must send clients elsewhere."""
+    return _backend_fault(lab, "apiserver-stop", lambda n: n.apiserver.stop(), lambda n: n.apiserver.start())
+
+
+def apiserver_unhealthy(lab: Lab) -> DrillResult:
+    """Make the holder's apiserver answer /healthz with 500 while it keeps running."""
+    return _backend_fault(lab, "apiserver-unhealthy", lambda n: n.set_healthy(False), lambda n: n.set_healthy(True))
+
+
+# --- negative controls: the lab must show the failure ----------------------------------------
+OBSERVE = 3.0
+
+
+def _control(doc: dict, variant: str, name: str, note: str) -> DrillResult:
+    with Lab(doc, variant) as lab:
+        # No steady state to wait for: wait until every keepalived has decided, then watch.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(n.daemons.vrrp_state == "INIT" for n in lab.nodes.values()):
+            time.sleep(0.1)
+        time.sleep(3.5 if variant == "seed" else 1.0)  # seed: three 1 s adverts before a backup takes over
+        t0 = time.monotonic()
+        time.sleep(OBSERVE)
+        result = _result(lab, name, t0, time.monotonic(), None)
+        result.notes.append(note)
+        return result
+
+
+def without_vrrp_rule(doc: dict, variant: str = "ours") -> DrillResult:
+    """Negative control: no VRRP rule in the security group; expect more than one VIP holder."""
+    return _control(synth.without_vrrp_rules(doc), variant, "no-vrrp-rule", "VRRP rule removed from the JSON")
+
+
+def without_vip_pair(doc: dict, variant: str = "ours") -> DrillResult:
+    """Negative control: VIP not an allowed address pair; expect the client not to reach it."""
+    return _control(synth.without_vip_pairs(doc), variant, "no-vip-pair", "VIP removed from allowed_address_pairs")
+
+
+DRILLS: dict[str, Callable[[Lab], DrillResult]] = {
+    "haproxy-kill": haproxy_kill,
+    "haproxy-recover": haproxy_recover,
+    "keepalived-kill": keepalived_kill,
+    "node-cut": node_cut,
+    "apiserver-stop": apiserver_stop,
+    "apiserver-unhealthy": apiserver_unhealthy,
+}
+CONTROLS: dict[str, Callable[[dict, str], DrillResult]] = {
+    "no-vrrp-rule": without_vrrp_rule,
+    "no-vip-pair": without_vip_pair,
+}

@@ -1,0 +1,84 @@
+"""A lab process: its own process group, its output stamped with the monotonic clock.
+
+Every daemon is killed as a whole process group, as a container's processes die together.
+Each output line is stamped when it is read, with the same clock the client uses, so a log
+line ("Server .../x is DOWN") can be placed on the drill's time line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+LineHook = Callable[[float, str], None]
+
+
+class Proc:
+    """Start, signal and stop one command; its output goes to `log` as `<monotonic> <line>`."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, on_line: LineHook | None = None, cwd: Path | None = None):
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.on_line = on_line
+        self.cwd = cwd
+        self.popen: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> Proc:
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.cwd,
+        )
+        self._reader = threading.Thread(target=self._read, args=(self.popen,), name=f"log-{self.name}", daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self, popen: subprocess.Popen) -> None:
+        with open(self.log, "ab", buffering=0) as log:
+            log.write(f"{time.monotonic():.6f} === start {' '.join(self.argv)}\n".encode())
+            for raw in popen.stdout:
+                now = time.monotonic()
+                line = raw.decode(errors="replace").rstrip("\n")
+                log.write(f"{now:.6f} {line}\n".encode())
+                if self.on_line:
+                    self.on_line(now, line)
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (a daemon with its workers and helpers)."""
+        if self.popen is None:
+            return
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace: float = 2.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; wait for the output to drain."""
+        if self.popen is None:
+            return
+        self.kill(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill(signal.SIGKILL)
+            self.popen.wait(5)
+        self.kill(signal.SIGKILL)  # stragglers of the group (check scripts, workers)
+        if self._reader is not None:
+            self._reader.join(2)
+        self.popen = None

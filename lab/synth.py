@@ -1,0 +1,280 @@
+"""Read the synthesized cdk.tf.json into the few facts the lab builds from.
+
+Only the JSON is trusted, never the Python objects that produced it: a wrong reference or a
+missing rule in the JSON must show up in the lab. Every `${type.name.id}` reference is resolved
+by type and name; anything the lab cannot interpret is an error, not a guess.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PORT = "openstack_networking_port_v2"
+SECGROUP = "openstack_networking_secgroup_v2"
+RULE = "openstack_networking_secgroup_rule_v2"
+INSTANCE = "openstack_compute_instance_v2"
+VRRP = "112"
+
+_REF = re.compile(r"^\$\{([A-Za-z0-9_]+)\.([A-Za-z0-9_-]+)\.id\}$")
+# A Terraform template sequence that Terraform would still interpret: `${` or `%{` not escaped
+# by doubling (`$${`, `%%{`).
+_TEMPLATE = re.compile(r"(?<![$%])[$%]\{")
+_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "vrrp": VRRP}
+
+
+class SynthError(ValueError):
+    """The synthesized JSON says something the lab cannot build."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One security group rule; protocol None means any protocol, ports None any port."""
+
+    name: str
+    secgroup: str
+    direction: str
+    protocol: str | None
+    port_min: int | None
+    port_max: int | None
+    remote_prefix: str | None
+    remote_group: str | None
+
+
+@dataclass(frozen=True)
+class Port:
+    """A Neutron port: the addresses it may use and the groups that filter it."""
+
+    resource: str
+    name: str
+    fixed_ips: tuple[str, ...]
+    pairs: tuple[str, ...]
+    secgroups: tuple[str, ...]
+    port_security: bool
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """What port security lets the port send from (and what remote groups contain)."""
+        return self.fixed_ips + tuple(a for a in self.pairs if a not in self.fixed_ips)
+
+
+@dataclass(frozen=True)
+class File:
+    """One cloud-config `write_files` entry."""
+
+    path: str
+    content: str
+    owner: str
+    permissions: str
+
+
+@dataclass(frozen=True)
+class Node:
+    """A VM: its name, its one port and the files its user_data writes."""
+
+    name: str
+    port: Port
+    files: tuple[File, ...]
+
+    @property
+    def address(self) -> str:
+        return self.port.fixed_ips[0]
+
+    def file(self, path: str) -> File:
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise SynthError(f"{self.name}: user_data writes no {path} (it writes {[f.path for f in self.files]})")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What the lab builds: nodes, the VIP port, and the rules that filter node ports."""
+
+    nodes: tuple[Node, ...]
+    vip_port: Port
+    ports: tuple[Port, ...]
+    rules: tuple[Rule, ...]
+    open_egress: frozenset[str]
+    subnet: str
+
+    @property
+    def vip(self) -> str:
+        return self.vip_port.fixed_ips[0]
+
+    def members(self, secgroup: str) -> tuple[str, ...]:
+        """A remote group as Neutron's ipsets see it: member ports' fixed IPs and address pairs."""
+        out: list[str] = []
+        for port in self.ports:
+            if secgroup in port.secgroups:
+                out.extend(a for a in port.addresses if a not in out)
+        return tuple(out)
+
+    def client_address(self) -> str:
+        """An unused address in the subnet for the client namespace (.200 in a /24 when free)."""
+        net = ipaddress.ip_network(self.subnet)
+        used = {a for p in self.ports for a in p.addresses}
+        hosts = list(net.hosts())
+        for host in hosts[199:] + hosts[:199][::-1]:
+            if str(host) not in used:
+                return str(host)
+        raise SynthError(f"no free address left in {self.subnet}")
+
+
+def find_synth_json(root: Path) -> Path:
+    """The one `cdktf.out/stacks/*/cdk.tf.json` under the project root."""
+    found = sorted(root.glob("cdktf.out/stacks/*/cdk.tf.json"))
+    if len(found) != 1:
+        raise SynthError(f"expected one cdktf.out/stacks/*/cdk.tf.json under {root}, found {[str(p) for p in found]}")
+    return found[0]
+
+
+def load(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _ref(value: str, want: str, where: str, resources: dict) -> str:
+    m = _REF.match(value)
+    if not m or m.group(1) != want:
+        raise SynthError(f"{where}: expected a reference ${{{want}.<name>.id}}, got {value!r}")
+    if m.group(2) not in resources.get(want, {}):
+        raise SynthError(f"{where}: {value!r} names no {want} in the JSON")
+    return m.group(2)
+
+
+def _protocol(value: object) -> str | None:
+    if value in (None, "", "any"):
+        return None
+    text = str(value).lower()
+    return _PROTOCOL_NAMES.get(text, text)
+
+
+def _rules(resources: dict) -> tuple[Rule, ...]:
+    out = []
+    for name, r in resources.get(RULE, {}).items():
+        where = f"{RULE}.{name}"
+        if r.get("ethertype", "IPv4") != "IPv4":
+            continue  # the lab is IPv4 only; IPv6 traffic is dropped on every node port
+        remote_group = r.get("remote_group_id")
+        out.append(
+            Rule(
+                name=name,
+                secgroup=_ref(r["security_group_id"], SECGROUP, where, resources),
+                direction=r["direction"],
+                protocol=_protocol(r.get("protocol")),
+                port_min=r.get("port_range_min"),
+                port_max=r.get("port_range_max"),
+                remote_prefix=r.get("remote_ip_prefix"),
+                remote_group=_ref(remote_group, SECGROUP, where, resources) if remote_group else None,
+            )
+        )
+    return tuple(out)
+
+
+def _ports(resources: dict) -> dict[str, Port]:
+    out = {}
+    for name, p in resources.get(PORT, {}).items():
+        where = f"{PORT}.{name}"
+        out[name] = Port(
+            resource=name,
+            name=p.get("name", name),
+            fixed_ips=tuple(ip["ip_address"] for ip in p.get("fixed_ip", [])),
+            pairs=tuple(pair["ip_address"] for pair in p.get("allowed_address_pairs", [])),
+            secgroups=tuple(_ref(s, SECGROUP, where, resources) for s in p.get("security_group_ids", [])),
+            port_security=p.get("port_security_enabled", True),
+        )
+        if not out[name].fixed_ips:
+            raise SynthError(f"{where}: no literal fixed_ip.ip_address; the lab needs fixed addresses")
+    return out
+
+
+def _write_files(instance: str, user_data: str) -> tuple[File, ...]:
+    left = _TEMPLATE.search(user_data)
+    if left:
+        line = user_data[: left.start()].count("\n") + 1
+        raise SynthError(f"{instance}: user_data line {line} still holds a Terraform template sequence")
+    text = user_data.replace("$${", "${").replace("%%{", "%{")
+    if not text.startswith("#cloud-config"):
+        raise SynthError(f"{instance}: user_data is not cloud-config")
+    files = []
+    for entry in yaml.safe_load(text).get("write_files", []):
+        content = entry.get("content", "")
+        encoding = entry.get("encoding", "text/plain")
+        if encoding in ("b64", "base64"):
+            content = base64.b64decode(content).decode()
+        elif encoding != "text/plain":
+            raise SynthError(f"{instance}: write_files {entry['path']}: encoding {encoding!r} is not supported")
+        files.append(File(entry["path"], content, entry.get("owner", "root:root"), str(entry.get("permissions", "0644"))))
+    return tuple(files)
+
+
+def _subnet(ports: dict[str, Port]) -> str:
+    """The /24 holding every port address: the synthesized JSON reads the subnet as a data source."""
+    addresses = {a for p in ports.values() for a in p.addresses}
+    nets = {ipaddress.ip_network(f"{a}/24", strict=False) for a in addresses}
+    if len(nets) != 1:
+        raise SynthError(f"port addresses {sorted(addresses)} are not in one /24")
+    return str(nets.pop())
+
+
+def parse(doc: dict) -> Stack:
+    """Turn the synthesized JSON into a Stack; raises SynthError naming the resource at fault."""
+    resources = doc.get("resource", {})
+    ports = _ports(resources)
+    nodes = []
+    for name, inst in sorted(resources.get(INSTANCE, {}).items(), key=lambda kv: kv[1].get("name", kv[0])):
+        where = f"{INSTANCE}.{name}"
+        networks = inst.get("network", [])
+        if len(networks) != 1 or "port" not in networks[0]:
+            raise SynthError(f"{where}: expected exactly one network block with a port, got {networks}")
+        port = ports[_ref(networks[0]["port"], PORT, where, resources)]
+        nodes.append(Node(inst.get("name", name), port, _write_files(where, inst.get("user_data", ""))))
+    if not nodes:
+        raise SynthError(f"the JSON has no {INSTANCE}")
+    bound = {n.port.resource for n in nodes}
+    unbound = [p for p in ports.values() if p.resource not in bound]
+    if len(unbound) != 1:
+        raise SynthError(f"expected one port no instance uses (the VIP port), found {[p.resource for p in unbound]}")
+    secgroups = resources.get(SECGROUP, {})
+    return Stack(
+        nodes=tuple(nodes),
+        vip_port=unbound[0],
+        ports=tuple(ports.values()),
+        rules=_rules(resources),
+        open_egress=frozenset(n for n, sg in secgroups.items() if not sg.get("delete_default_rules", False)),
+        subnet=_subnet(ports),
+    )
+
+
+def without_vrrp_rules(doc: dict) -> dict:
+    """Negative control: the same JSON with every VRRP (IP protocol 112) rule removed."""
+    out = copy.deepcopy(doc)
+    rules = out["resource"].get(RULE, {})
+    removed = [n for n, r in rules.items() if _protocol(r.get("protocol")) == VRRP]
+    if not removed:
+        raise SynthError("the JSON has no VRRP rule to remove")
+    for name in removed:
+        del rules[name]
+    return out
+
+
+def without_vip_pairs(doc: dict) -> dict:
+    """Negative control: the same JSON with the VIP removed from every port's allowed_address_pairs."""
+    out = copy.deepcopy(doc)
+    vip = parse(doc).vip
+    changed = 0
+    for port in out["resource"][PORT].values():
+        pairs = port.get("allowed_address_pairs", [])
+        kept = [p for p in pairs if p["ip_address"] not in (vip, f"{vip}/32")]
+        changed += len(pairs) - len(kept)
+        port["allowed_address_pairs"] = kept
+    if not changed:
+        raise SynthError(f"no port lists the VIP {vip} as an allowed address pair")
+    return out

@@ -1,0 +1,155 @@
+"""Namespaces, the bridge and the veths that stand in for the tenant network and its ports.
+
+Everything the lab creates is named with the prefix `kha-`, so `cleanup()` can remove what a
+crashed run left behind without knowing what it was. The bridge lives in its own namespace
+(`kha-net`) rather than on the host: its firewall then holds only the lab's rules, and the host's
+own ruleset and sysctls cannot leak into the lab (or the lab's into the host).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import neutron
+from lab.synth import Stack
+
+PREFIX = "kha-"
+NET_NS = "kha-net"
+CLIENT_NS = "kha-client"
+BRIDGE = "kha-br"
+CLIENT_IF = "kha-vc"
+WORKDIR_PREFIX = "kha-lab-"
+WORKDIR_PARENT = Path("/tmp")
+# Neutron's MAC prefix, so that captures look like the real thing.
+_MAC = "fa:16:3e:00:00:{:02x}"
+
+
+def run(argv: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command, returning its output; raise with its stderr when it fails and `check`."""
+    done = subprocess.run(argv, input=input, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
+
+
+def in_ns(ns: str, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def node_ns(name: str) -> str:
+    return PREFIX + "n-" + re.sub(r"[^A-Za-z0-9-]", "-", name)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One namespace on the bridge: its interface inside and the veth end on the bridge."""
+
+    ns: str
+    inner: str
+    ifname: str
+    mac: str
+    address: str
+
+
+class Topology:
+    """The namespaces and links for a stack; `up()` builds them, `down()` removes them."""
+
+    def __init__(self, stack: Stack, interfaces: dict[str, str]):
+        prefixlen = ipaddress.ip_network(stack.subnet).prefixlen
+        self.stack = stack
+        self.prefixlen = prefixlen
+        self.nodes = {
+            n.name: Endpoint(node_ns(n.name), interfaces[n.name], f"{PREFIX}v{i}", _MAC.format(i + 1), n.address)
+            for i, n in enumerate(stack.nodes)
+        }
+        self.client = Endpoint(CLIENT_NS, "eth0", CLIENT_IF, _MAC.format(0xC0), stack.client_address())
+        self.wirings = [
+            neutron.Wiring(n.port, self.nodes[n.name].ifname, self.nodes[n.name].mac, i + 1)
+            for i, n in enumerate(stack.nodes)
+        ]
+
+    def up(self) -> None:
+        run(["ip", "netns", "add", NET_NS])
+        self._sysctls(NET_NS, ["net.bridge.bridge-nf-call-iptables=1"])
+        run(["ip", "-n", NET_NS, "link", "add", BRIDGE, "type", "bridge"])
+        run(["ip", "-n", NET_NS, "link", "set", BRIDGE, "up"])
+        self.apply_firewall()
+        for ep in [*self.nodes.values(), self.client]:
+            self._attach(ep)
+
+    def _sysctls(self, ns: str, extra: list[str]) -> None:
+        # IPv6 off: the JSON's rules are IPv4, and router solicitations would only add noise.
+        settings = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", *extra]
+        run(in_ns(ns, ["sysctl", "-q", "-w", *settings]))
+
+    def _attach(self, ep: Endpoint) -> None:
+        run(["ip", "netns", "add", ep.ns])
+        self._sysctls(ep.ns, [])
+        run(["ip", "-n", NET_NS, "link", "add", ep.ifname, "type", "veth",
+             "peer", "name", ep.inner, "address", ep.mac, "netns", ep.ns])  # fmt: skip
+        run(["ip", "-n", NET_NS, "link", "set", ep.ifname, "master", BRIDGE, "up"])
+        run(["ip", "-n", ep.ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", ep.ns, "addr", "add", f"{ep.address}/{self.prefixlen}", "dev", ep.inner])
+        run(["ip", "-n", ep.ns, "link", "set", ep.inner, "up"])
+
+    def apply_firewall(self) -> None:
+        run(in_ns(NET_NS, ["nft", "-f", "-"]), input=neutron.ruleset(self.stack, self.wirings))
+
+    def cut(self, node: str, cut: bool = True) -> None:
+        """Drop every frame to and from a node's port (its link stays up, as a VM's NIC would)."""
+        run(in_ns(NET_NS, neutron.cut_command(self.nodes[node].ifname, cut)))
+
+    def addresses(self, node: str) -> list[str]:
+        ep = self.nodes[node]
+        out = run(["ip", "-n", ep.ns, "-4", "-o", "addr", "show", "dev", ep.inner]).stdout
+        return re.findall(r"\binet (\d+\.\d+\.\d+\.\d+)/", out)
+
+    def holders(self) -> list[str]:
+        """The nodes whose interface carries the VIP right now."""
+        return [name for name in self.nodes if self.stack.vip in self.addresses(name)]
+
+    def down(self) -> None:
+        for ep in [*self.nodes.values(), self.client]:
+            remove_ns(ep.ns)
+        remove_ns(NET_NS)
+
+
+def remove_ns(ns: str) -> None:
+    """Kill whatever still runs in a namespace, then delete it (its veths go with it)."""
+    for _ in range(20):
+        pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    run(["ip", "netns", "del", ns], check=False)
+
+
+def lab_namespaces() -> list[str]:
+    out = run(["ip", "netns", "list"], check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+
+
+def cleanup() -> list[str]:
+    """Remove everything a lab run may have left: kha-* namespaces (with their processes,
+    links and nft tables) and kha-lab-* work directories. Returns what it removed."""
+    removed = []
+    for ns in lab_namespaces():
+        remove_ns(ns)
+        removed.append(f"netns {ns}")
+    for d in WORKDIR_PARENT.glob(WORKDIR_PREFIX + "*"):
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(f"dir {d}")
+    return removed

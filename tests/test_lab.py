@@ -1,0 +1,268 @@
+"""The HA lab: fast tests of how it reads the JSON (fixture), and drills on the real stack.
+
+The drills (marked `lab`) build the synthesized cdk.tf.json in network namespaces with the real
+haproxy and keepalived and assert behaviour only: where the VIP goes, how many nodes hold it, and
+whether the client is served. Timings are the benchmark's business (`python -m lab.bench`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab import configs, drills, neutron, seed, synth, topology
+from lab.client import Attempt
+from lab.daemons import fd_cap
+from lab.drills import Window
+from lab.harness import Lab, synthesize
+
+FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
+
+
+@pytest.fixture
+def doc() -> dict:
+    return synth.load(FIXTURE)
+
+
+@pytest.fixture
+def stack(doc) -> synth.Stack:
+    return synth.parse(doc)
+
+
+def _ruleset(stack: synth.Stack) -> str:
+    return neutron.ruleset(stack, topology.Topology(stack, {n.name: "eth7" for n in stack.nodes}).wirings)
+
+
+# --- reading the JSON ---------------------------------------------------------------------------
+def test_nodes_are_the_instances_in_name_order_with_their_port_addresses(stack):
+    assert [(n.name, n.address) for n in stack.nodes] == [("fx-a", "10.9.8.11"), ("fx-b", "10.9.8.12"), ("fx-c", "10.9.8.13")]
+
+
+def test_the_vip_is_the_port_no_instance_uses(stack):
+    assert stack.vip_port.name == "fx-vip"
+    assert stack.vip == "10.9.8.10"
+
+
+def test_a_remote_group_holds_member_fixed_ips_and_their_address_pairs(stack):
+    assert set(stack.members("fx")) == {"10.9.8.10", "10.9.8.11", "10.9.8.12", "10.9.8.13"}
+
+
+def test_client_gets_a_free_address_in_the_subnet(stack):
+    assert stack.subnet == "10.9.8.0/24"
+    assert stack.client_address() == "10.9.8.200"
+
+
+def test_vrrp_protocol_name_and_number_mean_the_same(stack):
+    assert {r.name: r.protocol for r in stack.rules}["vrrp"] == "112"
+
+
+def test_ipv6_rules_are_left_out(stack):
+    assert "v6" not in {r.name for r in stack.rules}
+
+
+def test_user_data_files_are_read_with_terraform_escapes_undone(stack):
+    script = stack.nodes[0].file("/etc/kubeadm-ha/keepalived/check_haproxy.sh")
+    assert "literal ${HOME}" in script.content
+    assert script.permissions == "0755"
+
+
+def test_an_unresolved_terraform_reference_in_user_data_is_an_error(doc):
+    inst = doc["resource"][synth.INSTANCE]["instance_fx-a"]
+    inst["user_data"] = inst["user_data"].replace("literal $${HOME}", "${var.home}")
+    with pytest.raises(synth.SynthError, match=r"instance_fx-a: user_data line \d+ still holds a Terraform template"):
+        synth.parse(doc)
+
+
+def test_a_reference_to_a_missing_security_group_is_an_error(doc):
+    doc["resource"][synth.RULE]["api"]["security_group_id"] = "${openstack_networking_secgroup_v2.nope.id}"
+    with pytest.raises(synth.SynthError, match=r"rule_v2.api: .*names no openstack_networking_secgroup_v2"):
+        synth.parse(doc)
+
+
+def test_without_vrrp_rules_removes_only_the_vrrp_rule(doc):
+    edited = synth.parse(synth.without_vrrp_rules(doc))
+    assert {r.name for r in edited.rules} == {"api", "etcd", "ping", "out_dns"}
+    assert "vrrp" in doc["resource"][synth.RULE], "the original must stay untouched"
+
+
+def test_without_vip_pairs_removes_the_vip_from_every_port(doc):
+    edited = synth.parse(synth.without_vip_pairs(doc))
+    assert all("10.9.8.10" not in p.pairs for p in edited.ports)
+
+
+# --- the Neutron emulation ------------------------------------------------------------------------
+def test_port_security_lets_a_node_send_from_its_address_and_pairs_only(stack):
+    rules = _ruleset(stack)
+    assert "ether type arp arp saddr ip { 10.9.8.11, 10.9.8.10 } accept" in rules
+    assert "ether type ip ip saddr { 10.9.8.11, 10.9.8.10 } accept" in rules
+
+
+def test_vrrp_is_admitted_from_the_member_addresses_only(stack):
+    members = "{ " + ", ".join(stack.members("fx")) + " }"
+    assert f'ip saddr {members} meta l4proto 112 accept comment "vrrp"' in _ruleset(stack)
+
+
+def test_ingress_is_stateful_and_closed_by_default(stack):
+    rules = _ruleset(stack)
+    assert "ct state established,related accept" in rules
+    assert rules.count("chain ingress_") == 3
+    assert 'meta l4proto tcp th dport 2379-2380 accept comment "etcd"' in rules
+    assert 'ip saddr 0.0.0.0/0 meta l4proto icmp icmp type 8 icmp code 0 accept comment "ping"' in rules
+
+
+def test_egress_is_filtered_only_for_groups_without_default_rules(doc, stack):
+    assert "egress_" not in _ruleset(stack)
+    doc["resource"][synth.PORT]["port_fx-a"]["security_group_ids"].append("${openstack_networking_secgroup_v2.locked.id}")
+    rules = _ruleset(synth.parse(doc))
+    assert "meta mark & 0xff == 0x1 jump egress_1" in rules
+    assert 'meta l4proto udp th dport 53 return comment "out_dns"' in rules
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"), reason="needs root and nft")
+def test_the_ruleset_is_valid_nftables(stack):
+    done = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=_ruleset(stack), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+# --- configs ----------------------------------------------------------------------------------------
+def test_keepalived_instance_is_read_from_the_node_config(stack):
+    inst = configs.vrrp_instance(stack.nodes[0].file("/etc/kubeadm-ha/keepalived/keepalived.conf").content)
+    assert (inst.name, inst.interface, inst.router_id, inst.priority) == ("FX", "eth7", 42, 100)
+    assert inst.peers == ("10.9.8.12", "10.9.8.13")
+    assert inst.vips == ("10.9.8.10/32",)
+
+
+def test_seed_config_keeps_vip_interface_vrid_and_peers_and_changes_the_rest(stack):
+    ours = configs.vrrp_instance(stack.nodes[0].file("/etc/kubeadm-ha/keepalived/keepalived.conf").content)
+    text = seed.keepalived_conf(ours, first=True)
+    again = configs.vrrp_instance(text)
+    assert (again.interface, again.router_id, again.peers, again.vips, again.src_ip) == (
+        ours.interface, ours.router_id, ours.peers, ours.vips, ours.src_ip)  # fmt: skip
+    assert again.priority == 100 and configs.vrrp_instance(seed.keepalived_conf(ours, first=False)).priority == 90
+    for setting in ("vrrp_version 2", "advert_int 1", "state MASTER", "weight 11", "interval 1"):
+        assert setting in text
+    assert "nopreempt" not in text
+
+
+def test_frontend_port_is_the_one_bound_on_all_addresses(stack):
+    assert configs.frontend_port(stack.nodes[0].file("/etc/kubeadm-ha/haproxy/haproxy.cfg").content) == 9443
+
+
+def test_haproxy_maxconn_is_capped_only_when_the_fd_limit_is_too_low():
+    assert fd_cap("global\n    maxconn 100\n") == []
+    assert fd_cap("global\n    maxconn 100000000\n")[0] == "-n"
+
+
+# --- the outage definition --------------------------------------------------------------------------
+def _a(start: float, ok: bool, dur: float = 0.01) -> Attempt:
+    return Attempt(start, start + dur, ok, "n" if ok else None, None if ok else "x")
+
+
+def test_outage_runs_from_the_fault_to_the_first_success_after_the_last_failure():
+    attempts = [_a(10.0, True), _a(10.02, False, 1.0), _a(10.04, True), _a(10.3, False), _a(10.32, True), _a(10.34, True)]
+    w = Window.of(attempts, 10.01, 11.0)
+    assert (round(w.outage_s, 3), w.failed, w.recovered) == (0.31, 2, True)
+
+
+def test_no_failure_is_no_outage_and_no_success_is_no_recovery():
+    assert Window.of([_a(1.0, True)], 0.5, 2.0).outage_s == 0
+    w = Window.of([_a(1.0, False)], 0.5, 2.0)
+    assert (w.outage_s, w.recovered) == (1.5, False)
+
+
+# --- drills on the synthesized stack ----------------------------------------------------------------
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, nftables)"
+    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "ss"):
+        if not shutil.which(binary):
+            return f"the lab needs the {binary} binary"
+    probe = topology.PREFIX + "probe"
+    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    if done.returncode != 0:
+        return f"ip netns does not work here: {done.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def real_doc() -> dict:
+    if reason := _missing():
+        pytest.skip(reason)
+    return synth.load(synthesize())
+
+
+# The negative controls build labs of their own: they run before the shared lab exists.
+@pytest.mark.lab
+def test_without_the_vrrp_rule_more_than_one_node_holds_the_vip(real_doc):
+
+    r = drills.without_vrrp_rule(real_doc)
+    assert r.holders_at_end > 1
+    assert topology.lab_namespaces() == [], "teardown must remove every namespace"
+
+
+@pytest.mark.lab
+def test_without_the_vip_as_address_pair_the_client_cannot_reach_the_vip(real_doc):
+
+    r = drills.without_vip_pair(real_doc)
+    assert r.failed > 0 and sum(r.answered_by.values()) == 0
+    assert topology.lab_namespaces() == []
+
+
+@pytest.fixture(scope="module")
+def lab(real_doc):
+    with Lab(real_doc) as built:
+        built.wait_steady()
+        yield built
+
+
+@pytest.mark.lab
+def test_killing_haproxy_on_the_holder_moves_the_vip(lab):
+
+    r = drills.haproxy_kill(lab)
+    assert r.holder_after not in (None, r.holder_before)
+    assert (r.holders_at_end, r.recovered) == (1, True)
+
+
+@pytest.mark.lab
+def test_a_recovered_haproxy_does_not_take_the_vip_back(lab):
+
+    r = drills.haproxy_recover(lab)
+    assert r.holder_after == r.holder_before
+    assert (r.holders_at_end, r.failed) == (1, 0)
+
+
+@pytest.mark.lab
+def test_a_killed_and_restarted_keepalived_leaves_one_holder(lab):
+
+    r = drills.keepalived_kill(lab)
+    assert (r.holders_at_end, r.recovered) == (1, True)
+
+
+@pytest.mark.lab
+def test_a_cut_holder_is_replaced_and_one_holder_remains_after_the_heal(lab):
+
+    r = drills.node_cut(lab)  # cuts the highest-priority node: it wins the VIP back on the heal
+    assert r.recovered, "the client must be served by another node while the holder is cut off"
+    assert r.holders_at_end == 1
+    assert r.second is not None and r.second.recovered, "after the heal the client must reach the VIP's new holder"
+
+
+@pytest.mark.lab
+def test_client_traffic_continues_when_an_apiserver_is_stopped(lab):
+
+    r = drills.apiserver_stop(lab)
+    assert r.recovered and r.failed_after_detection == 0
+    assert r.holder_after == r.holder_before, "an apiserver fault must not move the VIP"
+
+
+@pytest.mark.lab
+def test_client_traffic_continues_when_an_apiserver_is_unhealthy(lab):
+
+    r = drills.apiserver_unhealthy(lab)
+    assert r.recovered and r.failed_after_detection == 0
+    assert r.holder_after == r.holder_before
