@@ -7,7 +7,6 @@ by type and name; anything the lab cannot interpret is an error, not a guess.
 
 from __future__ import annotations
 
-import base64
 import copy
 import ipaddress
 import json
@@ -15,7 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from userdata.extract import WrittenFile as File
+from userdata.extract import written_files
 
 PORT = "openstack_networking_port_v2"
 SECGROUP = "openstack_networking_secgroup_v2"
@@ -24,9 +24,6 @@ INSTANCE = "openstack_compute_instance_v2"
 VRRP = "112"
 
 _REF = re.compile(r"^\$\{([A-Za-z0-9_]+)\.([A-Za-z0-9_-]+)\.id\}$")
-# A Terraform template sequence that Terraform would still interpret: `${` or `%{` not escaped
-# by doubling (`$${`, `%%{`).
-_TEMPLATE = re.compile(r"(?<![$%])[$%]\{")
 _PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "vrrp": VRRP}
 
 
@@ -63,16 +60,6 @@ class Port:
     def addresses(self) -> tuple[str, ...]:
         """What port security lets the port send from (and what remote groups contain)."""
         return self.fixed_ips + tuple(a for a in self.pairs if a not in self.fixed_ips)
-
-
-@dataclass(frozen=True)
-class File:
-    """One cloud-config `write_files` entry."""
-
-    path: str
-    content: str
-    owner: str
-    permissions: str
 
 
 @dataclass(frozen=True)
@@ -196,23 +183,10 @@ def _ports(resources: dict) -> dict[str, Port]:
 
 
 def _write_files(instance: str, user_data: str) -> tuple[File, ...]:
-    left = _TEMPLATE.search(user_data)
-    if left:
-        line = user_data[: left.start()].count("\n") + 1
-        raise SynthError(f"{instance}: user_data line {line} still holds a Terraform template sequence")
-    text = user_data.replace("$${", "${").replace("%%{", "%{")
-    if not text.startswith("#cloud-config"):
-        raise SynthError(f"{instance}: user_data is not cloud-config")
-    files = []
-    for entry in yaml.safe_load(text).get("write_files", []):
-        content = entry.get("content", "")
-        encoding = entry.get("encoding", "text/plain")
-        if encoding in ("b64", "base64"):
-            content = base64.b64decode(content).decode()
-        elif encoding != "text/plain":
-            raise SynthError(f"{instance}: write_files {entry['path']}: encoding {encoding!r} is not supported")
-        files.append(File(entry["path"], content, entry.get("owner", "root:root"), str(entry.get("permissions", "0644"))))
-    return tuple(files)
+    try:
+        return tuple(written_files(user_data).values())
+    except ValueError as err:
+        raise SynthError(f"{instance}: {err}") from None
 
 
 def _subnet(ports: dict[str, Port]) -> str:

@@ -18,20 +18,21 @@ def require(*binaries: str) -> None:
         pytest.skip(f"missing {', '.join(missing)}: `make test` installs the Debian packages as root")
 
 
-def haproxy_check(text: str) -> subprocess.CompletedProcess[str]:
-    require("haproxy")
+def _check_file(text: str, filename: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """Run `command` with the path of a temporary file holding `text` appended."""
+    require(command[0])
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "haproxy.cfg"
-        cfg.write_text(text)
-        return subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+        path = Path(tmp) / filename
+        path.write_text(text)
+        return subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=60)
+
+
+def haproxy_check(text: str) -> subprocess.CompletedProcess[str]:
+    return _check_file(text, "haproxy.cfg", "haproxy", "-c", "-f")
 
 
 def cloud_init_schema(text: str) -> subprocess.CompletedProcess[str]:
-    require("cloud-init")
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "user-data.yaml"
-        cfg.write_text(text)
-        return subprocess.run(["cloud-init", "schema", "--config-file", str(cfg)], capture_output=True, text=True, timeout=60)
+    return _check_file(text, "user-data.yaml", "cloud-init", "schema", "--config-file")
 
 
 def keepalived_check(conf: str, interface: str, script: str | None = None) -> list[str]:

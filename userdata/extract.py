@@ -8,7 +8,9 @@ carries them, under the given folder (by their path on the node).
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +35,35 @@ def user_data_by_node(doc: dict[str, Any]) -> dict[str, str]:
     return {vm["name"]: vm["user_data"] for vm in instances.values()}
 
 
+# A Terraform template sequence Terraform would still interpret: `${` or `%{` not escaped by
+# doubling (`$${`, `%%{`).
+_TEMPLATE = re.compile(r"(?<![$%])[$%]\{")
+
+
 def written_files(user_data: str) -> dict[str, WrittenFile]:
-    """The cloud-config's write_files, keyed by path on the node."""
-    if "${" in user_data:
-        raise ValueError("user_data still holds Terraform references (Neutron-allocated addresses): read it from the state instead")
-    doc = yaml.safe_load(user_data)
-    return {
-        f["path"]: WrittenFile(f["path"], f["content"], f.get("owner", "root:root"), f.get("permissions", "0644"))
-        for f in doc.get("write_files", [])
-    }
+    """The cloud-config's write_files as the node receives them, keyed by path on the node.
+
+    Raises ValueError where the text is not literal cloud-config: a Terraform reference left in it
+    (Neutron-allocated addresses are only known to the state), or an encoding cloud-init would decode.
+    """
+    left = _TEMPLATE.search(user_data)
+    if left:
+        line = user_data[: left.start()].count("\n") + 1
+        raise ValueError(f"user_data line {line} still holds a Terraform template sequence (read it from the state instead)")
+    text = user_data.replace("$${", "${").replace("%%{", "%{")
+    if not text.startswith("#cloud-config"):
+        raise ValueError("user_data is not cloud-config")
+    files = {}
+    for entry in yaml.safe_load(text).get("write_files", []):
+        content = entry.get("content", "")
+        encoding = entry.get("encoding", "text/plain")
+        if encoding in ("b64", "base64"):
+            content = base64.b64decode(content).decode()
+        elif encoding != "text/plain":
+            raise ValueError(f"write_files {entry['path']}: encoding {encoding!r} is not supported")
+        path = entry["path"]
+        files[path] = WrittenFile(path, content, entry.get("owner", "root:root"), str(entry.get("permissions", "0644")))
+    return files
 
 
 def main(argv: list[str]) -> int:
