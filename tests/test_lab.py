@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -266,3 +268,35 @@ def test_client_traffic_continues_when_an_apiserver_is_unhealthy(lab):
     r = drills.apiserver_unhealthy(lab)
     assert r.recovered and r.failed_after_detection == 0
     assert r.holder_after == r.holder_before
+
+
+@pytest.mark.lab
+def test_the_vip_is_up_and_haproxy_accepts_on_it_before_any_apiserver_exists(lab):
+    """`kubeadm init --control-plane-endpoint VIP:9443` runs before any apiserver is there."""
+    for node in lab.nodes.values():
+        node.apiserver.stop()
+    try:
+        names = set(lab.nodes)
+
+        def every_backend_down() -> bool:
+            return all(n.daemons.servers_down == names for n in lab.nodes.values())
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not every_backend_down():
+            time.sleep(0.2)
+        assert every_backend_down(), "every haproxy must see every apiserver down"
+        time.sleep(1.5)  # more than a check-script run: no keepalived may react to dead backends
+        assert len(lab.holders()) == 1
+        connect = (
+            "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); "
+            "s.close()"
+        )
+        done = subprocess.run(
+            topology.in_ns(topology.CLIENT_NS, [sys.executable, "-c", connect, lab.stack.vip, str(lab.frontend_port)]),
+            capture_output=True, text=True, timeout=10,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        for node in lab.nodes.values():
+            node.apiserver.start()
+        lab.wait_steady()
