@@ -43,8 +43,9 @@ diff: setup-python setup-node
 deploy: setup-python setup-node
 	cdktf deploy
 
+# make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
 lab: setup synth
-	python -m lab
+	python -m lab $(if $(DRILL),drill $(DRILL),show)
 
 setup: setup-python setup-node setup-system setup-checkov
 
