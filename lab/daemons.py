@@ -23,6 +23,7 @@ from lab.configs import global_maxconn
 from lab.procs import Proc
 from lab.synth import SynthError
 from lab.topology import in_ns
+from userdata.extract import WrittenFile
 
 _SERVER = re.compile(r"Server ([^/\s]+)/(\S+) is (UP|DOWN)")
 _VRRP = re.compile(r"\((\S+)\) Entering (\w+) STATE")
@@ -30,14 +31,8 @@ _VRRP = re.compile(r"\((\S+)\) Entering (\w+) STATE")
 _VRRP_ACTIVITY = re.compile(r"Entering \w+ STATE|effective priority|VRRP_Script\(\S+\) (succeeded|failed)")
 
 
-@dataclass(frozen=True)
-class PlacedFile:
-    """A file as the container sees it."""
-
-    path: str
-    content: str
-    owner: str
-    permissions: str
+# A user_data file put at the path where its container reads it.
+PlacedFile = WrittenFile
 
 
 def content_of(files: list[PlacedFile], container_path: str, node: str) -> str:

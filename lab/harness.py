@@ -6,6 +6,7 @@ two labs (tests and a benchmark, say) from sharing the `kha-` names at the same 
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import shutil
 import subprocess
@@ -58,7 +59,7 @@ class LabNode:
 def _placed_files(node: synth.Node) -> list[PlacedFile]:
     """The node's user_data files that a container reads, at the path the container reads them."""
     return [
-        PlacedFile(contract.CONTAINER_PATHS[f.path], f.content, f.owner, f.permissions)
+        dataclasses.replace(f, path=contract.CONTAINER_PATHS[f.path])
         for f in node.files
         if f.path in contract.CONTAINER_PATHS
     ]

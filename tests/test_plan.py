@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lab.configs import parse_keepalived
 from stacks.config import ALLOWED_NODE_COUNTS
 from stacks.plan import effective_priority, make_plan
 from tests.conftest import DELETE, config_from
@@ -16,9 +15,10 @@ from userdata.render import render_keepalived_conf
 
 def keepalived_view(conf: str) -> tuple[int, int]:
     """(priority, track_script weight) as keepalived reads them from a rendered config."""
-    priority = int(re.search(r"^\s*priority (\d+)$", conf, re.M).group(1))
-    weight = int(re.search(r"^\s*haproxy_ready weight (-?\d+)$", conf, re.M).group(1))
-    return priority, weight
+    (instance,) = parse_keepalived(conf).find("vrrp_instance")
+    (script,) = instance.one("track_script").children
+    assert script.args[0] == "weight", script.args
+    return int(instance.value("priority")), int(script.args[1])
 
 
 def views_for(count: int) -> list[tuple[int, int]]:

@@ -7,6 +7,7 @@ import re
 import pytest
 import yaml
 
+from lab.configs import vrrp_instance
 from stacks.config import ALLOWED_NODE_COUNTS
 from stacks.plan import make_plan
 from tests.conftest import DELETE, config_from
@@ -83,11 +84,11 @@ def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):
         conf = node_files[KEEPALIVED_CONF.key]
         assert "state BACKUP" in conf and "nopreempt" in conf and "state MASTER" not in conf
         assert "enable_script_security" in conf and re.search(r"script_user \w+", conf)
-        peers = re.search(r"unicast_peer \{\n(.*?)\n\s*\}", conf, re.S).group(1).split()
-        own = re.search(r"unicast_src_ip (\S+)", conf).group(1)
+        instance = vrrp_instance(conf)
+        peers, own = list(instance.peers), instance.src_ip
         assert sorted(peers + [own]) == ["192.0.2.11", "192.0.2.12", "192.0.2.13"] and own not in peers
         assert "192.0.2.10/32 dev ens3" in conf
-        priorities.append(int(re.search(r"priority (\d+)", conf).group(1)))
+        priorities.append(instance.priority)
     assert len(set(priorities)) == len(priorities)
 
 
