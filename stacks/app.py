@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from stacks.config import ConfigError, load_configs
+from cluster.config import ConfigError, load_configs
 
 
 def main() -> int:

@@ -6,9 +6,9 @@ from cdktf import LocalBackend, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_openstack.provider import OpenstackProvider
 from constructs import Construct
 
-from stacks.config import ClusterConfig
+from cluster.config import ClusterConfig
 from stacks.ha_control_plane import HaControlPlane
-from stacks.plan import make_plan
+from cluster.plan import make_plan
 
 
 class ClusterStack(TerraformStack):

@@ -1,6 +1,6 @@
 """The HA control-plane construct: maps a Plan onto Neutron ports, security group, server group and VMs.
 
-It makes no decisions of its own (those live in `stacks.plan`). Terraform addresses are derived
+It makes no decisions of its own (those live in `cluster.plan`). Terraform addresses are derived
 from node names, never from list positions, so adding or reordering nodes recreates nothing.
 """
 
@@ -28,8 +28,8 @@ from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import Networkin
 from cdktf_cdktf_provider_openstack.networking_secgroup_v2 import NetworkingSecgroupV2
 from constructs import Construct
 
-from stacks.config import ClusterConfig
-from stacks.plan import Plan
+from cluster.config import ClusterConfig
+from cluster.plan import Plan
 from userdata.render import render_cloud_config
 
 VRRP_PROTOCOL = "112"

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"
 os.environ.setdefault("NODE_OPTIONS", "--no-deprecation")
 
-from stacks.config import ClusterConfig, parse_config  # noqa: E402
-from stacks.plan import Plan, make_plan  # noqa: E402
+from cluster.config import ClusterConfig, parse_config  # noqa: E402
+from cluster.plan import Plan, make_plan  # noqa: E402
 
 EXAMPLE = ROOT / "config" / "example.yaml"
 

@@ -65,7 +65,7 @@ def test_cdktf_synth_rejects_bad_config_without_traceback(tmp_path):
         pytest.skip("cdktf CLI not installed: `make test` runs npm ci")
     for name in ("cdktf.json", "main.py", "Pipfile", "Pipfile.lock"):
         shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("stacks", "userdata"):
+    for name in ("cluster", "stacks", "userdata"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     # The copy has no virtualenv of its own: `pipenv run` uses the project's, as an active one.
     result = run([cdktf, "synth"], tmp_path, bad_config(tmp_path), VIRTUAL_ENV=str(ROOT / ".venv"), PIPENV_VENV_IN_PROJECT="")

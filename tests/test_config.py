@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from stacks.config import ALLOWED_NODE_COUNTS, ConfigError, load_config, load_configs, parse_config
+from cluster.config import ALLOWED_NODE_COUNTS, ConfigError, load_config, load_configs, parse_config
 from tests.conftest import DELETE, EXAMPLE, example_data, with_changes
 
 M = "nodes.members"

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lab.configs import parse_keepalived
-from stacks.config import ALLOWED_NODE_COUNTS
-from stacks.plan import effective_priority, make_plan
+from cluster.config import ALLOWED_NODE_COUNTS
+from cluster.plan import effective_priority, make_plan
 from tests.conftest import DELETE, config_from
 from userdata.render import render_keepalived_conf
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from lab.configs import vrrp_instance
-from stacks.config import ALLOWED_NODE_COUNTS
-from stacks.plan import make_plan
+from cluster.config import ALLOWED_NODE_COUNTS
+from cluster.plan import make_plan
 from tests.conftest import DELETE, config_from
 from tests.tools import cloud_init_schema, haproxy_check, keepalived_check
 from userdata.render import (

@@ -1,6 +1,6 @@
 """Render each node's haproxy.cfg, keepalived.conf, check script and cloud-config. Text in, text out: no I/O.
 
-Decisions come from `stacks.plan`; templates only format. Addresses are passed as text so that a
+Decisions come from `cluster.plan`; templates only format. Addresses are passed as text so that a
 node whose address Neutron allocates can carry a Terraform reference instead of a literal.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from stacks import plan as p
+from cluster import plan as p
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stacks.config import ClusterConfig
+from cluster.config import ClusterConfig
 
 # Highest VRRP priority; each further node is one step lower. All distinct, all below 255
 # (255 is reserved for the address owner) and far above 0 (0 means "releasing the VIP").
