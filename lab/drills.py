@@ -12,6 +12,7 @@ attempts take their full one-second timeout.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from lab.harness import Lab, LabNode
 SETTLE_MIN = 3.0  # watch every fault at least this long: some failures only start later
 SETTLE_QUIET = 1.5  # and until the client has been served this long without a failure
 SETTLE_MAX = 20.0
+CUT_MAX = 8.0  # a cut lasts until the cut node has given up the VIP in its island, at most this long
+SLOW = 0.5  # an attempt slower than this waited for something (a lost SYN waits about 1 s)
 RESTART_DELAY = 0.1  # Docker's --restart=always restarts a dead container after about 0.1 s
 
 
@@ -60,6 +63,9 @@ class DrillResult:
     detection_s: float | None = None  # drill 5: fault -> haproxy on the holder marks the backend down
     failed_after_detection: int | None = None
     second: Window | None = None  # the heal of a cut, the restart of a killed keepalived
+    slowest_s: float | None = None  # the slowest client attempt that started after the fault
+    slow_attempts: int | None = None  # attempts started after the fault that took longer than SLOW
+    vip_moves: int | None = None  # VIP moves watched: after a cut heals; all along while the gateway is down
     answered_by: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -97,8 +103,54 @@ def _result(lab: Lab, name: str, t0: float, t1: float, before: str | None, windo
     for a in lab.client.between(t0, t1):
         if a.ok:
             answered[a.node] = answered.get(a.node, 0) + 1
+    durations = [a.end - a.start for a in lab.client.between(t0, t1) if a.start >= t0]
     return DrillResult(name, lab.variant, w.outage_s, w.failed, before, holders[0] if len(holders) == 1 else None,
-                       len(holders), w.recovered, answered_by=answered)  # fmt: skip
+                       len(holders), w.recovered, answered_by=answered, slowest_s=max(durations, default=None),
+                       slow_attempts=sum(d > SLOW for d in durations))  # fmt: skip
+
+
+def vip_moves(samples: list[tuple[str, ...]], holder: str | None) -> int:
+    """How often the VIP changed hands in a sequence of holder samples, starting at `holder`.
+
+    Only samples with exactly one holder count: none or two are the instants of a handover (or a
+    cut node's stale copy of the VIP next to the real holder) and say nothing about who serves."""
+    moves = 0
+    for sample in samples:
+        if len(sample) == 1 and sample[0] != holder:
+            moves, holder = moves + 1, sample[0]
+    return moves
+
+
+class HolderLog:
+    """Samples the VIP holders in the background while in a `with` block."""
+
+    def __init__(self, lab: Lab, period: float = 0.05):
+        self.lab = lab
+        self.period = period
+        self.samples: list[tuple[str, ...]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="holder-log", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(tuple(self.lab.holders()))
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> HolderLog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _wait_for(condition: Callable[[], bool], deadline: float) -> bool:
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # --- drills on a steady lab -------------------------------------------------------------------
@@ -109,6 +161,9 @@ def haproxy_kill(lab: Lab) -> DrillResult:
     t0 = time.monotonic()
     lab.nodes[holder].daemons.haproxy.kill()
     result = _result(lab, "haproxy-kill", t0, _settle(lab, t0), holder)
+    fault = lab.nodes[holder].daemons.first_event("keepalived", r"Entering FAULT STATE", t0)
+    if fault is not None:  # detection: keepalived on the holder has seen haproxy die
+        result.detection_s = fault.t - t0
     lab.nodes[holder].daemons.start_haproxy()
     lab.wait_steady()
     return result
@@ -173,16 +228,19 @@ def node_cut(lab: Lab) -> DrillResult:
     holder = _one_holder(lab)
     t0 = time.monotonic()
     lab.topology.cut(holder)
-    # While cut, the node still holds the VIP on its own interface: only the others count.
-    t1 = _settle(lab, t0, lambda h: len([n for n in h if n != holder]) == 1)
-    cut = _window(lab, t0, t1)
+    # While cut, the node may still hold the VIP on its own interface: only the others count.
+    _settle(lab, t0, lambda h: len([n for n in h if n != holder]) == 1)
+    stepped_down = _wait_for(lambda: holder not in lab.holders(), t0 + CUT_MAX)
     during = [n for n in lab.holders() if n != holder]
     t2 = time.monotonic()
-    lab.topology.cut(holder, False)
-    t3 = _settle(lab, t2)
+    cut = _window(lab, t0, t2)
+    with HolderLog(lab) as log:
+        lab.topology.cut(holder, False)
+        t3 = _settle(lab, t2)
     result = _result(lab, "node-cut", t0, t3, holder, window=cut)
     result.second = _window(lab, t2, t3)
-    result.notes.append(f"VIP while cut: {during}; 'second' is the heal")
+    result.vip_moves = vip_moves(log.samples, during[0] if len(during) == 1 else None)
+    result.notes.append(f"VIP while cut: {during}; the cut node {'gave up' if stepped_down else 'kept'} its copy; 'second' is the heal")
     lab.wait_steady()
     return result
 
