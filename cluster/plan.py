@@ -30,6 +30,16 @@ CHECK_PROBE_SPACING = "0.2"
 CHECK_PROBE_TIMEOUT = "0.5"
 CHECK_WEIGHT = 0
 
+# Cut off or survivor: every second the node pings its peers and the subnet gateway and fails
+# when none answers (twice in a row). A node that reaches nothing goes to FAULT, so it holds no
+# VIP in its island and cannot win the VIP back when the partition heals; one that still reaches
+# the gateway is the survivor and keeps the VIP. ping needs a raw socket: the script runs as root.
+REACH_INTERVAL_S = 1
+REACH_TIMEOUT_S = 3
+REACH_WAIT_S = 1  # ping -W takes whole seconds in busybox (the osixia image's ping) ...
+REACH_DEADLINE = "0.8"  # ... so the script stops waiting itself, before the next run is due
+REACH_FALL = 2
+
 HEALTH_URI = "/haproxy-ready"
 
 
@@ -44,6 +54,7 @@ class NodePlan:
 class Plan:
     cluster: str
     vip: str
+    gateway: str
     vrid: int
     interface: str
     frontend_port: int
@@ -77,6 +88,7 @@ def make_plan(cfg: ClusterConfig) -> Plan:
     return Plan(
         cluster=cfg.name,
         vip=str(cfg.vip.address),
+        gateway=str(cfg.gateway),
         vrid=cfg.virtual_router_id,
         interface=cfg.network.interface,
         frontend_port=cfg.ports.frontend,

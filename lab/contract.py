@@ -7,9 +7,10 @@ two from drifting apart.
 
 from __future__ import annotations
 
-from userdata.render import CONTAINER_FILES, HAPROXY_CFG, KEEPALIVED_CONF
+from userdata.render import CONTAINER_FILES, HAPROXY_CFG, KEEPALIVED_CONF, NETWORK_SCRIPT
 
 #: host path (as written by cloud-init) -> path the container reads
 CONTAINER_PATHS: dict[str, str] = {f.host_path: f.container_path for f in CONTAINER_FILES}
 HAPROXY_CONFIG: str = HAPROXY_CFG.container_path
 KEEPALIVED_CONFIG: str = KEEPALIVED_CONF.container_path
+NETWORK_CHECK: str = NETWORK_SCRIPT.container_path

@@ -245,6 +245,57 @@ def node_cut(lab: Lab) -> DrillResult:
     return result
 
 
+def peers_cut(lab: Lab) -> DrillResult:
+    """Cut every node but the lowest in priority off the network, the holder among them, then heal.
+
+    The survivor still reaches the gateway: it must take the VIP and keep it. The cut nodes reach
+    nothing: they must give up their copies, so that the heal moves nothing."""
+    top = max(lab.nodes, key=lambda n: lab.priority[n])
+    survivor = min(lab.nodes, key=lambda n: lab.priority[n])
+    make_holder(lab, top)
+    holder = _one_holder(lab)
+    cut = [n for n in lab.nodes if n != survivor]
+    t0 = time.monotonic()
+    for node in cut:
+        lab.topology.cut(node)
+    _settle(lab, t0, lambda h: survivor in h)
+    _wait_for(lambda: lab.holders() == [survivor], t0 + CUT_MAX)
+    during = lab.holders()
+    t2 = time.monotonic()
+    window = _window(lab, t0, t2)
+    with HolderLog(lab) as log:
+        for node in cut:
+            lab.topology.cut(node, False)
+        t3 = _settle(lab, t2)
+    result = _result(lab, "peers-cut", t0, t3, holder, window=window)
+    result.second = _window(lab, t2, t3)
+    result.vip_moves = vip_moves(log.samples, survivor)
+    result.notes.append(f"{', '.join(cut)} cut, {survivor} reaches the gateway; VIP while cut: {during}; 'second' is the heal")
+    lab.wait_steady()
+    return result
+
+
+GATEWAY_DOWN_S = 4.0  # longer than the network check needs to fail twice
+
+
+def gateway_down(lab: Lab) -> DrillResult:
+    """Take the subnet gateway down while every node is fine: the nodes still reach each other,
+    so nothing may move."""
+    lab.wait_steady()
+    holder = _one_holder(lab)
+    t0 = time.monotonic()
+    with HolderLog(lab) as log:
+        lab.topology.gateway_down()
+        time.sleep(GATEWAY_DOWN_S)
+        lab.topology.gateway_down(False)
+        t1 = _settle(lab, t0)
+    result = _result(lab, "gateway-down", t0, t1, holder)
+    result.vip_moves = vip_moves(log.samples, holder)
+    result.notes.append(f"gateway {lab.topology.gateway.address} down for {GATEWAY_DOWN_S} s")
+    lab.wait_steady()
+    return result
+
+
 def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], None], restore: Callable[[LabNode], None]) -> DrillResult:
     """A fault of the holder's apiserver; detection = holder's haproxy logs the backend DOWN."""
     lab.wait_steady()
@@ -312,6 +363,8 @@ DRILLS: dict[str, Callable[[Lab], DrillResult]] = {
     "haproxy-recover": haproxy_recover,
     "keepalived-kill": keepalived_kill,
     "node-cut": node_cut,
+    "peers-cut": peers_cut,
+    "gateway-down": gateway_down,
     "apiserver-stop": apiserver_stop,
     "apiserver-unhealthy": apiserver_unhealthy,
 }

@@ -73,6 +73,13 @@ def _seed_files(files: list[PlacedFile], first: bool, port: int, node: str) -> l
             PlacedFile(seed.CHECK_SCRIPT, seed.check_script(port), "root:root", "0755")]  # fmt: skip
 
 
+def _gateway(files: list[PlacedFile], node: str) -> str | None:
+    """The subnet gateway as the nodes' network check pings it: its first argument in keepalived.conf."""
+    conf = content_of(files, contract.KEEPALIVED_CONFIG, node)
+    targets = configs.script_arguments(conf, contract.NETWORK_CHECK)
+    return targets[0] if targets else None
+
+
 class Lab:
     """`with Lab(doc) as lab:` builds the stack in namespaces and starts everything."""
 
@@ -85,6 +92,7 @@ class Lab:
         self.lock_timeout = lock_timeout
         first = self.stack.nodes[0]
         self.files = {n.name: _placed_files(n) for n in self.stack.nodes}
+        self.gateway = _gateway(self.files[first.name], first.name)
         self.frontend_port = configs.frontend_port(content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name))
         interfaces: dict[str, str] = {}
         # A backup acts on its own once it has missed three adverts (plus skew): until that long
@@ -98,7 +106,7 @@ class Lab:
             interfaces[n.name] = inst.interface
             self.vrrp_calm[n.name] = 4 * inst.advert_int + 0.2
             self.priority[n.name] = inst.priority
-        self.topology = topology.Topology(self.stack, interfaces)
+        self.topology = topology.Topology(self.stack, interfaces, self.gateway)
         self.nodes: dict[str, LabNode] = {}
         self.client: Recorder | None = None
         self.workdir: Path | None = None

@@ -159,6 +159,27 @@ def test_haproxy_maxconn_is_capped_only_when_the_fd_limit_is_too_low():
     assert fd_cap("global\n    maxconn 100000000\n")[0] == "-n"
 
 
+def test_the_gateway_is_the_first_argument_of_the_network_check(tmp_path):
+    conf = (
+        'vrrp_script a {\n    script "/etc/keepalived/check_haproxy.sh"\n}\n'
+        'vrrp_script b {\n    script "/etc/keepalived/check_network.sh 10.9.8.1 10.9.8.12 10.9.8.13"\n}\n'
+    )
+    assert configs.script_arguments(conf, "/etc/keepalived/check_network.sh") == ("10.9.8.1", "10.9.8.12", "10.9.8.13")
+    assert configs.script_arguments(conf, "/etc/keepalived/other.sh") is None
+
+
+def test_the_client_never_takes_the_gateways_address(stack):
+    assert stack.client_address(taken=("10.9.8.200",)) != "10.9.8.200"
+
+
+# --- VIP moves ----------------------------------------------------------------------------------------
+def test_a_move_is_a_new_single_holder_and_handover_instants_do_not_count():
+    samples = [("b",), ("a", "b"), ("b",), (), ("a",), ("a",), ("a", "c"), ("c",)]
+    assert drills.vip_moves(samples, "b") == 2
+    assert drills.vip_moves([("a", "b"), ("a",)], "b") == 1  # a stale copy that wins counts
+    assert drills.vip_moves([("b",), ("b",)], "b") == 0
+
+
 # --- the outage definition --------------------------------------------------------------------------
 def _a(start: float, ok: bool, dur: float = 0.01) -> Attempt:
     return Attempt(start, start + dur, ok, "n" if ok else None, None if ok else "x")
@@ -180,7 +201,7 @@ def test_no_failure_is_no_outage_and_no_success_is_no_recovery():
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, nftables)"
-    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "ss"):
+    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "ss", "ping"):
         if not shutil.which(binary):
             return f"the lab needs the {binary} binary"
     probe = topology.PREFIX + "probe"
@@ -248,10 +269,29 @@ def test_a_killed_and_restarted_keepalived_leaves_one_holder(lab):
 @pytest.mark.lab
 def test_a_cut_holder_is_replaced_and_one_holder_remains_after_the_heal(lab):
 
-    r = drills.node_cut(lab)  # cuts the highest-priority node: it wins the VIP back on the heal
+    r = drills.node_cut(lab)  # cuts the highest-priority node, the one that would win an election
     assert r.recovered, "the client must be served by another node while the holder is cut off"
     assert r.holders_at_end == 1
     assert r.second is not None and r.second.recovered, "after the heal the client must reach the VIP's new holder"
+    assert r.vip_moves == 0, "the cut node must have given up the VIP in its island: the heal moves nothing"
+
+
+@pytest.mark.lab
+def test_the_last_node_that_reaches_the_gateway_holds_the_vip_and_keeps_it_after_the_heal(lab):
+
+    r = drills.peers_cut(lab)  # cuts the holder and the other peer, leaves the lowest priority
+    survivor = min(lab.nodes, key=lambda n: lab.priority[n])
+    assert r.recovered, "the survivor must serve the client while its peers are cut off"
+    assert (r.holder_after, r.holders_at_end) == (survivor, 1)
+    assert r.vip_moves == 0, "the survivor held the VIP when the cut healed and keeps it"
+
+
+@pytest.mark.lab
+def test_a_dead_gateway_moves_nothing_while_the_nodes_reach_each_other(lab):
+
+    r = drills.gateway_down(lab)
+    assert (r.failed, r.vip_moves, r.holders_at_end) == (0, 0, 1)
+    assert r.holder_after == r.holder_before
 
 
 @pytest.mark.lab

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from lab.configs import vrrp_instance
+from lab.configs import parse_keepalived, script_arguments, vrrp_instance
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
 from tests.conftest import DELETE, config_from
-from tests.tools import cloud_init_schema, haproxy_check, keepalived_check
+from tests.tools import cloud_init_schema, haproxy_check, keepalived_check, require
 from userdata.render import (
     CHECK_SCRIPT,
     CONTAINER_FILES,
     HAPROXY_CFG,
     KEEPALIVED_CONF,
+    NETWORK_SCRIPT,
     container_commands,
     render_cloud_config,
     render_node_files,
@@ -28,6 +32,11 @@ NODE_NAMES = ["demo-cp-1", "demo-cp-2", "demo-cp-3"]
 @pytest.fixture(scope="module")
 def files(example_plan):
     return {name: render_node_files(example_plan, name) for name in NODE_NAMES}
+
+
+def scripts(node_files: dict[str, str]) -> dict[str, str]:
+    """The node's keepalived scripts by file name, as the container sees them in /etc/keepalived."""
+    return {Path(f.container_path).name: node_files[f.key] for f in (CHECK_SCRIPT, NETWORK_SCRIPT)}
 
 
 @pytest.mark.tools
@@ -42,14 +51,14 @@ def test_haproxy_accepts_each_nodes_config(files, node):
 @pytest.mark.tools
 @pytest.mark.parametrize("node", NODE_NAMES)
 def test_keepalived_accepts_each_nodes_config_without_a_warning(files, example_plan, node):
-    problems = keepalived_check(files[node][KEEPALIVED_CONF.key], example_plan.interface, files[node][CHECK_SCRIPT.key])
+    problems = keepalived_check(files[node][KEEPALIVED_CONF.key], example_plan.interface, scripts(files[node]))
     assert problems == []
 
 
 @pytest.mark.tools
 def test_keepalived_check_is_able_to_fail(files, example_plan):
     broken = files["demo-cp-1"][KEEPALIVED_CONF.key].replace("advert_int 0.1", "advert_int 0.1x")
-    assert keepalived_check(broken, example_plan.interface, files["demo-cp-1"][CHECK_SCRIPT.key])
+    assert keepalived_check(broken, example_plan.interface, scripts(files["demo-cp-1"]))
 
 
 @pytest.mark.tools
@@ -73,23 +82,51 @@ def test_cloud_config_carries_exactly_the_rendered_files(example_plan, files, no
         assert (entry["owner"], entry["permissions"]) == (spec.owner, spec.permissions)
 
 
-def test_check_script_is_root_owned_and_not_writable_by_others():
-    assert CHECK_SCRIPT.owner == "root:root"
-    assert int(CHECK_SCRIPT.permissions, 8) & 0o022 == 0
+def test_check_scripts_are_root_owned_and_not_writable_by_others():
+    for script in (CHECK_SCRIPT, NETWORK_SCRIPT):
+        assert script.owner == "root:root"
+        assert int(script.permissions, 8) & 0o022 == 0
 
 
-def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):
-    priorities = []
+def test_a_node_that_reaches_neither_the_gateway_nor_a_peer_goes_to_fault(files):
     for name, node_files in files.items():
         conf = node_files[KEEPALIVED_CONF.key]
-        assert "state BACKUP" in conf and "nopreempt" in conf and "state MASTER" not in conf
-        assert "enable_script_security" in conf and re.search(r"script_user \w+", conf)
         instance = vrrp_instance(conf)
-        peers, own = list(instance.peers), instance.src_ip
-        assert sorted(peers + [own]) == ["192.0.2.11", "192.0.2.12", "192.0.2.13"] and own not in peers
-        assert "192.0.2.10/32 dev ens3" in conf
-        priorities.append(instance.priority)
-    assert len(set(priorities)) == len(priorities)
+        assert script_arguments(conf, NETWORK_SCRIPT.container_path) == ("192.0.2.1", *instance.peers)
+        (vrrp,) = parse_keepalived(conf).find("vrrp_instance")
+        weights = {c.keyword: c.args for c in vrrp.one("track_script").children}
+        assert weights["network_reachable"] == ["weight", "0"], name
+        (script,) = [s for s in parse_keepalived(conf).find("vrrp_script") if s.args == ["network_reachable"]]
+        assert script.value("user") == "root"  # ping's raw socket; script_user nobody has no NET_RAW
+
+
+def _run_network_check(script: str, targets: list[str], shell: str) -> int:
+    """Exit status of the network check, run by `shell` in a throw-away namespace where 10.77.0.1
+    is the namespace's own address (it answers) and 10.77.0.9 is nobody (no ARP reply)."""
+    setup = (
+        "ip link set lo up && ip link add kha-a type veth peer name kha-b && "
+        "ip addr add 10.77.0.1/24 dev kha-a && ip link set kha-a up && ip link set kha-b up && "
+        f'exec {shell} -c "$0" check {" ".join(targets)}'
+    )
+    done = subprocess.run(["unshare", "--net", "sh", "-c", setup, script], capture_output=True, text=True, timeout=30)
+    return done.returncode
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("shell", ["sh", "busybox sh"])
+def test_the_network_check_passes_while_one_target_answers_and_fails_when_none_does(files, shell, tmp_path):
+    require("ping", "ip", "unshare", *shell.split()[:1])
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    script = files["demo-cp-1"][NETWORK_SCRIPT.key]
+    if shell.startswith("busybox"):
+        # The osixia image's sh and ping are busybox's: whole-second -W, no fractional waits.
+        (tmp_path / "ping").write_text('#!/bin/sh\nexec busybox ping "$@"\n')
+        (tmp_path / "ping").chmod(0o755)
+        script = f"PATH={tmp_path}:$PATH\n{script}"
+    assert _run_network_check(script, ["10.77.0.9", "10.77.0.1"], shell) == 0
+    assert _run_network_check(script, ["10.77.0.1"], shell) == 0
+    assert _run_network_check(script, ["10.77.0.9", "10.77.0.8"], shell) == 1
 
 
 def test_haproxy_balances_over_every_apiserver_with_https_healthz(files):
@@ -128,6 +165,7 @@ def test_containers_restart_run_on_the_host_network_and_read_configs_where_image
     assert caps == {"NET_ADMIN", "NET_BROADCAST", "NET_RAW"}
     assert f"{KEEPALIVED_CONF.host_path}:/container/service/keepalived/assets/keepalived.conf:ro" in keepalived
     assert f"{CHECK_SCRIPT.host_path}:{CHECK_SCRIPT.container_path}:ro" in keepalived
+    assert f"{NETWORK_SCRIPT.host_path}:{NETWORK_SCRIPT.container_path}:ro" in keepalived
     assert keepalived[-2:] == [example_plan.keepalived_image, "--copy-service"]
 
 
@@ -152,7 +190,7 @@ def test_every_allowed_node_count_renders_configs_the_tools_accept(count):
     last = plan.nodes[-1].name
     node_files = render_node_files(plan, last)
     assert haproxy_check(node_files[HAPROXY_CFG.key]).returncode == 0
-    assert keepalived_check(node_files[KEEPALIVED_CONF.key], plan.interface, node_files[CHECK_SCRIPT.key]) == []
+    assert keepalived_check(node_files[KEEPALIVED_CONF.key], plan.interface, scripts(node_files)) == []
     assert cloud_init_schema(render_cloud_config(plan, last)).returncode == 0
 
 

@@ -35,13 +35,13 @@ def cloud_init_schema(text: str) -> subprocess.CompletedProcess[str]:
     return _check_file(text, "user-data.yaml", "cloud-init", "schema", "--config-file")
 
 
-def keepalived_check(conf: str, interface: str, script: str | None = None) -> list[str]:
-    """Problems `keepalived -t` reports for `conf`, run where `interface` exists and the script is in place.
+def keepalived_check(conf: str, interface: str, scripts: dict[str, str] | None = None) -> list[str]:
+    """Problems `keepalived -t` reports for `conf`, run where `interface` exists and the scripts are in place.
 
     keepalived 2.2.7 (Debian) ends its config test by SIGTERM-ing itself whatever it found, so the
     exit status says nothing: every line it prints is a problem. The check runs in a throw-away
-    network namespace that has the interface, with the check script bind-mounted where the
-    container sees it.
+    network namespace that has the interface, with the check scripts (file name -> text)
+    bind-mounted where the container sees them.
     """
     require("keepalived", "ip", "unshare")
     if os.geteuid() != 0:
@@ -51,9 +51,9 @@ def keepalived_check(conf: str, interface: str, script: str | None = None) -> li
         os.chmod(tmp, 0o755)
         conf_path = Path(tmp) / "keepalived.conf"
         conf_path.write_text(conf)
-        if script is not None:
-            script_path = Path(tmp) / "check_haproxy.sh"
-            script_path.write_text(script)
+        for name, text in (scripts or {}).items():
+            script_path = Path(tmp) / name
+            script_path.write_text(text)
             script_path.chmod(0o755)
         try:
             subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
@@ -62,7 +62,7 @@ def keepalived_check(conf: str, interface: str, script: str | None = None) -> li
                 check=True,
                 capture_output=True,
             )
-            mount = f"mount --bind {tmp} /etc/keepalived && " if script is not None else ""
+            mount = f"mount --bind {tmp} /etc/keepalived && " if scripts else ""
             result = subprocess.run(
                 ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
                  f"mkdir -p /etc/keepalived && {mount}exec keepalived -t -f {conf_path}"],

@@ -57,7 +57,14 @@ CHECK_SCRIPT = ContainerFile(
     "root:root",
     "0755",
 )
-CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_CONF, CHECK_SCRIPT)
+NETWORK_SCRIPT = ContainerFile(
+    "check_network.sh",
+    "/etc/kubeadm-ha/keepalived/check_network.sh",
+    "/etc/keepalived/check_network.sh",
+    "root:root",
+    "0755",
+)
+CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_CONF, CHECK_SCRIPT, NETWORK_SCRIPT)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,15 @@ class _Check:
     probes: int = p.CHECK_PROBES
     probe_spacing: str = p.CHECK_PROBE_SPACING
     probe_timeout: str = p.CHECK_PROBE_TIMEOUT
+
+
+@dataclass(frozen=True)
+class _Reach:
+    interval: int = p.REACH_INTERVAL_S
+    timeout: int = p.REACH_TIMEOUT_S
+    fall: int = p.REACH_FALL
+    wait: int = p.REACH_WAIT_S
+    deadline: str = p.REACH_DEADLINE
 
 
 def _literal_addresses(plan: p.Plan) -> dict[str, str]:
@@ -96,11 +112,19 @@ def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str,
         advert_interval=p.ADVERT_INTERVAL,
         check=_Check(),
         check_script_path=CHECK_SCRIPT.container_path,
+        reach=_Reach(),
+        reach_script_path=NETWORK_SCRIPT.container_path,
+        # The gateway first: the script treats all alike, the lab finds the gateway there.
+        reach_targets=[plan.gateway, *peers],
     )
 
 
 def render_check_script(plan: p.Plan) -> str:
     return _ENV.get_template("check_haproxy.sh.j2").render(plan=plan, check=_Check(), health_uri=p.HEALTH_URI)
+
+
+def render_network_script() -> str:
+    return _ENV.get_template("check_network.sh.j2").render(reach=_Reach())
 
 
 def render_node_files(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -109,6 +133,7 @@ def render_node_files(plan: p.Plan, node_name: str, addresses: Mapping[str, str]
         HAPROXY_CFG.key: render_haproxy_cfg(plan, addresses),
         KEEPALIVED_CONF.key: render_keepalived_conf(plan, node_name, addresses),
         CHECK_SCRIPT.key: render_check_script(plan),
+        NETWORK_SCRIPT.key: render_network_script(),
     }
 
 
@@ -132,6 +157,7 @@ def container_commands(plan: p.Plan) -> list[list[str]]:
         "--env", f"KEEPALIVED_VIRTUAL_IPS=#PYTHON2BASH:['{plan.vip}']",
         *mount(KEEPALIVED_CONF),
         *mount(CHECK_SCRIPT),
+        *mount(NETWORK_SCRIPT),
         plan.keepalived_image,
         "--copy-service",
     ]
