@@ -10,24 +10,28 @@ from dataclasses import dataclass
 from cluster.config import ClusterConfig
 
 # Highest VRRP priority; each further node is one step lower. All distinct, all below 255
-# (255 is reserved for the address owner) and far above 0 (0 means "releasing the VIP").
-PRIORITY_TOP = 150
+# (255 is reserved for the address owner) and far above 0 (0 means "releasing the VIP"). Near the
+# top because a backup answers a master's priority-0 advert (a failed check) after the VRRPv3 skew
+# time, (256 - priority) x advert_int / 256: 0.8 ms at 254, 45 ms at 140. The step keeps the skews
+# of two backups 4 ms apart, so the higher one's advert reaches the other before it acts.
+PRIORITY_TOP = 254
 PRIORITY_STEP = 10
 
 # VRRPv3 adverts every 100 ms: a dead or cut-off holder is replaced after 3 missed adverts plus
-# skew (~0.35 s). VRRPv3 carries no password; the security group admits VRRP only from members
+# skew (~0.3 s). VRRPv3 carries no password; the security group admits VRRP only from members
 # and Neutron port security stops members from spoofing one another.
 VRRP_VERSION = 3
 ADVERT_INTERVAL = "0.1"
 
-# keepalived 2.2 runs a check script at most once a second, so one run samples haproxy's health
-# endpoint several times and fails at the first miss. The weight 0 puts a failing node in FAULT:
-# it releases the VIP and ranks below every healthy node whatever the priorities are.
+# keepalived 2.2 runs a check script at most once a second. haproxy holds each request to its
+# health endpoint for HOLD before it answers, so one run of the script is one request that
+# watches haproxy for almost the whole second: haproxy's death closes the connection, and the
+# check fails at once instead of at the next poll. The weight 0 puts a failing node in FAULT: it
+# releases the VIP and ranks below every healthy node whatever the priorities are.
 CHECK_INTERVAL_S = 1
 CHECK_TIMEOUT_S = 3
-CHECK_PROBES = 4
-CHECK_PROBE_SPACING = "0.2"
-CHECK_PROBE_TIMEOUT = "0.5"
+CHECK_HOLD_MS = 900  # below the interval: a run still going when the next is due skips that one
+CHECK_MAX_TIME = "1.5"
 CHECK_WEIGHT = 0
 
 # Cut off or survivor: every second the node pings its peers and the subnet gateway and fails

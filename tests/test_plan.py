@@ -77,6 +77,13 @@ def test_failed_check_puts_the_node_in_fault():
     assert {tuple(s.args) for s in instance.one("track_script").children} == {("weight", "0")}
 
 
+@pytest.mark.parametrize("count", ALLOWED_NODE_COUNTS)
+def test_priorities_sit_near_the_top_so_a_backup_answers_a_release_within_milliseconds(count):
+    # VRRPv3 skew time: (256 - priority) x advert_int / 256; advert_int is 0.1 s.
+    assert all((256 - p) * 0.1 / 256 <= 0.005 for p, _ in VIEWS[count][:2])
+    assert all((256 - p) * 0.1 / 256 <= 0.025 for p, _ in VIEWS[count])
+
+
 def test_control_plane_endpoint_is_vip_and_frontend_port(example_plan):
     assert example_plan.control_plane_endpoint == "192.0.2.10:9443"
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from lab.configs import parse_keepalived, script_arguments, vrrp_instance
+from lab.daemons import fd_cap
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
 from tests.conftest import DELETE, config_from
@@ -27,6 +29,7 @@ from userdata.render import (
 )
 
 NODE_NAMES = ["demo-cp-1", "demo-cp-2", "demo-cp-3"]
+HEALTH_PORT = 9444
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,46 @@ def test_the_network_check_passes_while_one_target_answers_and_fails_when_none_d
     assert _run_network_check(script, ["10.77.0.9", "10.77.0.1"], shell) == 0
     assert _run_network_check(script, ["10.77.0.1"], shell) == 0
     assert _run_network_check(script, ["10.77.0.9", "10.77.0.8"], shell) == 1
+
+
+@pytest.mark.tools
+def test_the_haproxy_check_fails_when_haproxy_dies_during_its_held_request(files):
+    """The check's one request is held by haproxy: haproxy's death ends it with an empty reply
+    (curl 52), not at a later poll; a live haproxy answers it (0)."""
+    require("haproxy", "curl", "unshare")
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    cfg = files["demo-cp-1"][HAPROXY_CFG.key]
+    check = files["demo-cp-1"][CHECK_SCRIPT.key]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "haproxy.cfg").write_text(cfg)
+        (Path(tmp) / "check.sh").write_text(check)
+        steps = f"""
+            ip link set lo up
+            haproxy -db {' '.join(fd_cap(cfg))} -f {tmp}/haproxy.cfg >/dev/null 2>&1 &
+            proxy=$!
+            until curl -s -o /dev/null http://127.0.0.1:{HEALTH_PORT}/; do sleep 0.05; done
+            sh {tmp}/check.sh; echo "alive $?"
+            sh {tmp}/check.sh & check=$!
+            sleep 0.3; kill -9 $proxy
+            wait $check; echo "killed $?"
+        """
+        done = subprocess.run(["unshare", "--net", "sh", "-c", steps], capture_output=True, text=True, timeout=30)
+    assert done.stdout.split("\n")[:2] == ["alive 0", "killed 52"], done.stdout + done.stderr
+
+
+def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):
+    priorities = []
+    for name, node_files in files.items():
+        conf = node_files[KEEPALIVED_CONF.key]
+        assert "state BACKUP" in conf and "nopreempt" in conf and "state MASTER" not in conf
+        assert "enable_script_security" in conf and re.search(r"script_user \w+", conf)
+        instance = vrrp_instance(conf)
+        peers, own = list(instance.peers), instance.src_ip
+        assert sorted(peers + [own]) == ["192.0.2.11", "192.0.2.12", "192.0.2.13"] and own not in peers
+        assert "192.0.2.10/32 dev ens3" in conf
+        priorities.append(instance.priority)
+    assert len(set(priorities)) == len(priorities)
 
 
 def test_haproxy_balances_over_every_apiserver_with_https_healthz(files):

@@ -72,9 +72,8 @@ class _Check:
     interval: int = p.CHECK_INTERVAL_S
     timeout: int = p.CHECK_TIMEOUT_S
     weight: int = p.CHECK_WEIGHT
-    probes: int = p.CHECK_PROBES
-    probe_spacing: str = p.CHECK_PROBE_SPACING
-    probe_timeout: str = p.CHECK_PROBE_TIMEOUT
+    hold_ms: int = p.CHECK_HOLD_MS
+    max_time: str = p.CHECK_MAX_TIME
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,9 @@ def _literal_addresses(plan: p.Plan) -> dict[str, str]:
 def render_haproxy_cfg(plan: p.Plan, addresses: Mapping[str, str] | None = None) -> str:
     addresses = addresses or _literal_addresses(plan)
     servers = [{"name": n.name, "address": addresses[n.name]} for n in plan.nodes]
-    return _ENV.get_template("haproxy.cfg.j2").render(plan=plan, servers=servers, health_uri=p.HEALTH_URI)
+    return _ENV.get_template("haproxy.cfg.j2").render(
+        plan=plan, servers=servers, health_uri=p.HEALTH_URI, hold_ms=p.CHECK_HOLD_MS
+    )
 
 
 def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> str:
