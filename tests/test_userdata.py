@@ -148,7 +148,7 @@ def test_the_haproxy_check_fails_when_haproxy_dies_during_its_held_request(files
             ip link set lo up
             haproxy -db {' '.join(fd_cap(cfg))} -f {tmp}/haproxy.cfg >/dev/null 2>&1 &
             proxy=$!
-            until curl -s -o /dev/null http://127.0.0.1:{HEALTH_PORT}/; do sleep 0.05; done
+            until curl -s -o /dev/null http://127.0.0.1:{HEALTH_PORT}/haproxy-ready; do sleep 0.05; done
             sh {tmp}/check.sh; echo "alive $?"
             sh {tmp}/check.sh & check=$!
             sleep 0.3; kill -9 $proxy

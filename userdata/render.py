@@ -96,7 +96,11 @@ def render_haproxy_cfg(plan: p.Plan, addresses: Mapping[str, str] | None = None)
     addresses = addresses or _literal_addresses(plan)
     servers = [{"name": n.name, "address": addresses[n.name]} for n in plan.nodes]
     return _ENV.get_template("haproxy.cfg.j2").render(
-        plan=plan, servers=servers, health_uri=p.HEALTH_URI, hold_ms=p.CHECK_HOLD_MS
+        plan=plan,
+        servers=servers,
+        health_uri=p.HEALTH_URI,
+        hold_ms=p.CHECK_HOLD_MS,
+        check_request_line=f"GET {p.HEALTH_URI} ",  # as curl sends it: the check script's request
     )
 
 
