@@ -18,7 +18,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast bench lab diff deploy setup setup-python setup-node setup-system setup-checkov clean
+.PHONY: synth test test-fast bench soak lab diff deploy setup setup-python setup-node setup-system setup-checkov clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -35,6 +35,13 @@ test-fast: setup-python setup-node
 
 bench: setup synth
 	python -m lab.bench
+	python -m lab soak --seed 1 --minutes 10
+
+# make soak [SEED=n] [MINUTES=m]: random overlapping faults under load; a failure prints its seed.
+SEED ?= 1
+MINUTES ?= 10
+soak: setup synth
+	python -m lab soak --seed $(SEED) --minutes $(MINUTES)
 
 # Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry.
 diff: setup-python setup-node

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import configs, drills, neutron, seed, synth, topology
+from lab import configs, drills, neutron, seed, soak, synth, topology
 from lab.client import Attempt
 from lab.daemons import fd_cap
 from lab.drills import Window
@@ -292,6 +292,18 @@ def test_a_dead_gateway_moves_nothing_while_the_nodes_reach_each_other(lab):
     r = drills.gateway_down(lab)
     assert (r.failed, r.vip_moves, r.holders_at_end) == (0, 0, 1)
     assert r.holder_after == r.holder_before
+
+
+SOAK_SEED = 20261127
+
+
+@pytest.mark.lab
+def test_a_two_minute_chaos_soak_holds_every_invariant(lab):
+    faults = soak.schedule(SOAK_SEED, 120, list(lab.nodes))
+    attempts, samples, _ = soak.run(soak.LabOperations(lab), faults, 120)
+    report = soak.check(SOAK_SEED, faults, list(lab.nodes), attempts, samples, [])  # leaks: see teardown tests
+    assert report.ok, report.format(f"python -m lab soak --seed {SOAK_SEED} --minutes 2")
+    lab.wait_steady()
 
 
 @pytest.mark.lab

@@ -1,0 +1,335 @@
+"""The chaos soak: a seeded random sequence of the lab's faults under the open-loop client, and
+the invariants checked over what was recorded.
+
+Production does not inject one fault at a time into a steady system: faults overlap, on
+different nodes, at random moments. The schedule is a pure function of the seed (replayable),
+and so is the checker, a pure function of the schedule and the recordings (client attempts,
+sampled VIP holders): both are unit-tested without a lab. Only `run` touches one, through the
+small `Operations` interface, so the same soak drives the native lab and the Docker lab.
+
+Invariants (each reported with its count):
+- split brain: at most one VIP holder among nodes that can reach each other, never longer than 1 s;
+- availability >= 99.5 % of the attempts started while some node has haproxy, keepalived and its
+  network working and some apiserver is healthy;
+- recovery: after every fault ends, a client attempt is served within 1 s;
+- leaks: no process, namespace or container left behind.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lab.client import Attempt
+
+# name: (shortest, longest) seconds it lasts; 0 for a crash that a restart policy answers at once.
+KINDS: dict[str, tuple[float, float]] = {
+    "haproxy-crash": (0.0, 0.0),
+    "keepalived-crash": (0.0, 0.0),
+    "apiserver-stop": (2.0, 8.0),
+    "apiserver-unhealthy": (2.0, 8.0),
+    "cut": (3.0, 10.0),
+    "gateway-down": (3.0, 10.0),
+}
+CLUSTER_WIDE = frozenset({"gateway-down"})
+# What a fault takes from its node while it lasts (for the availability invariant).
+BREAKS_NODE = frozenset({"haproxy-crash", "keepalived-crash", "cut", "reboot", "power-off"})
+BREAKS_APISERVER = frozenset({"apiserver-stop", "apiserver-unhealthy", "cut", "reboot", "power-off"})
+ISOLATES = frozenset({"cut", "power-off", "reboot"})
+
+SPLIT_BRAIN_MAX_S = 1.0
+AVAILABILITY_MIN = 0.995
+RECOVERY_MAX_S = 1.0
+
+
+@dataclass(frozen=True, order=True)
+class Fault:
+    """One fault: injected at `start`, over at `end` (seconds from the soak's start)."""
+
+    start: float
+    end: float
+    kind: str
+    node: str | None  # None: the whole cluster (the gateway)
+
+    def active(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+    def __str__(self) -> str:
+        where = self.node or "cluster"
+        return f"{self.start:7.2f}-{self.end:7.2f} s  {self.kind:<20} {where}"
+
+
+def schedule(
+    seed: int,
+    duration_s: float,
+    nodes: Sequence[str],
+    kinds: dict[str, tuple[float, float]] = KINDS,
+    gap_s: tuple[float, float] = (1.0, 12.0),
+    max_busy_nodes: int | None = None,
+    restart_s: float = 0.1,
+) -> list[Fault]:
+    """A reproducible fault sequence: the same seed and arguments give the same list.
+
+    Faults start after random gaps and may overlap, but never two on one node, and at most
+    `max_busy_nodes` nodes (default: all but one) are faulty at a time. The last fault ends
+    before `duration_s`, leaving the soak a quiet tail."""
+    rng = random.Random(seed)
+    busy_limit = len(nodes) - 1 if max_busy_nodes is None else max_busy_nodes
+    names = sorted(kinds)
+    free_at: dict[str | None, float] = {}
+    faults: list[Fault] = []
+    t = rng.uniform(*gap_s)
+    while True:
+        kind = names[rng.randrange(len(names))]
+        lo, hi = kinds[kind]
+        length = rng.uniform(lo, hi) if hi > 0 else restart_s
+        pick = rng.random()
+        t_next = t + rng.uniform(*gap_s)
+        if t + length > duration_s - gap_s[1]:
+            return faults
+        if kind in CLUSTER_WIDE:
+            candidates: list[str | None] = [None] if free_at.get(None, 0.0) <= t else []
+        else:
+            busy = [n for n in nodes if free_at.get(n, 0.0) > t]
+            candidates = [n for n in nodes if n not in busy] if len(busy) < busy_limit else []
+        if candidates:
+            node = candidates[int(pick * len(candidates))]
+            faults.append(Fault(round(t, 3), round(t + length, 3), kind, node))
+            free_at[node] = t + length
+        t = t_next
+
+
+# --- what the lab recorded, and the verdict ------------------------------------------------------
+@dataclass(frozen=True)
+class Sample:
+    """The nodes holding the VIP at time t (seconds from the soak's start)."""
+
+    t: float
+    holders: tuple[str, ...]
+
+
+def groups(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> list[set[str]]:
+    """Nodes that can reach each other at t: each isolated node alone, the others together."""
+    alone = {f.node for f in faults if f.kind in ISOLATES and f.active(t)}
+    rest = {n for n in nodes if n not in alone}
+    return [{n} for n in sorted(alone) if n is not None] + ([rest] if rest else [])
+
+
+def serviceable(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> bool:
+    """Some node has haproxy, keepalived and its network working, and some apiserver is healthy."""
+    active = [f for f in faults if f.active(t)]
+    working = [n for n in nodes if not any(f.node == n and f.kind in BREAKS_NODE for f in active)]
+    apiservers = [n for n in nodes if not any(f.node == n and f.kind in BREAKS_APISERVER for f in active)]
+    return bool(working) and bool(apiservers)
+
+
+@dataclass(frozen=True)
+class Invariant:
+    name: str
+    violations: int
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.violations == 0
+
+
+@dataclass
+class Report:
+    seed: int
+    faults: int
+    invariants: list[Invariant] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(i.ok for i in self.invariants)
+
+    def format(self, replay: str) -> str:
+        lines = [f"soak seed {self.seed}: {self.faults} faults"]
+        for inv in self.invariants:
+            lines.append(f"  {'ok  ' if inv.ok else 'FAIL'} {inv.name:<13} {inv.violations} violation(s); {inv.detail}")
+        lines.append("PASSED" if self.ok else f"FAILED (seed {self.seed}); replay: {replay}")
+        return "\n".join(lines)
+
+
+def split_brain(faults: Sequence[Fault], nodes: Sequence[str], samples: Sequence[Sample]) -> Invariant:
+    """Episodes where one group of mutually reachable nodes had two holders for more than 1 s."""
+    episodes: list[tuple[float, float]] = []
+    since: float | None = None
+    last = 0.0
+    for s in samples:
+        double = any(len(g & set(s.holders)) > 1 for g in groups(faults, nodes, s.t))
+        if double and since is None:
+            since = s.t
+        elif not double and since is not None:
+            episodes.append((since, s.t))
+            since = None
+        last = s.t
+    if since is not None:
+        episodes.append((since, last))
+    longest = max((b - a for a, b in episodes), default=0.0)
+    bad = [(a, b) for a, b in episodes if b - a > SPLIT_BRAIN_MAX_S]
+    where = f"; first at {bad[0][0]:.2f} s" if bad else ""
+    return Invariant("split brain", len(bad), f"{len(episodes)} episode(s) of two holders, longest {longest:.2f} s{where}")
+
+
+def availability(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt]) -> Invariant:
+    counted = [a for a in attempts if serviceable(faults, nodes, a.start)]
+    served = sum(a.ok for a in counted)
+    share = served / len(counted) if counted else 1.0
+    violations = 0 if share >= AVAILABILITY_MIN else 1
+    return Invariant("availability", violations, f"{share * 100:.2f} % of {len(counted)} attempts (at least {AVAILABILITY_MIN * 100:.1f} %)")
+
+
+def recovery(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt]) -> Invariant:
+    """Per ended fault: the first served attempt started at or after the end, within 1 s."""
+    ordered = sorted(attempts, key=lambda a: a.start)
+    late: list[tuple[Fault, float]] = []
+    worst = 0.0
+    for f in faults:
+        if not serviceable(faults, nodes, f.end):
+            continue
+        first = next((a.start for a in ordered if a.ok and a.start >= f.end), None)
+        delay = (first - f.end) if first is not None else float("inf")
+        worst = max(worst, delay)
+        if delay > RECOVERY_MAX_S:
+            late.append((f, delay))
+    where = f"; first: {late[0][0].kind} on {late[0][0].node} ending at {late[0][0].end:.2f} s" if late else ""
+    return Invariant("recovery", len(late), f"slowest {worst:.2f} s after a fault ended{where}")
+
+
+def leaks(leftovers: Sequence[str]) -> Invariant:
+    return Invariant("leaks", len(leftovers), ", ".join(leftovers) if leftovers else "nothing left behind")
+
+
+def check(seed: int, faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt],
+          samples: Sequence[Sample], leftovers: Sequence[str]) -> Report:  # fmt: skip
+    return Report(seed, len(faults), [
+        split_brain(faults, nodes, samples),
+        availability(faults, nodes, attempts),
+        recovery(faults, nodes, attempts),
+        leaks(leftovers),
+    ])  # fmt: skip
+
+
+# --- running it against a lab --------------------------------------------------------------------
+class Operations(Protocol):
+    """What the soak needs of a lab: inject and end faults, see holders and client attempts."""
+
+    nodes: Sequence[str]
+
+    def inject(self, fault: Fault) -> None: ...
+
+    def restore(self, fault: Fault) -> None: ...
+
+    def holders(self) -> list[str]: ...
+
+    def attempts(self, since: float) -> list[Attempt]: ...
+
+
+def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: float = 0.05,
+        log: Callable[[str], None] = lambda _: None) -> tuple[list[Attempt], list[Sample], float]:  # fmt: skip
+    """Play the schedule in real time; return attempts and holder samples on the soak's clock."""
+    t0 = time.monotonic()
+    samples: list[Sample] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            holders = tuple(ops.holders())
+            samples.append(Sample(time.monotonic() - t0, holders))
+            stop.wait(period)
+
+    events = sorted([(f.start, 0, i, f) for i, f in enumerate(faults)] + [(f.end, 1, i, f) for i, f in enumerate(faults)])
+    sampler = threading.Thread(target=sample, name="soak-holders", daemon=True)
+    sampler.start()
+    try:
+        for at, phase, _, fault in events:
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            if phase == 0:
+                log(f"{time.monotonic() - t0:7.2f} s  inject  {fault.kind} {fault.node or ''}")
+                ops.inject(fault)
+            else:
+                ops.restore(fault)
+        time.sleep(max(0.0, t0 + duration_s - time.monotonic()))
+    finally:
+        stop.set()
+        sampler.join()
+    attempts = [
+        Attempt(a.start - t0, a.end - t0, a.ok, a.node, a.error)
+        for a in ops.attempts(t0)
+        if a.start < t0 + duration_s
+    ]
+    return attempts, samples, t0
+
+
+class LabOperations:
+    """The soak's faults on the lab: what Docker's restart policy would do is done by hand."""
+
+    def __init__(self, lab) -> None:  # lab.harness.Lab; not imported here, so the checker needs no lab
+        self.lab = lab
+        self.nodes = list(lab.nodes)
+
+    def inject(self, fault: Fault) -> None:
+        lab = self.lab
+        if fault.kind == "gateway-down":
+            lab.topology.gateway_down()
+            return
+        node = lab.nodes[fault.node]
+        if fault.kind == "haproxy-crash":
+            node.daemons.haproxy.kill()
+        elif fault.kind == "keepalived-crash":
+            node.daemons.keepalived.kill()
+        elif fault.kind == "apiserver-stop":
+            node.apiserver.stop()
+        elif fault.kind == "apiserver-unhealthy":
+            node.set_healthy(False)
+        elif fault.kind == "cut":
+            lab.topology.cut(fault.node)
+        else:
+            raise ValueError(f"fault kind {fault.kind!r}: this lab cannot inject it")
+
+    def restore(self, fault: Fault) -> None:
+        lab = self.lab
+        if fault.kind == "gateway-down":
+            lab.topology.gateway_down(False)
+            return
+        node = lab.nodes[fault.node]
+        if fault.kind in ("haproxy-crash", "keepalived-crash"):
+            proc = node.daemons.haproxy if fault.kind == "haproxy-crash" else node.daemons.keepalived
+            proc.popen.wait(5)
+            (node.daemons.start_haproxy if fault.kind == "haproxy-crash" else node.daemons.start_keepalived)()
+        elif fault.kind == "apiserver-stop":
+            node.apiserver.start()
+        elif fault.kind == "apiserver-unhealthy":
+            node.set_healthy(True)
+        elif fault.kind == "cut":
+            lab.topology.cut(fault.node, False)
+
+    def holders(self) -> list[str]:
+        return self.lab.holders()
+
+    def attempts(self, since: float) -> list[Attempt]:
+        return self.lab.client.between(since)
+
+
+def leftovers(workdir: str | None) -> list[str]:
+    """What a finished lab left behind: kha- namespaces, and processes that name its work dir."""
+    import os
+
+    from lab.topology import lab_namespaces
+
+    found = [f"netns {ns}" for ns in lab_namespaces()]
+    if workdir:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").replace("\0", " ")
+            except OSError:
+                continue
+            if workdir in cmdline:
+                found.append(f"process {pid} ({cmdline[:60].strip()})")
+    return found
