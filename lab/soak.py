@@ -177,12 +177,27 @@ def split_brain(faults: Sequence[Fault], nodes: Sequence[str], samples: Sequence
     return Invariant("split brain", len(bad), f"{len(episodes)} episode(s) of two holders, longest {longest:.2f} s{where}")
 
 
+def blame(faults: Sequence[Fault], attempts: Sequence[Attempt], after_s: float = 2.0) -> dict[str, int]:
+    """Failed attempts by the kind of the latest fault that started before each (and ended at
+    most `after_s` earlier); "none" when no fault is near."""
+    out: dict[str, int] = {}
+    for a in attempts:
+        if a.ok:
+            continue
+        near = [f for f in faults if f.start <= a.start <= f.end + after_s]
+        kind = max(near).kind if near else "none"
+        out[kind] = out.get(kind, 0) + 1
+    return out
+
+
 def availability(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt]) -> Invariant:
     counted = [a for a in attempts if serviceable(faults, nodes, a.start)]
     served = sum(a.ok for a in counted)
     share = served / len(counted) if counted else 1.0
     violations = 0 if share >= AVAILABILITY_MIN else 1
-    return Invariant("availability", violations, f"{share * 100:.2f} % of {len(counted)} attempts (at least {AVAILABILITY_MIN * 100:.1f} %)")
+    failed = ", ".join(f"{k} {n}" for k, n in sorted(blame(faults, counted).items(), key=lambda kv: -kv[1]))
+    return Invariant("availability", violations, f"{share * 100:.2f} % of {len(counted)} attempts (at least "
+                     f"{AVAILABILITY_MIN * 100:.1f} %); failed after: {failed or 'nothing'}")  # fmt: skip
 
 
 def recovery(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt]) -> Invariant:

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from lab.client import Attempt
-from lab.soak import Fault, Sample, availability, check, groups, recovery, schedule, serviceable, split_brain
+from lab.soak import Fault, Sample, availability, blame, check, groups, recovery, schedule, serviceable, split_brain
 
 NODES = ["a", "b", "c"]
 
@@ -98,3 +98,9 @@ def test_a_failed_soak_names_its_seed_and_how_to_replay_it():
     assert "FAIL leaks" in text and "netns kha-n-a" in text
     assert text.endswith("FAILED (seed 41); replay: python -m lab soak --seed 41 --minutes 2")
     assert check(41, [], NODES, _attempts(0, 10, True), _samples((0, 10, ("a",))), []).format("x").endswith("PASSED")
+
+
+def test_failed_attempts_are_blamed_on_the_latest_fault_before_them():
+    faults = [Fault(1.0, 5.0, "cut", "a"), Fault(2.0, 2.1, "haproxy-crash", "b")]
+    attempts = _attempts(1.5, 1.6, False) + _attempts(2.05, 2.15, False) + _attempts(9.0, 9.04, False)
+    assert blame(faults, attempts) == {"cut": 5, "haproxy-crash": 5, "none": 2}
