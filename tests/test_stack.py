@@ -167,6 +167,50 @@ def test_user_data_with_fixed_addresses_is_literal_text(example_json):
         assert "${" not in vm["user_data"] and "%{" not in vm["user_data"]
 
 
+# --- Terraform state ---------------------------------------------------------------------------
+
+SWIFT = {"backend": "s3", "bucket": "kha-state", "region": "RegionOne", "endpoint": "https://object.example.org", "use_path_style": True}
+
+
+def test_state_is_a_local_file_outside_the_synthesized_tree_by_default(example_json):
+    assert example_json["terraform"]["backend"] == {"local": {"path": "../../../terraform.demo.tfstate"}}
+
+
+def test_state_on_an_s3_compatible_store_is_encrypted_locked_and_skips_aws_only_checks():
+    doc = synth(config_from({"state": SWIFT}))
+    assert doc["terraform"]["backend"] == {
+        "s3": {
+            "bucket": "kha-state",
+            "key": "demo/terraform.tfstate",
+            "region": "RegionOne",
+            "endpoints": {"s3": "https://object.example.org"},
+            "use_path_style": True,
+            "encrypt": True,
+            "use_lockfile": True,
+            "skip_credentials_validation": True,
+            "skip_region_validation": True,
+            "skip_requesting_account_id": True,
+            "skip_metadata_api_check": True,
+            "skip_s3_checksum": True,
+        }
+    }
+
+
+def test_state_on_aws_s3_keeps_the_aws_checks_and_may_turn_the_lock_file_off():
+    doc = synth(config_from({"state": {"backend": "s3", "bucket": "kha-state", "region": "eu-west-1", "key": "k8s/demo.tfstate", "use_lockfile": False}}))
+    assert doc["terraform"]["backend"] == {
+        "s3": {"bucket": "kha-state", "key": "k8s/demo.tfstate", "region": "eu-west-1", "encrypt": True, "use_lockfile": False}
+    }
+
+
+def test_s3_state_carries_no_credentials_and_the_resources_do_not_change(example_json):
+    doc = synth(config_from({"state": SWIFT}))
+    backend = json.dumps(doc["terraform"]["backend"])
+    for argument in ("access_key", "secret_key", "token", "profile", "endpoint\"", "force_path_style", "dynamodb"):
+        assert argument not in backend
+    assert doc["resource"] == example_json["resource"]
+
+
 # --- Day 2 -------------------------------------------------------------------------------------
 
 
