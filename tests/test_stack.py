@@ -14,7 +14,8 @@ from cdktf_cdktf_provider_openstack.networking_floatingip_v2 import NetworkingFl
 from cdktf_cdktf_provider_openstack.networking_port_v2 import NetworkingPortV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
 
-from tests.conftest import DELETE, config_from, resources, synth
+from cluster.config import load_config
+from tests.conftest import DELETE, ROOT, config_from, resources, synth
 
 SG_REF = "${openstack_networking_secgroup_v2.control_plane.id}"
 NODES = {"demo-cp-1": "192.0.2.11", "demo-cp-2": "192.0.2.12", "demo-cp-3": "192.0.2.13"}
@@ -209,6 +210,12 @@ def test_s3_state_carries_no_credentials_and_the_resources_do_not_change(example
     for argument in ("access_key", "secret_key", "token", "profile", "endpoint\"", "force_path_style", "dynamodb"):
         assert argument not in backend
     assert doc["resource"] == example_json["resource"]
+
+
+def test_the_team_example_is_the_example_cluster_with_its_state_in_s3(example_json):
+    doc = synth(load_config(ROOT / "config" / "team-s3.example.yaml"))
+    assert doc["resource"] == example_json["resource"]
+    assert doc["terraform"]["backend"]["s3"]["endpoints"] == {"s3": "https://object.example.org"}
 
 
 # --- Day 2 -------------------------------------------------------------------------------------
