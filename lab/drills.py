@@ -16,14 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab import synth
+from lab import contract, synth
 from lab.client import TIMEOUT, Attempt
 from lab.harness import Lab, LabNode
+
+HAPROXY = contract.HAPROXY_CONTAINER
+KEEPALIVED = contract.KEEPALIVED_CONTAINER
 
 SETTLE_MIN = 3.0  # watch every fault at least this long: some failures only start later
 SETTLE_QUIET = 1.5  # and until the client has been served this long without a failure
 SETTLE_MAX = 20.0
-RESTART_DELAY = 0.1  # Docker's --restart=always restarts a dead container after about 0.1 s
 
 
 @dataclass(frozen=True)
@@ -101,53 +103,65 @@ def _result(lab: Lab, name: str, t0: float, t1: float, before: str | None, windo
                        len(holders), w.recovered, answered_by=answered)  # fmt: skip
 
 
+def _restarts(lab: Lab, node: str, container: str, t0: float) -> str:
+    gaps = lab.nodes[node].daemons.container(container).restarts_after(t0)
+    return f"Docker restarted {container} on {node} {len(gaps)}x, down " + ", ".join(f"{b - a:.2f}" for a, b in gaps) + " s"
+
+
 # --- drills on a steady lab -------------------------------------------------------------------
-def haproxy_kill(lab: Lab) -> DrillResult:
-    """SIGKILL haproxy on the VIP holder: keepalived's check must move the VIP."""
+def _crash(lab: Lab, name: str, container: str) -> DrillResult:
+    """SIGKILL a container's main process on the VIP holder; Docker's restart policy answers."""
     lab.wait_steady()
     holder = _one_holder(lab)
     t0 = time.monotonic()
-    lab.nodes[holder].daemons.haproxy.kill()
-    result = _result(lab, "haproxy-kill", t0, _settle(lab, t0), holder)
-    lab.nodes[holder].daemons.start_haproxy()
+    lab.nodes[holder].crash(container)
+    result = _result(lab, name, t0, _settle(lab, t0), holder)
+    result.notes.append(_restarts(lab, holder, container, t0))
+    lab.wait_steady()
+    return result
+
+
+def haproxy_kill(lab: Lab) -> DrillResult:
+    """haproxy crashes on the holder (SIGKILL): Docker restarts it; the VIP may move or stay."""
+    return _crash(lab, "haproxy-kill", HAPROXY)
+
+
+def haproxy_stop(lab: Lab) -> DrillResult:
+    """haproxy stopped on the holder (`docker stop`, stays down): keepalived's check must move the VIP."""
+    lab.wait_steady()
+    holder = _one_holder(lab)
+    t0 = time.monotonic()
+    lab.nodes[holder].stop_container(HAPROXY)
+    result = _result(lab, "haproxy-stop", t0, _settle(lab, t0), holder)
+    lab.nodes[holder].start_container(HAPROXY)
     lab.wait_steady()
     return result
 
 
 def _move_vip_away(lab: Lab, holder: str) -> None:
-    """Kill haproxy on the holder and wait until one other node holds the VIP."""
-    lab.nodes[holder].daemons.haproxy.kill()
+    """Stop haproxy on the holder and wait until one other node holds the VIP."""
+    lab.nodes[holder].stop_container(HAPROXY)
     _settle(lab, time.monotonic(), lambda h: len(h) == 1 and h[0] != holder)
 
 
 def haproxy_recover(lab: Lab) -> DrillResult:
-    """Bring a killed haproxy back: the VIP must stay where it went (no preemption)."""
+    """Bring a stopped haproxy back: the VIP must stay where it went (no preemption)."""
     lab.wait_steady()
     old = _one_holder(lab)
     _move_vip_away(lab, old)
     holder = _one_holder(lab)
     t0 = time.monotonic()
-    lab.nodes[old].daemons.start_haproxy()
+    lab.nodes[old].start_container(HAPROXY)
     result = _result(lab, "haproxy-recover", t0, _settle(lab, t0), holder)
-    result.notes.append(f"haproxy restarted on {old}, which held the VIP before it was killed")
+    result.notes.append(f"haproxy started again on {old}, which held the VIP before it was stopped")
     lab.wait_steady()
     return result
 
 
 def keepalived_kill(lab: Lab) -> DrillResult:
-    """SIGKILL keepalived on the holder, then restart it RESTART_DELAY later as Docker would."""
-    lab.wait_steady()
-    holder = _one_holder(lab)
-    daemons = lab.nodes[holder].daemons
-    t0 = time.monotonic()
-    daemons.keepalived.kill()
-    daemons.keepalived.popen.wait(5)
-    time.sleep(max(0.0, t0 + RESTART_DELAY - time.monotonic()))
-    daemons.start_keepalived()
-    result = _result(lab, "keepalived-kill", t0, _settle(lab, t0), holder)
-    result.notes.append(f"keepalived restarted {RESTART_DELAY} s after SIGKILL, emulating Docker's --restart=always")
-    lab.wait_steady()
-    return result
+    """keepalived crashes on the holder (SIGKILL, the VIP left on the interface): Docker restarts
+    it, and the image's start-up removes the VIP before keepalived runs."""
+    return _crash(lab, "keepalived-kill", KEEPALIVED)
 
 
 def make_holder(lab: Lab, node: str) -> None:
@@ -158,7 +172,7 @@ def make_holder(lab: Lab, node: str) -> None:
         if holder == node:
             return
         _move_vip_away(lab, holder)
-        lab.nodes[holder].daemons.start_haproxy()
+        lab.nodes[holder].start_container(HAPROXY)
     raise AssertionError(f"could not move the VIP to {node}")
 
 
@@ -251,6 +265,7 @@ def without_vip_pair(doc: dict, variant: str = "ours") -> DrillResult:
 
 DRILLS: dict[str, Callable[[Lab], DrillResult]] = {
     "haproxy-kill": haproxy_kill,
+    "haproxy-stop": haproxy_stop,
     "haproxy-recover": haproxy_recover,
     "keepalived-kill": keepalived_kill,
     "node-cut": node_cut,

@@ -18,7 +18,6 @@ import pytest
 
 from lab import configs, drills, neutron, seed, synth, topology
 from lab.client import Attempt
-from lab.daemons import fd_cap
 from lab.drills import Window
 from lab.harness import Lab, synthesize
 
@@ -154,11 +153,6 @@ def test_frontend_port_is_the_one_bound_on_all_addresses(stack):
     assert configs.frontend_port(stack.nodes[0].file("/etc/kubeadm-ha/haproxy/haproxy.cfg").content) == 9443
 
 
-def test_haproxy_maxconn_is_capped_only_when_the_fd_limit_is_too_low():
-    assert fd_cap("global\n    maxconn 100\n") == []
-    assert fd_cap("global\n    maxconn 100000000\n")[0] == "-n"
-
-
 # --- the outage definition --------------------------------------------------------------------------
 def _a(start: float, ok: bool, dur: float = 0.01) -> Attempt:
     return Attempt(start, start + dur, ok, "n" if ok else None, None if ok else "x")
@@ -180,7 +174,8 @@ def test_no_failure_is_no_outage_and_no_success_is_no_recovery():
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, nftables)"
-    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "ss"):
+    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "nsenter", "ss", "dockerd",
+                   "docker", "tini", "cloud-init"):  # fmt: skip
         if not shutil.which(binary):
             return f"the lab needs the {binary} binary"
     probe = topology.PREFIX + "probe"
@@ -223,9 +218,15 @@ def lab(real_doc):
 
 
 @pytest.mark.lab
-def test_killing_haproxy_on_the_holder_moves_the_vip(lab):
-
+def test_a_crashed_haproxy_is_restarted_by_docker_and_one_node_holds_the_vip(lab):
     r = drills.haproxy_kill(lab)
+    assert (r.holders_at_end, r.recovered) == (1, True)
+    assert "Docker restarted haproxy" in r.notes[0] and "1x" in r.notes[0]
+
+
+@pytest.mark.lab
+def test_stopping_haproxy_on_the_holder_moves_the_vip(lab):
+    r = drills.haproxy_stop(lab)
     assert r.holder_after not in (None, r.holder_before)
     assert (r.holders_at_end, r.recovered) == (1, True)
 
