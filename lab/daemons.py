@@ -181,6 +181,10 @@ class NodeDaemons:
         with self._lock:
             return next((e for e in self.events if e.source == source and e.t >= since and re.search(pattern, e.text)), None)
 
+    def events_between(self, source: str, pattern: str, t0: float, t1: float) -> list[Event]:
+        with self._lock:
+            return [e for e in self.events if e.source == source and t0 <= e.t <= t1 and re.search(pattern, e.text)]
+
     def sync(self) -> None:
         for c in self.containers:
             c.sync()
