@@ -20,6 +20,7 @@ from lab import configs, drills, engine, images, neutron, seed, synth, topology
 from lab.client import Attempt
 from lab.drills import Window
 from lab.harness import Lab, synthesize
+from userdata.extract import parse_docker_run
 
 FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
 
@@ -102,6 +103,17 @@ def test_docker_run_lines_are_read_by_container_name_with_their_image(stack):
     assert runs["keepalived"].args == ("--copy-service",)
     assert runs["keepalived"].values("--cap-add") == ["NET_ADMIN", "NET_BROADCAST", "NET_RAW"]
     assert stack.images() == {"haproxy": "haproxy:2.8.16", "keepalived": "osixia/keepalived:2.0.20"}
+
+
+def test_docker_run_flags_and_joined_options_are_told_from_the_image():
+    run = parse_docker_run(["docker", "run", "-d", "--name=x", "--rm", "-v", "/a:/b", "img:1", "--flag", "arg"])
+    assert (run.name, run.image, run.args) == ("x", "img:1", ("--flag", "arg"))
+    assert run.values("-v") == ["/a:/b"]
+
+
+def test_a_docker_run_without_an_image_is_an_error():
+    with pytest.raises(ValueError, match=r"docker run without an image"):
+        parse_docker_run(["docker", "run", "--detach", "--name", "x"])
 
 
 def test_nodes_running_different_images_are_an_error(doc):
