@@ -117,6 +117,7 @@ def _versions() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--control-runs", type=int, default=2, help="runs of each negative control (each builds a lab)")
     ap.add_argument("--json", type=Path, help="synthesized cdk.tf.json (default: cdktf.out/stacks/*/cdk.tf.json)")
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--drills", nargs="+", choices=[*drills.DRILLS, *drills.CONTROLS], default=[*drills.DRILLS, *drills.CONTROLS])
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name][variant].append(fn())
         except Exception as e:  # one failed run must not lose the others' figures
             errors[name].setdefault(variant, []).append(f"{type(e).__name__}: {e}")
-        print(f"  {variant:<5} {name:<20} run {len(results[name][variant]) + len(errors[name].get(variant, []))}/{args.runs}",
+        total = args.control_runs if name in drills.CONTROLS else args.runs
+        print(f"  {variant:<5} {name:<24} run {len(results[name][variant]) + len(errors[name].get(variant, []))}/{total}",
               file=sys.stderr, flush=True)  # fmt: skip
 
     for variant in args.variants:
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     for _ in range(args.runs):
                         attempt(name, variant, lambda: drills.DRILLS[name](lab))
         for name in (d for d in args.drills if d in drills.CONTROLS):
-            for _ in range(args.runs):
+            for _ in range(args.control_runs):
                 attempt(name, variant, lambda: drills.CONTROLS[name](doc, variant))
 
     print(f"command: {' '.join([Path(sys.executable).name, '-m', 'lab.bench', *(argv if argv is not None else sys.argv[1:])])}")

@@ -19,7 +19,7 @@ import pytest
 from lab import configs, drills, engine, images, neutron, seed, synth, topology
 from lab.client import Attempt
 from lab.drills import Window
-from lab.harness import Lab, synthesize
+from lab.harness import Lab, acquire_lock, synthesize
 from userdata.extract import parse_docker_run
 
 FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
@@ -271,15 +271,15 @@ def _missing() -> str | None:
 
 
 def _assert_nothing_left(doc: dict) -> None:
-    """Teardown removed this lab's namespaces, engines, mounts and container cgroups (other
-    helpers' labs may run on the machine: only what this lab's names own is checked)."""
+    """Teardown removed this lab's namespaces, engines, mounts and container cgroups. Checked
+    under the lab lock: no other lab can be running then (other labs share the machine)."""
     names = [topology.node_ns(n.name) for n in synth.parse(doc).nodes]
-    assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS} == set()
-    assert topology.WORKDIR_PREFIX not in Path("/proc/self/mounts").read_text()
-    assert [d for d in engine.CGROUP_ROOT.glob(f"*/{topology.PREFIX}*") if d.name in names] == []
-    engines = subprocess.run(["pgrep", "-a", "dockerd"], capture_output=True, text=True).stdout.splitlines()
-    roots = [line.split("--data-root ")[1].split()[0] for line in engines if "--data-root " in line]
-    assert [r for r in roots if r.startswith(str(topology.WORKDIR_PARENT)) and not Path(r).exists()] == []
+    with acquire_lock(timeout=900):
+        assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS} == set()
+        assert topology.WORKDIR_PREFIX not in Path("/proc/self/mounts").read_text()
+        assert [d for d in engine.CGROUP_ROOT.glob(f"*/{topology.PREFIX}*") if d.name in names] == []
+        assert subprocess.run(["pgrep", "-f", f"dockerd --data-root {topology.WORKDIR_PARENT}/{topology.WORKDIR_PREFIX}"],
+                              capture_output=True).returncode == 1, "no lab engine may outlive its lab"  # fmt: skip
 
 
 @pytest.fixture(scope="module")
