@@ -32,6 +32,14 @@ CHECK_WEIGHT = 0
 
 HEALTH_URI = "/haproxy-ready"
 
+# haproxy needs about two descriptors per connection (client and server side) plus a few for
+# listeners, checks and logs. The official image runs as non-root, so haproxy can raise its soft
+# limit only up to the container's hard limit, which otherwise comes from the Docker daemon's
+# defaults (they differ between distributions and Docker versions): the userdata sets it.
+HAPROXY_MAXCONN = 20000
+HAPROXY_FD_HEADROOM = 1000
+HAPROXY_NOFILE = 65536
+
 
 @dataclass(frozen=True)
 class NodePlan:

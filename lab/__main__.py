@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, synth, topology
-from lab.harness import VARIANTS, Lab, synthesize
+from lab import drills, images, synth, topology
+from lab.harness import VARIANTS, Lab, acquire_lock, synthesize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,14 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("show", help="build, print nodes and VIP holder, tear down (the default)")
     drill = sub.add_parser("drill", help="run one drill")
     drill.add_argument("name", choices=[*drills.DRILLS, *drills.CONTROLS])
-    sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, work dirs)")
+    sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, engines, mounts, work dirs)")
+    sub.add_parser("images", help="build the stand-in images for the JSON's image references (cached)")
     args = ap.parse_args(argv)
 
     if args.command == "cleanup":
-        for line in topology.cleanup():
-            print("removed", line)
+        with acquire_lock(timeout=600):  # never under a running lab
+            for line in topology.cleanup():
+                print("removed", line)
         return 0
     doc = synth.load(args.json or synthesize())
+    if args.command == "images":
+        with acquire_lock(timeout=600), tempfile.TemporaryDirectory(prefix=topology.WORKDIR_PREFIX) as tmp:
+            print(images.ensure(synth.parse(doc).images(), Path(tmp)))
+        return 0
     if args.command == "drill" and args.name in drills.CONTROLS:
         result = drills.CONTROLS[args.name](doc, args.variant)
     else:

@@ -7,15 +7,18 @@ import re
 import pytest
 import yaml
 
-from lab.configs import vrrp_instance
+from cluster import plan
+from lab.configs import global_maxconn, vrrp_instance
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
 from tests.conftest import DELETE, config_from
 from tests.tools import cloud_init_schema, haproxy_check, keepalived_check
+from userdata.extract import parse_docker_run
 from userdata.render import (
     CHECK_SCRIPT,
     CONTAINER_FILES,
     HAPROXY_CFG,
+    HAPROXY_CONTAINER,
     KEEPALIVED_CONF,
     container_commands,
     render_cloud_config,
@@ -136,6 +139,13 @@ def test_cloud_config_installs_docker_and_starts_both_containers(example_plan):
     assert "docker.io" in doc["packages"]
     assert doc["runcmd"][0] == ["systemctl", "enable", "--now", "docker"]
     assert doc["runcmd"][1:] == container_commands(example_plan)
+
+
+def test_haproxy_runs_with_an_explicit_open_files_limit_and_the_plans_maxconn(example_plan, files):
+    haproxy = parse_docker_run(container_commands(example_plan)[0])
+    assert haproxy.name == HAPROXY_CONTAINER
+    assert haproxy.values("--ulimit") == [f"nofile={plan.HAPROXY_NOFILE}:{plan.HAPROXY_NOFILE}"]
+    assert global_maxconn(files["demo-cp-1"][HAPROXY_CFG.key]) == plan.HAPROXY_MAXCONN
 
 
 def test_rendered_text_has_no_terraform_template_syntax(files):

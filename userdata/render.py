@@ -58,6 +58,8 @@ CHECK_SCRIPT = ContainerFile(
     "0755",
 )
 CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_CONF, CHECK_SCRIPT)
+HAPROXY_CONTAINER = "haproxy"
+KEEPALIVED_CONTAINER = "keepalived"
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,9 @@ def _literal_addresses(plan: p.Plan) -> dict[str, str]:
 def render_haproxy_cfg(plan: p.Plan, addresses: Mapping[str, str] | None = None) -> str:
     addresses = addresses or _literal_addresses(plan)
     servers = [{"name": n.name, "address": addresses[n.name]} for n in plan.nodes]
-    return _ENV.get_template("haproxy.cfg.j2").render(plan=plan, servers=servers, health_uri=p.HEALTH_URI)
+    return _ENV.get_template("haproxy.cfg.j2").render(
+        plan=plan, servers=servers, health_uri=p.HEALTH_URI, maxconn=p.HAPROXY_MAXCONN
+    )
 
 
 def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> str:
@@ -119,11 +123,13 @@ def container_commands(plan: p.Plan) -> list[list[str]]:
         return ["--volume", f"{f.host_path}:{f.container_path}:ro"]
 
     common = ["docker", "run", "--detach", "--restart", "always", "--network", "host"]
-    haproxy = [*common, "--name", "haproxy", *mount(HAPROXY_CFG), plan.haproxy_image]
+    # The image runs haproxy as non-root: the hard open-files limit must hold 2 x maxconn.
+    nofile = ["--ulimit", f"nofile={p.HAPROXY_NOFILE}:{p.HAPROXY_NOFILE}"]
+    haproxy = [*common, "--name", HAPROXY_CONTAINER, *nofile, *mount(HAPROXY_CFG), plan.haproxy_image]
     keepalived = [
         *common,
         "--name",
-        "keepalived",
+        KEEPALIVED_CONTAINER,
         # NET_RAW and NET_BROADCAST too: with NET_ADMIN alone unicast adverts fail.
         "--cap-add", "NET_ADMIN",
         "--cap-add", "NET_BROADCAST",
