@@ -1,4 +1,4 @@
-"""Read the node files back out of a synthesized stack: for rolling a node on day 2, and for the lab.
+"""Read the node files and commands back out of a synthesized stack: for the operator's tool and the lab.
 
     python -m userdata.extract cdktf.out/stacks/demo/cdk.tf.json demo-cp-2 ./demo-cp-2
 
@@ -40,12 +40,23 @@ def user_data_by_node(doc: dict[str, Any]) -> dict[str, str]:
 _TEMPLATE = re.compile(r"(?<![$%])[$%]\{")
 
 
-def written_files(user_data: str) -> dict[str, WrittenFile]:
-    """The cloud-config's write_files as the node receives them, keyed by path on the node.
+# How the construct refers to a Neutron-allocated node address inside user_data.
+_PORT_ADDRESS = re.compile(r"\$\{element\(openstack_networking_port_v2\.([A-Za-z0-9_-]+)\.all_fixed_ips, 0\)\}")
 
-    Raises ValueError where the text is not literal cloud-config: a Terraform reference left in it
-    (Neutron-allocated addresses are only known to the state), or an encoding cloud-init would decode.
-    """
+
+def with_port_addresses(user_data: str, addresses: dict[str, str]) -> str:
+    """user_data with each port-address reference replaced by that port's address (keyed by port resource name)."""
+
+    def address(match: re.Match[str]) -> str:
+        if match.group(1) not in addresses:
+            raise ValueError(f"user_data refers to the address of port {match.group(1)}, which is not known")
+        return addresses[match.group(1)]
+
+    return _PORT_ADDRESS.sub(address, user_data)
+
+
+def _cloud_config(user_data: str) -> dict[str, Any]:
+    """The parsed cloud-config; raises ValueError where the text is not literal cloud-config."""
     left = _TEMPLATE.search(user_data)
     if left:
         line = user_data[: left.start()].count("\n") + 1
@@ -53,8 +64,22 @@ def written_files(user_data: str) -> dict[str, WrittenFile]:
     text = user_data.replace("$${", "${").replace("%%{", "%{")
     if not text.startswith("#cloud-config"):
         raise ValueError("user_data is not cloud-config")
+    return yaml.safe_load(text)
+
+
+def run_commands(user_data: str) -> list[list[str]]:
+    """The cloud-config's runcmd entries given as argument lists (cloud-init runs those without a shell)."""
+    return [list(map(str, entry)) for entry in _cloud_config(user_data).get("runcmd", []) if isinstance(entry, list)]
+
+
+def written_files(user_data: str) -> dict[str, WrittenFile]:
+    """The cloud-config's write_files as the node receives them, keyed by path on the node.
+
+    Raises ValueError where the text is not literal cloud-config: a Terraform reference left in it
+    (Neutron-allocated addresses are only known to the state), or an encoding cloud-init would decode.
+    """
     files = {}
-    for entry in yaml.safe_load(text).get("write_files", []):
+    for entry in _cloud_config(user_data).get("write_files", []):
         content = entry.get("content", "")
         encoding = entry.get("encoding", "text/plain")
         if encoding in ("b64", "base64"):
