@@ -28,7 +28,7 @@ NODE = "demo-cp-1"
 ADDRESS = "192.0.2.11"
 
 
-def wait_for(what, predicate, timeout=10.0):
+def wait_for(what, predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -137,10 +137,11 @@ def test_haproxy_shows_every_apiserver_and_its_last_check_on_loopback_only(node,
         return {r["svname"]: r for r in rows if r["pxname"] == "kube-apiserver" and r["type"] == "2"}
 
     # No apiserver listens here: every check fails at layer 4 and each server goes DOWN.
-    servers = wait_for("all DOWN", lambda: (s := apiservers()) and all(r["status"] == "DOWN" for r in s.values()) and s)
+    servers = wait_for("all DOWN", lambda: (s := apiservers()) and all(r["status"] == "DOWN" for r in s.values()) and s, 30)
     assert set(servers) == {n.name for n in example_plan.nodes}
-    assert {r["check_status"] for r in servers.values()} <= {"L4CON", "L4TOUT", "L7TOUT", "L6RSP", "L4CON"}
-    assert all("last_chk" in r for r in servers.values())
+    for row in servers.values():
+        assert row["check_status"].removeprefix("* ").startswith(("L4", "L6", "L7", "SOCKERR")), row
+        assert row["check_status"] != "L7OK" and "last_chk" in row, row
     assert node.status(f"http://{ADDRESS}:{example_plan.health_port}{STATS_URI}") == "000"  # loopback only
     assert node.curl(f"http://{ADDRESS}:{example_plan.health_port}{STATS_URI};csv") == ""
     promex = node.curl(f"http://127.0.0.1:{example_plan.health_port}{METRICS_URI}")

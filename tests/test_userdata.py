@@ -84,6 +84,14 @@ def test_scripts_are_root_owned_and_not_writable_by_others(script):
     assert int(script.permissions, 8) & 0o022 == 0
 
 
+@pytest.mark.parametrize("script", [CHECK_SCRIPT, NOTIFY_SCRIPT], ids=lambda s: s.key)
+def test_scripts_are_valid_posix_shell(files, script):
+    import subprocess
+
+    result = subprocess.run(["sh", "-n"], input=files["demo-cp-1"][script.key], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_keepalived_runs_the_notify_script_as_root_for_every_state_change(files):
     conf = files["demo-cp-1"][KEEPALIVED_CONF.key]
     assert f'notify "{NOTIFY_SCRIPT.container_path}" root' in conf
