@@ -87,6 +87,10 @@ class Node:
         )
         return result.stdout
 
+    def process_start_time(self) -> str | None:
+        metrics = self.curl(f"http://127.0.0.1:{self.plan.health_port}{METRICS_URI}")
+        return next((line.split()[-1] for line in metrics.splitlines() if line.startswith("haproxy_process_start_time_seconds")), None)
+
     def keepalived_metrics(self) -> str:
         return self.curl(f"http://{ADDRESS}:{self.plan.metrics_port}{KEEPALIVED_METRICS_URI}")
 
@@ -170,15 +174,16 @@ def test_a_reload_reads_a_config_replaced_by_rename_only_through_a_folder_mount(
     node.start_haproxy()
     stats = f"http://127.0.0.1:{example_plan.health_port}{STATS_URI};csv"
     wait_for("stats", lambda: "demo-cp-3" in node.curl(stats))
+    started = node.process_start_time()
+    time.sleep(1.1)  # the start time has a resolution of a second
 
     new = host_cfg.with_name(".haproxy.cfg.new")
     new.write_text(host_cfg.read_text().replace("server demo-cp-3 ", "server demo-cp-3-renamed "))
     new.chmod(0o644)
     new.rename(host_cfg)
     os.kill(node.procs["haproxy"].pid, signal.SIGUSR2)  # the master-worker reload the roll sends
+    # How the roll knows a reload took effect: the serving process's start time changes.
+    wait_for("the reload", lambda: node.process_start_time() not in (None, started))
 
-    if reload_sees_new_file:
-        wait_for("the new config", lambda: "demo-cp-3-renamed" in node.curl(stats))
-    else:
-        time.sleep(2)
-        assert "demo-cp-3-renamed" not in node.curl(stats) and "demo-cp-3" in node.curl(stats)
+    answer = wait_for("stats after the reload", lambda: node.curl(stats))
+    assert ("demo-cp-3-renamed" in answer) == reload_sees_new_file, answer
