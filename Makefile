@@ -18,7 +18,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast bench lab lab-images diff deploy setup setup-python setup-node setup-system setup-checkov clean
+.PHONY: synth test test-fast bench lab lab-images diff deploy status roll setup setup-python setup-node setup-system setup-checkov clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -42,6 +42,15 @@ diff: setup-python setup-node
 
 deploy: setup-python setup-node
 	cdktf deploy
+
+# Operate a deployed cluster over ssh (CONFIG as for synth; ARGS passes options, e.g. ARGS=--json,
+# ARGS=--dry-run, ARGS="--ssh-user ubuntu"). Both synthesize first: the nodes are compared with
+# the stack the config gives now.
+status: setup-python setup-node synth
+	python -m ops status $(ARGS)
+
+roll: setup-python setup-node synth
+	python -m ops roll $(ARGS)
 
 # make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
 lab: setup synth lab-images

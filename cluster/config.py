@@ -125,6 +125,8 @@ class Nodes(_Model):
 class Access(_Model):
     client_cidrs: tuple[Cidr, ...]
     admin_cidrs: tuple[Cidr, ...] = ()
+    # Who may scrape each node's metrics port (Prometheus); none by default.
+    monitoring_cidrs: tuple[Cidr, ...] = ()
     allow_api_from_anywhere: bool = False
     allow_ssh_from_anywhere: bool = False
 
@@ -143,6 +145,8 @@ class Ports(_Model):
     frontend: Port = 9443
     apiserver: Port = 6443
     health: Port = 9444
+    # haproxy's Prometheus exporter and keepalived's state, on each node's own address.
+    metrics: Port = 8405
 
 
 class Containers(_Model):
@@ -298,12 +302,16 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
         bad("ports.frontend", ports.frontend, f"must differ from ports.apiserver ({ports.apiserver}): haproxy and kube-apiserver share each node")
     if ports.health in (ports.frontend, ports.apiserver):
         bad("ports.health", ports.health, "must differ from ports.frontend and ports.apiserver")
+    if ports.metrics in (ports.frontend, ports.apiserver, ports.health):
+        bad("ports.metrics", ports.metrics, "must differ from ports.frontend, ports.apiserver and ports.health")
 
     anywhere = ipaddress.IPv4Network("0.0.0.0/0")
     if anywhere in cfg.access.client_cidrs and not cfg.access.allow_api_from_anywhere:
         bad("access.client_cidrs", anywhere, "opens the API to the whole internet; set access.allow_api_from_anywhere: true to mean it")
     if anywhere in cfg.access.admin_cidrs and not cfg.access.allow_ssh_from_anywhere:
         bad("access.admin_cidrs", anywhere, "opens SSH to the whole internet; set access.allow_ssh_from_anywhere: true to mean it")
+    if anywhere in cfg.access.monitoring_cidrs:
+        bad("access.monitoring_cidrs", anywhere, "opens the metrics to the whole internet; name the CIDR of your Prometheus")
     return problems
 
 

@@ -31,6 +31,11 @@ CHECK_PROBE_TIMEOUT = "0.5"
 CHECK_WEIGHT = 0
 
 HEALTH_URI = "/haproxy-ready"
+# haproxy's view of every apiserver (CSV: append ";csv"), on the loopback health frontend only.
+STATS_URI = "/stats"
+# On the metrics frontend (each node's address): haproxy's own exporter and keepalived's state.
+METRICS_URI = "/metrics"
+KEEPALIVED_METRICS_URI = "/metrics/keepalived"
 
 # haproxy needs about two descriptors per connection (client and server side) plus a few for
 # listeners, checks and logs. The official image runs as non-root, so haproxy can raise its soft
@@ -57,6 +62,7 @@ class Plan:
     frontend_port: int
     apiserver_port: int
     health_port: int
+    metrics_port: int
     haproxy_image: str
     keepalived_image: str
     nodes: tuple[NodePlan, ...]
@@ -90,6 +96,7 @@ def make_plan(cfg: ClusterConfig) -> Plan:
         frontend_port=cfg.ports.frontend,
         apiserver_port=cfg.ports.apiserver,
         health_port=cfg.ports.health,
+        metrics_port=cfg.ports.metrics,
         haproxy_image=cfg.containers.haproxy,
         keepalived_image=cfg.containers.keepalived,
         nodes=nodes,

@@ -71,6 +71,18 @@ def test_no_admin_cidrs_means_no_ssh_rule():
     assert not [r for r in rule_set(doc) if r[1] == (22, 22)]
 
 
+def test_no_monitoring_cidrs_means_the_metrics_port_is_closed(example_json):
+    assert not [r for r in rule_set(example_json) if r[1] == (8405, 8405)]
+
+
+def test_metrics_port_is_open_to_each_monitoring_cidr_and_nothing_else():
+    doc = synth(config_from({"access.monitoring_cidrs": ["203.0.113.0/24", "198.51.100.7/32"], "ports.metrics": 9100}))
+    metrics = {r for r in rule_set(doc) if r[1] == (9100, 9100)}
+    assert metrics == {("tcp", (9100, 9100), "203.0.113.0/24"), ("tcp", (9100, 9100), "198.51.100.7/32")}
+    rules = resources(doc, NetworkingSecgroupRuleV2)
+    assert {"rule_metrics_from_203_0_113_0-24", "rule_metrics_from_198_51_100_7-32"} <= set(rules)
+
+
 def test_vip_is_reserved_by_its_own_port_that_no_vm_uses(example_json):
     ports = resources(example_json, NetworkingPortV2)
     vip = ports["vip_port"]

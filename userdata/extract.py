@@ -1,4 +1,4 @@
-"""Read the node files back out of a synthesized stack: for rolling a node on day 2, and for the lab.
+"""Read the node files and commands back out of a synthesized stack: for the operator's tool and the lab.
 
     python -m userdata.extract cdktf.out/stacks/demo/cdk.tf.json demo-cp-2 ./demo-cp-2
 
@@ -40,6 +40,21 @@ def user_data_by_node(doc: dict[str, Any]) -> dict[str, str]:
 _TEMPLATE = re.compile(r"(?<![$%])[$%]\{")
 
 
+# How the construct refers to a Neutron-allocated node address inside user_data.
+_PORT_ADDRESS = re.compile(r"\$\{element\(openstack_networking_port_v2\.([A-Za-z0-9_-]+)\.all_fixed_ips, 0\)\}")
+
+
+def with_port_addresses(user_data: str, addresses: dict[str, str]) -> str:
+    """user_data with each port-address reference replaced by that port's address (keyed by port resource name)."""
+
+    def address(match: re.Match[str]) -> str:
+        if match.group(1) not in addresses:
+            raise ValueError(f"user_data refers to the address of port {match.group(1)}, which is not known")
+        return addresses[match.group(1)]
+
+    return _PORT_ADDRESS.sub(address, user_data)
+
+
 def cloud_config(user_data: str) -> dict[str, Any]:
     """The cloud-config as the node receives it (Terraform's escapes undone), parsed.
 
@@ -59,6 +74,11 @@ def cloud_config(user_data: str) -> dict[str, Any]:
 def node_text(user_data: str) -> str:
     """user_data as the VM's metadata service hands it over: Terraform's `$${` and `%%{` undone."""
     return user_data.replace("$${", "${").replace("%%{", "%{")
+
+
+def run_commands(user_data: str) -> list[list[str]]:
+    """The cloud-config's runcmd entries given as argument lists (cloud-init runs those without a shell)."""
+    return [list(map(str, entry)) for entry in cloud_config(user_data).get("runcmd", []) if isinstance(entry, list)]
 
 
 def written_files(user_data: str) -> dict[str, WrittenFile]:
