@@ -14,11 +14,11 @@ export NODE_OPTIONS := --no-deprecation --max-old-space-size=4096
 # An empty Terraform CLI config: the machine's may point at files that do not exist.
 export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
 
-DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps iputils-ping
+DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini iputils-ping
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast bench soak lab diff deploy setup setup-python setup-node setup-system setup-checkov clean
+.PHONY: synth test test-fast bench soak lab lab-images diff deploy status roll setup setup-python setup-node setup-system setup-checkov clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -26,21 +26,21 @@ synth: setup-python setup-node
 	cdktf synth --output cdktf.out
 	@ls cdktf.out/stacks/*/cdk.tf.json
 
-test: setup synth
+test: setup synth lab-images
 	python -m pytest
 
 # Everything but the network-namespace lab.
 test-fast: setup-python setup-node
 	python -m pytest -m "not lab"
 
-bench: setup synth
+bench: setup synth lab-images
 	python -m lab.bench
 	python -m lab soak --seed 1 --minutes 10
 
 # make soak [SEED=n] [MINUTES=m]: random overlapping faults under load; a failure prints its seed.
 SEED ?= 1
 MINUTES ?= 10
-soak: setup synth
+soak: setup synth lab-images
 	python -m lab soak --seed $(SEED) --minutes $(MINUTES)
 
 # Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry.
@@ -50,11 +50,26 @@ diff: setup-python setup-node
 deploy: setup-python setup-node
 	cdktf deploy
 
+# Operate a deployed cluster over ssh (CONFIG as for synth; ARGS passes options, e.g. ARGS=--json,
+# ARGS=--dry-run, ARGS="--ssh-user ubuntu"). Both synthesize first: the nodes are compared with
+# the stack the config gives now.
+status: setup-python setup-node synth
+	python -m ops status $(ARGS)
+
+roll: setup-python setup-node synth
+	python -m ops roll $(ARGS)
+
 # make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
-lab: setup synth
+lab: setup synth lab-images
 	python -m lab $(if $(DRILL),drill $(DRILL),show)
 
 setup: setup-python setup-node setup-system setup-checkov
+
+# The lab's stand-in images (haproxy, osixia/keepalived) from this machine's binaries, built once
+# and cached under /var/cache/kha-lab; seconds when missing. Needs root, like the lab.
+lab-images: setup-python setup-system synth
+	@if [ "$$(id -u)" != 0 ]; then echo "warning: not root, no lab images (the lab tests will skip)"; exit 0; fi; \
+	python -m lab images
 
 setup-python: $(STAMPS)/python
 setup-node: $(STAMPS)/node

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -124,6 +125,8 @@ class Nodes(_Model):
 class Access(_Model):
     client_cidrs: tuple[Cidr, ...]
     admin_cidrs: tuple[Cidr, ...] = ()
+    # Who may scrape each node's metrics port (Prometheus); none by default.
+    monitoring_cidrs: tuple[Cidr, ...] = ()
     allow_api_from_anywhere: bool = False
     allow_ssh_from_anywhere: bool = False
 
@@ -142,6 +145,8 @@ class Ports(_Model):
     frontend: Port = 9443
     apiserver: Port = 6443
     health: Port = 9444
+    # haproxy's Prometheus exporter and keepalived's state, on each node's own address.
+    metrics: Port = 8405
 
 
 class Containers(_Model):
@@ -159,6 +164,50 @@ class Containers(_Model):
         return value
 
 
+# AWS's naming rules for general purpose S3 buckets: S3-compatible stores may accept more, but a
+# name that follows these moves between stores. Each entry: (is the rule broken?, what is allowed).
+_BUCKET_RULES: tuple[tuple[Any, str], ...] = (
+    (lambda b: not 3 <= len(b) <= 63, "must be 3-63 characters long"),
+    (lambda b: not re.fullmatch(r"[a-z0-9.-]+", b), "may hold only lowercase letters, digits, dots and hyphens"),
+    (lambda b: not (b[0].isalnum() and b[-1].isalnum()), "must start and end with a letter or digit"),
+    (lambda b: ".." in b, "must not contain two adjacent dots"),
+    (lambda b: re.fullmatch(r"\d+\.\d+\.\d+\.\d+", b), "must not look like an IP address"),
+    (lambda b: b.startswith(("xn--", "sthree-")), "must not start with 'xn--' or 'sthree-'"),
+    (lambda b: b.endswith(("-s3alias", "--ol-s3")), "must not end with '-s3alias' or '--ol-s3'"),
+)
+
+
+class State(_Model):
+    """Where Terraform keeps this cluster's state; credentials for it come from the environment only."""
+
+    backend: Literal["local", "s3"] = "local"
+    bucket: str | None = None
+    key: str | None = None
+    region: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = None
+    # An S3-compatible store (Swift s3api, Ceph RGW, MinIO...); absent means AWS S3 itself.
+    endpoint: str | None = None
+    use_path_style: bool = False
+    encrypt: bool = True
+    use_lockfile: bool = True
+    allow_insecure_endpoint: bool = False
+
+    @field_validator("bucket")
+    @classmethod
+    def _s3_bucket_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            for broken, rule in _BUCKET_RULES:
+                if broken(value):
+                    raise ValueError(f"not an S3 bucket name: {rule}")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _object_key(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value.startswith("/") or value.endswith("/") or "//" in value):
+            raise ValueError("an object path such as clusters/demo/terraform.tfstate: not empty, no leading or trailing '/', no '//'")
+        return value
+
+
 class ClusterConfig(_Model):
     name: Annotated[str, Field(pattern=DNS_LABEL)]
     network: Network
@@ -167,6 +216,12 @@ class ClusterConfig(_Model):
     access: Access
     ports: Ports = Ports()
     containers: Containers
+    state: State = State()
+
+    @property
+    def state_key(self) -> str:
+        """The object holding this cluster's state in its bucket."""
+        return self.state.key or f"{self.name}/terraform.tfstate"
 
     @property
     def virtual_router_id(self) -> int:
@@ -247,12 +302,41 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
         bad("ports.frontend", ports.frontend, f"must differ from ports.apiserver ({ports.apiserver}): haproxy and kube-apiserver share each node")
     if ports.health in (ports.frontend, ports.apiserver):
         bad("ports.health", ports.health, "must differ from ports.frontend and ports.apiserver")
+    if ports.metrics in (ports.frontend, ports.apiserver, ports.health):
+        bad("ports.metrics", ports.metrics, "must differ from ports.frontend, ports.apiserver and ports.health")
 
     anywhere = ipaddress.IPv4Network("0.0.0.0/0")
     if anywhere in cfg.access.client_cidrs and not cfg.access.allow_api_from_anywhere:
         bad("access.client_cidrs", anywhere, "opens the API to the whole internet; set access.allow_api_from_anywhere: true to mean it")
     if anywhere in cfg.access.admin_cidrs and not cfg.access.allow_ssh_from_anywhere:
         bad("access.admin_cidrs", anywhere, "opens SSH to the whole internet; set access.allow_ssh_from_anywhere: true to mean it")
+    if anywhere in cfg.access.monitoring_cidrs:
+        bad("access.monitoring_cidrs", anywhere, "opens the metrics to the whole internet; name the CIDR of your Prometheus")
+    return problems
+
+
+def _state_problems(state: State) -> list[str]:
+    """The backend's fields must fit together; the endpoint is https unless the config says otherwise."""
+    if state.backend == "local":
+        given = [f for f in ("bucket", "key", "region", "endpoint") if getattr(state, f) is not None]
+        return [f"state.{f}: {getattr(state, f)} — only used with state.backend: s3; set that or remove this key" for f in given]
+    problems = [
+        f"state.{f}: missing — required with state.backend: s3" for f in ("bucket", "region") if getattr(state, f) is None
+    ]
+    if state.endpoint is not None:
+        url = urlsplit(state.endpoint)
+        if url.username is not None or url.password is not None:
+            problems.append(
+                "state.endpoint: (value hidden) — credentials never go in the endpoint URL; "
+                "they come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+            )
+        elif url.scheme not in ("https", "http") or not url.hostname or url.query or url.fragment:
+            problems.append(f"state.endpoint: {state.endpoint} — an https URL with a host and optional port, such as https://object.example.org:8080")
+        elif url.scheme == "http" and not state.allow_insecure_endpoint:
+            problems.append(
+                f"state.endpoint: {state.endpoint} — must be https: the state holds every node's userdata; "
+                "set state.allow_insecure_endpoint: true to mean plain http"
+            )
     return problems
 
 
@@ -273,6 +357,24 @@ def cross_cluster_problems(configs: list[ClusterConfig]) -> list[str]:
                 "set a distinct vip.virtual_router_id (1-255) on one of them"
             )
         by_segment.setdefault(key, cfg.name)
+    problems.extend(_state_collisions(configs))
+    return problems
+
+
+def _state_collisions(configs: list[ClusterConfig]) -> list[str]:
+    """Two clusters writing one state object would overwrite each other's resources."""
+    problems = []
+    by_location: dict[tuple[str, str, str], str] = {}
+    for cfg in configs:
+        if cfg.state.backend != "s3" or cfg.state.bucket is None:
+            continue
+        location = ((cfg.state.endpoint or "aws").rstrip("/").lower(), cfg.state.bucket, cfg.state_key)
+        if location in by_location:
+            problems.append(
+                f"state.key: {cfg.state_key} — cluster {cfg.name} and cluster {by_location[location]} would share "
+                f"this state object in bucket {cfg.state.bucket}; give each cluster its own state.key"
+            )
+        by_location.setdefault(location, cfg.name)
     return problems
 
 
@@ -280,7 +382,7 @@ def cross_cluster_problems(configs: list[ClusterConfig]) -> list[str]:
 # Loading
 
 
-_SECRET_KEY = re.compile(r"pass|secret|token|auth", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"pass|secret|token|auth|credential|_key$", re.IGNORECASE)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -321,6 +423,12 @@ def _format_error(err: dict[str, Any]) -> str:
     value = err.get("input")
     if err["type"] == "extra_forbidden":
         key = str(loc[-1])
+        if _SECRET_KEY.search(key) and loc[0] == "state":
+            return (
+                f"{field}: (value hidden) — secrets never go in this file; the state backend reads "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE from the environment "
+                "(for OpenStack: `openstack ec2 credentials create`); remove this key"
+            )
         if _SECRET_KEY.search(key):
             return (
                 f"{field}: (value hidden) — secrets never go in this file; VRRP runs as version 3, "
@@ -346,7 +454,7 @@ def parse_config(data: Any, source: str = "") -> ClusterConfig:
         cfg = ClusterConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError([_format_error(e) for e in err.errors()], source) from None
-    problems = _semantic_problems(cfg)
+    problems = _semantic_problems(cfg) + _state_problems(cfg.state)
     if problems:
         raise ConfigError(problems, source)
     return cfg

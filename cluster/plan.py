@@ -45,6 +45,19 @@ REACH_DEADLINE = "0.8"  # ... so the script stops waiting itself, before the nex
 REACH_FALL = 2
 
 HEALTH_URI = "/haproxy-ready"
+# haproxy's view of every apiserver (CSV: append ";csv"), on the loopback health frontend only.
+STATS_URI = "/stats"
+# On the metrics frontend (each node's address): haproxy's own exporter and keepalived's state.
+METRICS_URI = "/metrics"
+KEEPALIVED_METRICS_URI = "/metrics/keepalived"
+
+# haproxy needs about two descriptors per connection (client and server side) plus a few for
+# listeners, checks and logs. The official image runs as non-root, so haproxy can raise its soft
+# limit only up to the container's hard limit, which otherwise comes from the Docker daemon's
+# defaults (they differ between distributions and Docker versions): the userdata sets it.
+HAPROXY_MAXCONN = 20000
+HAPROXY_FD_HEADROOM = 1000
+HAPROXY_NOFILE = 65536
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class Plan:
     frontend_port: int
     apiserver_port: int
     health_port: int
+    metrics_port: int
     haproxy_image: str
     keepalived_image: str
     nodes: tuple[NodePlan, ...]
@@ -98,6 +112,7 @@ def make_plan(cfg: ClusterConfig) -> Plan:
         frontend_port=cfg.ports.frontend,
         apiserver_port=cfg.ports.apiserver,
         health_port=cfg.ports.health,
+        metrics_port=cfg.ports.metrics,
         haproxy_image=cfg.containers.haproxy,
         keepalived_image=cfg.containers.keepalived,
         nodes=nodes,

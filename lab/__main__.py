@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, soak, synth, topology
-from lab.harness import VARIANTS, Lab, synthesize
+from lab import drills, images, soak, synth, topology
+from lab.harness import VARIANTS, Lab, acquire_lock, synthesize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,19 +23,25 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("show", help="build, print nodes and VIP holder, tear down (the default)")
     drill = sub.add_parser("drill", help="run one drill")
     drill.add_argument("name", choices=[*drills.DRILLS, *drills.CONTROLS])
-    sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, work dirs)")
+    sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, engines, mounts, work dirs)")
+    sub.add_parser("images", help="build the stand-in images for the JSON's image references (cached)")
     soak_cmd = sub.add_parser("soak", help="a seeded random sequence of faults; checks the invariants")
     soak_cmd.add_argument("--seed", type=int, required=True, help="the schedule follows from it: a failing run is replayed with it")
     soak_cmd.add_argument("--minutes", type=float, default=2.0)
     args = ap.parse_args(argv)
 
     if args.command == "cleanup":
-        for line in topology.cleanup():
-            print("removed", line)
+        with acquire_lock(timeout=600):  # never under a running lab
+            for line in topology.cleanup():
+                print("removed", line)
         return 0
     doc = synth.load(args.json or synthesize())
     if args.command == "soak":
         return _soak(doc, args)
+    if args.command == "images":
+        with acquire_lock(timeout=600), tempfile.TemporaryDirectory(prefix=topology.WORKDIR_PREFIX) as tmp:
+            print(images.ensure(synth.parse(doc).images(), Path(tmp)))
+        return 0
     if args.command == "drill" and args.name in drills.CONTROLS:
         result = drills.CONTROLS[args.name](doc, args.variant)
     else:
@@ -58,9 +65,9 @@ def _soak(doc: dict, args: argparse.Namespace) -> int:
         lab.wait_steady()
         faults = soak.schedule(args.seed, duration, list(lab.nodes))
         print(f"soak seed {args.seed}, {args.minutes:g} min, {len(faults)} faults:", *map(str, faults), sep="\n  ", flush=True)
-        attempts, samples, _ = soak.run(soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True))
+        happened, attempts, samples = soak.run(soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True))
         workdir = str(lab.workdir)
-    report = soak.check(args.seed, faults, list(lab.nodes), attempts, samples, soak.leftovers(workdir))
+    report = soak.check(args.seed, happened, list(lab.nodes), attempts, samples, soak.leftovers(workdir))
     print(report.format(replay))
     return 0 if report.ok else 1
 

@@ -1,35 +1,31 @@
-"""haproxy and keepalived of one node, run natively with exactly the files its user_data writes.
+"""What a node's haproxy and keepalived containers are doing, read from Docker: its events (start,
+die) and each container's log, line by line, stamped with the monotonic clock when read.
 
-In place of the containers, each daemon runs in the node's network namespace and in a private
-mount namespace of its own. There the node's copy of every container directory that exists on
-this host (in practice /etc/keepalived, where keepalived.conf names the check script) is
-bind-mounted over the real one, so the paths in the configs resolve per node, and a tmpfs covers
-/run so pid files of different nodes do not clash. Everything else is read from the node's
-directory by explicit path, as the container's command line would.
+`docker logs --follow` ends when its container dies, so a new follower starts at each start
+event, from the last line already seen: a container restarted by Docker's policy keeps its one
+stream of lines. The hooks are those of the native lab: haproxy's "Server x/y is DOWN|UP" and
+keepalived's "Entering X STATE" and priority changes, so the drills' timings mean the same.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import resource
-import shlex
-import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.configs import global_maxconn
+from lab.engine import ContainerEvent, Engine
 from lab.procs import Proc
 from lab.synth import SynthError
-from lab.topology import in_ns
 from userdata.extract import WrittenFile
 
 _SERVER = re.compile(r"Server ([^/\s]+)/(\S+) is (UP|DOWN)")
 _VRRP = re.compile(r"\((\S+)\) Entering (\w+) STATE")
 # Lines after which keepalived may still act on its own: a state change, a new priority.
 _VRRP_ACTIVITY = re.compile(r"Entering \w+ STATE|effective priority|VRRP_Script\(\S+\) (succeeded|failed)")
-
+_STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z (.*)$")
 
 # A user_data file put at the path where its container reads it.
 PlacedFile = WrittenFile
@@ -49,66 +45,118 @@ class Event:
     text: str
 
 
-def fd_cap(haproxy_cfg: str) -> list[str]:
-    """`-n N` when this machine's hard open-files limit is below what the config's maxconn needs.
+def _docker_time(stamp: str, fraction: str | None) -> tuple[str, int]:
+    """A sortable key for Docker's RFC 3339 timestamps (nanoseconds, trailing zeros trimmed)."""
+    return stamp, int((fraction or "0").ljust(9, "0")[:9])
 
-    haproxy needs about two descriptors per connection and refuses to start when it cannot raise
-    its limit that far; Docker gives containers a far higher limit than this sandbox's hard one,
-    which even root cannot raise here. Capping maxconn on the command line leaves the files as
-    they are; connection counts in the lab stay far below either value.
-    """
-    maxconn = global_maxconn(haproxy_cfg)
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if maxconn is None or hard == resource.RLIM_INFINITY or 2 * maxconn + 100 <= hard:
-        return []
-    return ["-n", str((hard - 100) // 2)]
+
+@dataclass
+class Container:
+    """One container as the lab follows it: running or not, its starts and deaths, its log."""
+
+    engine: Engine
+    name: str
+    log: Path
+    on_line: object  # (t, line) -> None
+    running: bool = False
+    history: list[ContainerEvent] = field(default_factory=list)
+    _last: tuple[str, int] | None = None
+    _followers: list[Proc] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_event(self, event: ContainerEvent) -> None:
+        if event.container != self.name:
+            return
+        self.history.append(event)
+        if event.action == "start":
+            self.running = True
+            self.follow()
+        elif event.action == "die":
+            self.running = False
+
+    def follow(self) -> None:
+        """Start following the log from the last line seen (the whole log the first time)."""
+        with self._lock:
+            self._followers = [f for f in self._followers if f.running]
+            since = [] if self._last is None else ["--since", f"{self._last[0]}.{self._last[1]:09d}Z"]
+            proc = Proc(f"{self.engine.name}-{self.name}-logs", ["docker", "logs", "--follow", "--timestamps", *since, self.name],
+                        self.log, self._read, env={**os.environ, **self.engine.env})  # fmt: skip
+            proc.start()
+            self._followers.append(proc)
+
+    def _read(self, t: float, line: str) -> None:
+        m = _STAMPED.match(line)
+        if not m:
+            return
+        key = _docker_time(m.group(1), m.group(2))
+        with self._lock:
+            if self._last is not None and key <= self._last:
+                return  # already seen by the follower of an earlier run
+            self._last = key
+        self.on_line(t, m.group(3))
+
+    def sync(self) -> None:
+        """After an engine start: follow a container that Docker started before the lab listened."""
+        state = self.engine.docker("inspect", "--format", "{{.State.Running}}", self.name, check=False).strip()
+        if state == "true" and not self.running:
+            self.running = True
+            self.history.append(ContainerEvent(time.monotonic(), self.name, "start", None))
+            self.follow()
+
+    def restarts_after(self, t: float) -> list[tuple[float, float]]:
+        """(die, next start) pairs after t: how long Docker left the container down each time."""
+        out, died = [], None
+        for e in self.history:
+            if e.t < t:
+                continue
+            if e.action == "die":
+                died = e.t
+            elif e.action == "start" and died is not None:
+                out.append((died, e.t))
+                died = None
+        return out
+
+    def stop_following(self) -> None:
+        with self._lock:
+            followers, self._followers = self._followers, []
+        for f in followers:
+            f.stop(grace=1)
+
+    def engine_gone(self) -> None:
+        self.running = False
+        self.stop_following()
 
 
 class NodeDaemons:
-    """Files, haproxy and keepalived of one node, and what their logs say about their state."""
+    """haproxy and keepalived of one node, and what their logs say about their state."""
 
-    def __init__(self, name: str, ns: str, nodedir: Path, files: list[PlacedFile], haproxy_cfg: str, keepalived_conf: str):
+    def __init__(self, name: str, engine: Engine, haproxy: str, keepalived: str):
         self.name = name
-        self.ns = ns
-        self.root = nodedir / "root"
-        self.nodedir = nodedir
-        self.files = files
+        self.engine = engine
         self.events: list[Event] = []
         self.servers_down: set[str] = set()
         self.vrrp_state = "INIT"
-        self.vrrp_changed = 0.0
+        self.vrrp_changed = time.monotonic()
         self._lock = threading.Lock()
-        cfg = content_of(files, haproxy_cfg, name)
-        self.haproxy = Proc(f"{name}-haproxy", self._wrap(["haproxy", "-W", "-db", *fd_cap(cfg), "-f", self.local(haproxy_cfg)]),
-                            nodedir / "haproxy.log", self._on_haproxy)  # fmt: skip
-        self.keepalived = Proc(f"{name}-keepalived", self._wrap(["keepalived", "-n", "-l", "-D", "-f", self.local(keepalived_conf)]),
-                               nodedir / "keepalived.log", self._on_keepalived)  # fmt: skip
+        self.haproxy = Container(engine, haproxy, engine.nodedir / "haproxy.log", self._on_haproxy)
+        self.keepalived = Container(engine, keepalived, engine.nodedir / "keepalived.log", self._on_keepalived)
 
-    def local(self, container_path: str) -> str:
-        """Where the node's copy of a container path lives in the lab."""
-        return str(self.root / container_path.lstrip("/"))
+    @property
+    def containers(self) -> tuple[Container, Container]:
+        return (self.haproxy, self.keepalived)
 
-    def place_files(self) -> None:
-        """Write each file with its owner and mode; directories root-owned 0755 (script security)."""
-        for f in self.files:
-            path = Path(self.local(f.path))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f.content)
-            user, _, group = f.owner.partition(":")
-            shutil.chown(path, user, group or None)
-            path.chmod(int(f.permissions, 8))
-        for d in [self.root, *self.root.rglob("*")]:
-            if d.is_dir():
-                d.chmod(0o755)
+    def container(self, name: str) -> Container:
+        return next(c for c in self.containers if c.name == name)
 
-    def _mounts(self) -> list[tuple[str, str]]:
-        dirs = sorted({str(Path(f.path).parent) for f in self.files})
-        return [(self.local(d), d) for d in dirs if Path(d).is_dir()]
-
-    def _wrap(self, argv: list[str]) -> list[str]:
-        steps = [f"mount --bind {shlex.quote(src)} {shlex.quote(dst)}" for src, dst in self._mounts()]
-        steps += ["mount -t tmpfs -o mode=0755 lab-run /run", 'exec "$@"']
-        return in_ns(self.ns, ["unshare", "--mount", "--propagation", "private", "sh", "-c", " && ".join(steps), "sh", *argv])
+    def on_event(self, event: ContainerEvent) -> None:
+        if event.container == self.haproxy.name and event.action == "start":
+            with self._lock:
+                self.servers_down.clear()  # haproxy starts with every server up
+        if event.container == self.keepalived.name and event.action in ("start", "die"):
+            self.vrrp_state = "INIT" if event.action == "start" else "STOPPED"
+            self.vrrp_changed = event.t
+        for c in self.containers:
+            c.on_event(event)
 
     def _record(self, t: float, source: str, text: str) -> None:
         with self._lock:
@@ -127,22 +175,26 @@ class NodeDaemons:
             self.vrrp_state = m.group(2)
         if _VRRP_ACTIVITY.search(line):
             self.vrrp_changed = t
-            self._record(t, "keepalived", line)
+        self._record(t, "keepalived", line)
 
     def first_event(self, source: str, pattern: str, since: float) -> Event | None:
         with self._lock:
             return next((e for e in self.events if e.source == source and e.t >= since and re.search(pattern, e.text)), None)
 
-    def start_haproxy(self) -> None:
+    def events_between(self, source: str, pattern: str, t0: float, t1: float) -> list[Event]:
         with self._lock:
-            self.servers_down.clear()  # haproxy starts with every server up
-        self.haproxy.start()
+            return [e for e in self.events if e.source == source and t0 <= e.t <= t1 and re.search(pattern, e.text)]
 
-    def start_keepalived(self) -> None:
-        self.vrrp_state = "INIT"
+    def sync(self) -> None:
+        for c in self.containers:
+            c.sync()
+
+    def engine_gone(self) -> None:
+        for c in self.containers:
+            c.engine_gone()
+        self.vrrp_state = "STOPPED"
         self.vrrp_changed = time.monotonic()
-        self.keepalived.start()
 
     def stop(self) -> None:
-        self.keepalived.stop()
-        self.haproxy.stop()
+        for c in self.containers:
+            c.stop_following()

@@ -1,5 +1,20 @@
 """The lab as one context manager: build everything from the JSON, tear it all down on exit.
 
+Each node is a machine of its own (`lab.engine`): network, mount and pid namespaces, a disk, and a
+Docker engine. The lab hands each node its user_data as the cloud would: the real cloud-init
+writes the files and runs the runcmd entries verbatim, so the synthesized `docker run` lines
+start stand-in images (`lab.images`) tagged with the config's image references.
+
+Entry points for drills and tools, beside `Lab(doc, variant)`, `wait_steady`, `holders`,
+`nodes[...]`, `topology.cut` and `client.between`:
+- `lab.nodes[n].crash(container)`: SIGKILL the container's main process; Docker's restart
+  policy brings it back (`docker kill` would not: Docker counts it as a stop by hand);
+- `lab.nodes[n].stop_container(c)` / `start_container(c)`: `docker stop` / `docker start`;
+- `lab.nodes[n].docker(...)`: the docker CLI against that node's engine;
+- `lab.power_off(n)` / `lab.power_on(n)` / `lab.reboot(n)`: a hard reset of the node (every
+  process at once, the VIP with them) and a boot in order: network, engine, containers by their
+  restart policy, apiserver.
+
 Teardown runs whatever happened (a failed build, a failed drill, Ctrl-C), and a lock file keeps
 two labs (tests and a benchmark, say) from sharing the `kha-` names at the same time.
 """
@@ -8,18 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import configs, contract, seed, synth, topology
+from cluster.plan import HAPROXY_FD_HEADROOM
+from lab import cloudinit, configs, contract, images, seed, synth, topology
 from lab.apiserver import PORT as APISERVER_PORT
 from lab.client import Recorder
 from lab.daemons import NodeDaemons, PlacedFile, content_of
+from lab.engine import Engine
 from lab.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +58,12 @@ def synthesize(root: Path = ROOT) -> Path:
 
 @dataclass
 class LabNode:
-    """One node in the lab: its namespace, daemons and stand-in apiserver."""
+    """One node in the lab: its namespace, engine, containers and stand-in apiserver."""
 
     name: str
     ns: str
     address: str
+    engine: Engine
     daemons: NodeDaemons
     apiserver: Proc
     unhealthy_file: Path
@@ -55,6 +75,20 @@ class LabNode:
         else:
             self.unhealthy_file.touch()
 
+    def docker(self, *args: str, check: bool = True) -> str:
+        return self.engine.docker(*args, check=check)
+
+    def crash(self, container: str) -> None:
+        """SIGKILL the container's main process: a crash, which Docker's restart policy answers."""
+        self.engine.crash(container)
+
+    def stop_container(self, container: str) -> None:
+        """`docker stop`: the image's stop signal; stays stopped (a stop by hand)."""
+        self.engine.docker("stop", container)
+
+    def start_container(self, container: str) -> None:
+        self.engine.docker("start", container)
+
 
 def _placed_files(node: synth.Node) -> list[PlacedFile]:
     """The node's user_data files that a container reads, at the path the container reads them."""
@@ -65,12 +99,23 @@ def _placed_files(node: synth.Node) -> list[PlacedFile]:
     ]
 
 
-def _seed_files(files: list[PlacedFile], first: bool, port: int, node: str) -> list[PlacedFile]:
-    """Our files with keepalived.conf replaced by the seed's settings and the seed's check added."""
-    conf = seed.keepalived_conf(configs.vrrp_instance(content_of(files, contract.KEEPALIVED_CONFIG, node)), first)
-    kept = [f for f in files if f.path != contract.KEEPALIVED_CONFIG]
-    return [*kept, PlacedFile(contract.KEEPALIVED_CONFIG, conf, "root:root", "0600"),
-            PlacedFile(seed.CHECK_SCRIPT, seed.check_script(port), "root:root", "0755")]  # fmt: skip
+def acquire_lock(timeout: float):
+    """The machine-wide lab lock (an open file; closing it releases the lock)."""
+    lock_file = open(LOCK, "w")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock_file
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock_file.close()
+                raise TimeoutError(f"another lab holds {LOCK}") from None
+            time.sleep(0.5)
+
+
+def _announce(line: str) -> None:
+    print(f"lab: {line}", file=sys.stderr, flush=True)
 
 
 def _gateway(files: list[PlacedFile], node: str) -> str | None:
@@ -86,13 +131,22 @@ class Lab:
     def __init__(self, doc: dict, variant: str = "ours", keep: bool = False, lock_timeout: float = 600):
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
+        # The gateway as our network check names it, for either variant (the lab's own topology).
+        ours = synth.parse(doc).nodes[0]
+        self.gateway = _gateway(_placed_files(ours), ours.name)
+        if variant == "seed":
+            doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
+        # The one substitution the lab makes, announced at start: see synth.fit_open_files.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        doc, self.substitutions = synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+        self.doc = doc
         self.stack = synth.parse(doc)
+        self.images = self.stack.images()
         self.variant = variant
         self.keep = keep
         self.lock_timeout = lock_timeout
         first = self.stack.nodes[0]
         self.files = {n.name: _placed_files(n) for n in self.stack.nodes}
-        self.gateway = _gateway(self.files[first.name], first.name)
         self.frontend_port = configs.frontend_port(content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name))
         interfaces: dict[str, str] = {}
         # A backup acts on its own once it has missed three adverts (plus skew): until that long
@@ -100,8 +154,6 @@ class Lab:
         self.vrrp_calm: dict[str, float] = {}
         self.priority: dict[str, int] = {}
         for n in self.stack.nodes:
-            if variant == "seed":
-                self.files[n.name] = _seed_files(self.files[n.name], n is first, self.frontend_port, n.name)
             inst = configs.vrrp_instance(content_of(self.files[n.name], contract.KEEPALIVED_CONFIG, n.name))
             interfaces[n.name] = inst.interface
             self.vrrp_calm[n.name] = 4 * inst.advert_int + 0.2
@@ -119,6 +171,8 @@ class Lab:
             topology.cleanup()
             self.workdir = Path(tempfile.mkdtemp(prefix=topology.WORKDIR_PREFIX, dir=topology.WORKDIR_PARENT))
             self.workdir.chmod(0o755)
+            for line in self.substitutions:
+                _announce(f"substitution: {line}")
             self._build()
         except BaseException:
             self.__exit__(None, None, None)
@@ -131,6 +185,8 @@ class Lab:
                 self.client.stop()
             for node in self.nodes.values():
                 node.daemons.stop()
+                node.engine.power_off()
+                node.engine.remove_cgroups()
                 node.apiserver.stop()
             self.topology.down()
             if self.workdir and not self.keep:
@@ -139,16 +195,7 @@ class Lab:
             self._release()
 
     def _acquire(self) -> None:
-        self._lock_file = open(LOCK, "w")
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"another lab holds {LOCK}") from None
-                time.sleep(0.5)
+        self._lock_file = acquire_lock(self.lock_timeout)
 
     def _release(self) -> None:
         if self._lock_file:
@@ -157,29 +204,50 @@ class Lab:
 
     def _build(self) -> None:
         self.topology.up()
+        self.image_tarball = images.ensure(self.images, self.workdir)
         cert, key = self._certificate()
         for n in self.stack.nodes:
             ep = self.topology.nodes[n.name]
             nodedir = self.workdir / "nodes" / n.name
             nodedir.mkdir(parents=True)
-            daemons = NodeDaemons(n.name, ep.ns, nodedir, self.files[n.name],
-                                  contract.HAPROXY_CONFIG, contract.KEEPALIVED_CONFIG)  # fmt: skip
-            daemons.place_files()
+            engine = Engine(n.name, ep.ns, nodedir, cgroup=ep.ns)
+            daemons = NodeDaemons(n.name, engine, contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)
             unhealthy = nodedir / "apiserver-unhealthy"
             apiserver = Proc(f"{n.name}-apiserver", topology.in_ns(ep.ns, [
                 sys.executable, "-m", "lab.apiserver", "--bind", n.address, "--port", str(APISERVER_PORT),
                 "--node", n.name, "--cert", str(cert), "--key", str(key), "--unhealthy-file", str(unhealthy),
             ]), nodedir / "apiserver.log", cwd=ROOT)  # fmt: skip
-            self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, daemons, apiserver, unhealthy)
+            self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, engine, daemons, apiserver, unhealthy)
         for node in self.nodes.values():
             node.apiserver.start()
-        for node in self.nodes.values():
-            node.daemons.start_haproxy()
-        for node in self.nodes.values():
-            node.daemons.start_keepalived()
+        self._each_node(self._first_boot)
         self.client = Recorder(topology.in_ns(topology.CLIENT_NS, []), self.stack.vip, self.frontend_port,
                                self.workdir / "client.log", ROOT)  # fmt: skip
         self.client.start()
+
+    def _first_boot(self, node: LabNode) -> None:
+        """Boot the node's engine, "pull" the images, run its user_data with cloud-init."""
+        node.engine.boot(node.daemons.on_event)
+        node.engine.docker("load", "--input", str(self.image_tarball))
+        cloudinit.run_userdata(node.engine, self.stack.nodes[list(self.nodes).index(node.name)].user_data)
+
+    def _each_node(self, step, names: list[str] | None = None) -> None:
+        """Run `step(node)` for the nodes in parallel; raise the first failure."""
+        errors: list[BaseException] = []
+
+        def one(node: LabNode) -> None:
+            try:
+                step(node)
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(self.nodes[n],)) for n in (names or list(self.nodes))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
     def _certificate(self) -> tuple[Path, Path]:
         """A self-signed EC certificate for the stand-in apiservers (cheap handshakes)."""
@@ -189,6 +257,31 @@ class Lab:
                       "-nodes", "-days", "2", "-subj", "/CN=kube-apiserver", "-addext", f"subjectAltName={sans}",
                       "-keyout", str(key), "-out", str(cert)])  # fmt: skip
         return cert, key
+
+    # --- power ------------------------------------------------------------------------------
+    def power_off(self, name: str) -> None:
+        """A hard reset: the node's port goes silent, every process of the node dies at once, and
+        what lived in its memory (the VIP on its interface) is gone."""
+        node = self.nodes[name]
+        self.topology.cut(name)
+        node.engine.power_off()
+        node.daemons.engine_gone()
+        node.apiserver.stop()
+        self.topology.reset_addresses(name)
+
+    def power_on(self, name: str) -> None:
+        """Boot in order: the network, the engine (which starts the containers by their restart
+        policy; cloud-init's runcmd is per instance and does not run again), the apiserver."""
+        node = self.nodes[name]
+        self.topology.cut(name, False)
+        node.engine.boot(node.daemons.on_event)
+        node.daemons.sync()
+        node.apiserver.start()
+
+    def reboot(self, name: str, down: float = 1.0) -> None:
+        self.power_off(name)
+        time.sleep(down)
+        self.power_on(name)
 
     # --- observation ------------------------------------------------------------------------
     def holders(self) -> list[str]:
@@ -204,9 +297,11 @@ class Lab:
             return f"VIP holders {holders}"
         for node in self.nodes.values():
             d = node.daemons
-            for proc in (d.haproxy, d.keepalived, node.apiserver):
-                if not proc.running:
-                    return f"{proc.name} not running"
+            for c in d.containers:
+                if not c.running:
+                    return f"{node.name}: container {c.name} not running"
+            if not node.apiserver.running:
+                return f"{node.apiserver.name} not running"
             if d.servers_down:
                 return f"{node.name}: haproxy sees {sorted(d.servers_down)} down"
             if d.vrrp_state not in ("MASTER", "BACKUP"):

@@ -21,8 +21,10 @@ LineHook = Callable[[float, str], None]
 class Proc:
     """Start, signal and stop one command; its output goes to `log` as `<monotonic> <line>`."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, on_line: LineHook | None = None, cwd: Path | None = None):
+    def __init__(self, name: str, argv: list[str], log: Path, on_line: LineHook | None = None, cwd: Path | None = None,
+                 env: dict[str, str] | None = None):  # fmt: skip
         self.name = name
+        self.env = env
         self.argv = argv
         self.log = log
         self.on_line = on_line
@@ -40,6 +42,7 @@ class Proc:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=self.cwd,
+            env=self.env,
         )
         self._reader = threading.Thread(target=self._read, args=(self.popen,), name=f"log-{self.name}", daemon=True)
         self._reader.start()

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from lab import contract
 from lab.client import Attempt
 
 # name: (shortest, longest) seconds it lasts; 0 for a crash that a restart policy answers at once.
@@ -34,12 +35,13 @@ KINDS: dict[str, tuple[float, float]] = {
     "apiserver-unhealthy": (2.0, 8.0),
     "cut": (3.0, 10.0),
     "gateway-down": (3.0, 10.0),
+    "power-off": (1.0, 10.0),  # a hard reset and a boot: a reboot at the short end
 }
 CLUSTER_WIDE = frozenset({"gateway-down"})
 # What a fault takes from its node while it lasts (for the availability invariant).
-BREAKS_NODE = frozenset({"haproxy-crash", "keepalived-crash", "cut", "reboot", "power-off"})
-BREAKS_APISERVER = frozenset({"apiserver-stop", "apiserver-unhealthy", "cut", "reboot", "power-off"})
-ISOLATES = frozenset({"cut", "power-off", "reboot"})
+BREAKS_NODE = frozenset({"haproxy-crash", "keepalived-crash", "cut", "power-off"})
+BREAKS_APISERVER = frozenset({"apiserver-stop", "apiserver-unhealthy", "cut", "power-off"})
+ISOLATES = frozenset({"cut", "power-off"})
 
 SPLIT_BRAIN_MAX_S = 1.0
 AVAILABILITY_MIN = 0.995
@@ -247,10 +249,14 @@ class Operations(Protocol):
 
 
 def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: float = 0.05,
-        log: Callable[[str], None] = lambda _: None) -> tuple[list[Attempt], list[Sample], float]:  # fmt: skip
-    """Play the schedule in real time; return attempts and holder samples on the soak's clock."""
+        log: Callable[[str], None] = lambda _: None) -> tuple[list[Fault], list[Attempt], list[Sample]]:  # fmt: skip
+    """Play the schedule in real time, each fault in a thread of its own (a boot may take seconds
+    and must not delay the next fault). Returns the faults as they really happened (times from
+    the soak's start), the client's attempts and the holder samples, on the soak's clock."""
     t0 = time.monotonic()
     samples: list[Sample] = []
+    happened: list[Fault] = []
+    errors: list[str] = []
     stop = threading.Event()
 
     def sample() -> None:
@@ -259,31 +265,41 @@ def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: flo
             samples.append(Sample(time.monotonic() - t0, holders))
             stop.wait(period)
 
-    events = sorted([(f.start, 0, i, f) for i, f in enumerate(faults)] + [(f.end, 1, i, f) for i, f in enumerate(faults)])
-    sampler = threading.Thread(target=sample, name="soak-holders", daemon=True)
-    sampler.start()
+    def play(fault: Fault) -> None:
+        try:
+            time.sleep(max(0.0, t0 + fault.start - time.monotonic()))
+            start = time.monotonic() - t0
+            log(f"{start:7.2f} s  {fault.kind} {fault.node or ''}")
+            ops.inject(fault)
+            time.sleep(max(0.0, t0 + fault.end - time.monotonic()))
+            ops.restore(fault)
+            happened.append(Fault(round(start, 3), round(max(time.monotonic() - t0, fault.end), 3), fault.kind, fault.node))
+        except Exception as err:  # reported, and the soak fails: a fault that could not be played
+            errors.append(f"{fault}: {type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=sample, name="soak-holders", daemon=True)]
+    threads += [threading.Thread(target=play, args=(f,), name=f"soak-{i}", daemon=True) for i, f in enumerate(faults)]
+    for thread in threads:
+        thread.start()
     try:
-        for at, phase, _, fault in events:
-            time.sleep(max(0.0, t0 + at - time.monotonic()))
-            if phase == 0:
-                log(f"{time.monotonic() - t0:7.2f} s  inject  {fault.kind} {fault.node or ''}")
-                ops.inject(fault)
-            else:
-                ops.restore(fault)
+        for thread in threads[1:]:
+            thread.join()
         time.sleep(max(0.0, t0 + duration_s - time.monotonic()))
     finally:
         stop.set()
-        sampler.join()
+        threads[0].join()
+    if errors:
+        raise RuntimeError("faults that could not be played: " + "; ".join(errors))
     attempts = [
         Attempt(a.start - t0, a.end - t0, a.ok, a.node, a.error)
         for a in ops.attempts(t0)
         if a.start < t0 + duration_s
     ]
-    return attempts, samples, t0
+    return sorted(happened), attempts, samples
 
 
 class LabOperations:
-    """The soak's faults on the lab: what Docker's restart policy would do is done by hand."""
+    """The soak's faults on the lab: a crash is a SIGKILL that Docker's restart policy answers."""
 
     def __init__(self, lab) -> None:  # lab.harness.Lab; not imported here, so the checker needs no lab
         self.lab = lab
@@ -296,15 +312,17 @@ class LabOperations:
             return
         node = lab.nodes[fault.node]
         if fault.kind == "haproxy-crash":
-            node.daemons.haproxy.kill()
+            node.crash(contract.HAPROXY_CONTAINER)
         elif fault.kind == "keepalived-crash":
-            node.daemons.keepalived.kill()
+            node.crash(contract.KEEPALIVED_CONTAINER)
         elif fault.kind == "apiserver-stop":
             node.apiserver.stop()
         elif fault.kind == "apiserver-unhealthy":
             node.set_healthy(False)
         elif fault.kind == "cut":
             lab.topology.cut(fault.node)
+        elif fault.kind == "power-off":
+            lab.power_off(fault.node)
         else:
             raise ValueError(f"fault kind {fault.kind!r}: this lab cannot inject it")
 
@@ -313,17 +331,15 @@ class LabOperations:
         if fault.kind == "gateway-down":
             lab.topology.gateway_down(False)
             return
-        node = lab.nodes[fault.node]
-        if fault.kind in ("haproxy-crash", "keepalived-crash"):
-            proc = node.daemons.haproxy if fault.kind == "haproxy-crash" else node.daemons.keepalived
-            proc.popen.wait(5)
-            (node.daemons.start_haproxy if fault.kind == "haproxy-crash" else node.daemons.start_keepalived)()
-        elif fault.kind == "apiserver-stop":
-            node.apiserver.start()
+        if fault.kind == "apiserver-stop":
+            lab.nodes[fault.node].apiserver.start()
         elif fault.kind == "apiserver-unhealthy":
-            node.set_healthy(True)
+            lab.nodes[fault.node].set_healthy(True)
         elif fault.kind == "cut":
             lab.topology.cut(fault.node, False)
+        elif fault.kind == "power-off":
+            lab.power_on(fault.node)
+        # crashes: Docker's restart policy has already answered
 
     def holders(self) -> list[str]:
         return self.lab.holders()
@@ -333,18 +349,26 @@ class LabOperations:
 
 
 def leftovers(workdir: str | None) -> list[str]:
-    """What a finished lab left behind: kha- namespaces, and processes that name its work dir."""
+    """What a finished lab left behind: kha- namespaces, mounts and cgroups, its work dir, and
+    processes that name the work dir (engines) or live in a node's cgroup (containers)."""
     import os
+    from pathlib import Path
 
-    from lab.topology import lab_namespaces
+    from lab.engine import CGROUP_ROOT
+    from lab.topology import PREFIX, lab_namespaces
 
     found = [f"netns {ns}" for ns in lab_namespaces()]
+    found += [f"cgroup {d}" for d in CGROUP_ROOT.glob(f"*/{PREFIX}*")]
     if workdir:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").replace("\0", " ")
-            except OSError:
-                continue
-            if workdir in cmdline:
-                found.append(f"process {pid} ({cmdline[:60].strip()})")
+        found += [f"mount {m.split()[1]}" for m in Path("/proc/self/mounts").read_text().splitlines() if m.split()[1].startswith(workdir)]
+        if Path(workdir).exists():
+            found.append(f"dir {workdir}")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
+            cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        if (workdir and workdir in cmdline) or f"/{PREFIX}" in cgroup:
+            found.append(f"process {pid} ({cmdline[:60].strip()})")
     return found

@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import configs
+from userdata.extract import DockerRun, docker_runs, node_text, parse_docker_run, written_files
 from userdata.extract import WrittenFile as File
-from userdata.extract import written_files
 
 PORT = "openstack_networking_port_v2"
 SECGROUP = "openstack_networking_secgroup_v2"
@@ -64,11 +65,13 @@ class Port:
 
 @dataclass(frozen=True)
 class Node:
-    """A VM: its name, its one port and the files its user_data writes."""
+    """A VM: its name, its one port, the files its user_data writes and the containers it runs."""
 
     name: str
     port: Port
     files: tuple[File, ...]
+    user_data: str  # as the VM receives it (Terraform's escapes undone)
+    containers: dict[str, DockerRun]
 
     @property
     def address(self) -> str:
@@ -95,6 +98,15 @@ class Stack:
     @property
     def vip(self) -> str:
         return self.vip_port.fixed_ips[0]
+
+    def images(self) -> dict[str, str]:
+        """Container name -> image reference, the same on every node (else an error)."""
+        refs: dict[str, str] = {}
+        for node in self.nodes:
+            for name, run in node.containers.items():
+                if refs.setdefault(name, run.image) != run.image:
+                    raise SynthError(f"{node.name}: container {name} runs {run.image}, other nodes {refs[name]}")
+        return refs
 
     def members(self, secgroup: str) -> tuple[str, ...]:
         """A remote group as Neutron's ipsets see it: member ports' fixed IPs and address pairs."""
@@ -182,9 +194,9 @@ def _ports(resources: dict) -> dict[str, Port]:
     return out
 
 
-def _write_files(instance: str, user_data: str) -> tuple[File, ...]:
+def _node(instance: str, name: str, port: Port, user_data: str) -> Node:
     try:
-        return tuple(written_files(user_data).values())
+        return Node(name, port, tuple(written_files(user_data).values()), node_text(user_data), docker_runs(user_data))
     except ValueError as err:
         raise SynthError(f"{instance}: {err}") from None
 
@@ -209,7 +221,7 @@ def parse(doc: dict) -> Stack:
         if len(networks) != 1 or "port" not in networks[0]:
             raise SynthError(f"{where}: expected exactly one network block with a port, got {networks}")
         port = ports[_ref(networks[0]["port"], PORT, where, resources)]
-        nodes.append(Node(inst.get("name", name), port, _write_files(where, inst.get("user_data", ""))))
+        nodes.append(_node(where, inst.get("name", name), port, inst.get("user_data", "")))
     if not nodes:
         raise SynthError(f"the JSON has no {INSTANCE}")
     bound = {n.port.resource for n in nodes}
@@ -252,3 +264,97 @@ def without_vip_pairs(doc: dict) -> dict:
     if not changed:
         raise SynthError(f"no port lists the VIP {vip} as an allowed address pair")
     return out
+
+
+def with_docker_run(doc: dict, container: str, edit, what: str) -> dict:
+    """A copy of the JSON whose `docker run` line for `container` is `edit(argv)` on every node.
+
+    The line is found and rewritten in the user_data text (one runcmd entry, a JSON flow list as
+    the template renders it), and the result is parsed back to check that only it changed."""
+    out = copy.deepcopy(doc)
+    for name, inst in out["resource"].get(INSTANCE, {}).items():
+        lines = inst["user_data"].split("\n")
+        hits = 0
+        for i, line in enumerate(lines):
+            if not line.startswith("  - [\"docker\", \"run\""):
+                continue
+            argv = json.loads(line[4:])
+            if parse_docker_run(argv).name != container:
+                continue
+            edited = edit(list(argv))
+            if edited == argv:
+                raise SynthError(f"{INSTANCE}.{name}: {what}: the {container} line does not change ({argv})")
+            lines[i] = "  - " + json.dumps(edited)
+            hits += 1
+        if hits != 1:
+            raise SynthError(f"{INSTANCE}.{name}: {what}: expected one docker run line for {container}, found {hits}")
+        inst["user_data"] = "\n".join(lines)
+        if docker_runs(inst["user_data"])[container].argv != tuple(edited):
+            raise SynthError(f"{INSTANCE}.{name}: {what}: the edited line does not read back")
+    return out
+
+
+def _replace_pair(argv: list[str], option: str, old: str, new: str | None) -> list[str]:
+    """`option old` -> `option new` (or removed when new is None), exactly once."""
+    at = [i for i in range(len(argv) - 1) if argv[i] == option and argv[i + 1] == old]
+    if len(at) != 1:
+        raise SynthError(f"expected one '{option} {old}' in {argv}")
+    i = at[0]
+    return argv[:i] + ([option, new] if new is not None else []) + argv[i + 2 :]
+
+
+def with_haproxy_network_none(doc: dict, container: str = "haproxy") -> dict:
+    """Negative control: haproxy runs with `--network none` instead of `--network host`."""
+    return with_docker_run(doc, container, lambda a: _replace_pair(a, "--network", "host", "none"), "--network none")
+
+
+def without_net_admin(doc: dict, container: str = "keepalived") -> dict:
+    """Negative control: keepalived runs without `--cap-add NET_ADMIN`."""
+    return with_docker_run(doc, container, lambda a: _replace_pair(a, "--cap-add", "NET_ADMIN", None), "no NET_ADMIN")
+
+
+_NOFILE = re.compile(r"^nofile=(\d+):(\d+)$")
+
+
+def fit_open_files(doc: dict, hard_limit: int, headroom: int, container: str = "haproxy") -> tuple[dict, list[str]]:
+    """A copy of the JSON whose haproxy fits a machine whose hard open-files limit is `hard_limit`.
+
+    Where the haproxy line's `--ulimit nofile=S:H` exceeds it (runc cannot set it: the container
+    would not start), the ulimit becomes `hard_limit:hard_limit`, and where haproxy.cfg's global
+    maxconn then needs more than that (2 x maxconn + headroom), maxconn becomes what fits.
+    Returns the copy and one line per change, for the lab to announce."""
+    notes: list[str] = []
+    stack = parse(doc)
+    limits = {v for n in stack.nodes if container in n.containers for v in n.containers[container].values("--ulimit")}
+    nofile = sorted(v for v in limits if v.startswith("nofile="))
+    limit = hard_limit
+    if len(nofile) > 1:
+        raise SynthError(f"{container}: nodes differ in --ulimit {nofile}")
+    if nofile:
+        m = _NOFILE.match(nofile[0])
+        if not m:
+            raise SynthError(f"{container}: cannot read --ulimit {nofile[0]!r}")
+        if int(m.group(2)) > hard_limit:
+            fitted = f"nofile={hard_limit}:{hard_limit}"
+            doc = with_docker_run(doc, container, lambda a: _replace_pair(a, "--ulimit", nofile[0], fitted), "fit nofile")
+            notes.append(f"{container} --ulimit {nofile[0]} -> {fitted} on every node "
+                         f"(this machine's hard open-files limit is {hard_limit}; runc cannot set more)")  # fmt: skip
+        limit = min(int(m.group(2)), hard_limit)
+    out = copy.deepcopy(doc)
+    fitted_conn = (limit - headroom) // 2
+    changed = []
+    for name, inst in out["resource"].get(INSTANCE, {}).items():
+        text = inst["user_data"]
+        cfg = next((f for f in written_files(text).values() if f.path.endswith("/haproxy.cfg")), None)
+        maxconn = configs.global_maxconn(cfg.content) if cfg else None
+        if maxconn is None or 2 * maxconn + headroom <= limit:
+            continue
+        line = re.compile(rf"^(\s+maxconn ){maxconn}$", re.MULTILINE)
+        if len(line.findall(text)) != 1:
+            raise SynthError(f"{INSTANCE}.{name}: expected one 'maxconn {maxconn}' line in user_data")
+        inst["user_data"] = line.sub(rf"\g<1>{fitted_conn}", text)
+        changed.append(maxconn)
+    if changed:
+        notes.append(f"haproxy.cfg maxconn {max(changed)} -> {fitted_conn} on {len(changed)} nodes "
+                     f"(2 x maxconn + {headroom} must fit the open-files limit {limit})")  # fmt: skip
+    return out, notes

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import neutron
+from lab.engine import CGROUP_ROOT, remove_cgroups
 from lab.synth import Stack
 
 PREFIX = "kha-"
@@ -126,6 +127,12 @@ class Topology:
         out = run(["ip", "-n", ep.ns, "-4", "-o", "addr", "show", "dev", ep.inner]).stdout
         return re.findall(r"\binet (\d+\.\d+\.\d+\.\d+)/", out)
 
+    def reset_addresses(self, node: str) -> None:
+        """The node's interface as at boot: its own address only (a VIP held in memory is gone)."""
+        ep = self.nodes[node]
+        run(["ip", "-n", ep.ns, "addr", "flush", "dev", ep.inner])
+        run(["ip", "-n", ep.ns, "addr", "add", f"{ep.address}/{self.prefixlen}", "dev", ep.inner])
+
     def holders(self) -> list[str]:
         """The nodes whose interface carries the VIP right now."""
         return [name for name in self.nodes if self.stack.vip in self.addresses(name)]
@@ -157,12 +164,22 @@ def lab_namespaces() -> list[str]:
 
 
 def cleanup() -> list[str]:
-    """Remove everything a lab run may have left: kha-* namespaces (with their processes,
-    links and nft tables) and kha-lab-* work directories. Returns what it removed."""
+    """Remove everything a lab run may have left: kha-* namespaces with their processes (every
+    process of a node, its engine and containers included, runs in the node's namespace), links
+    and nft tables; mounts under the work directories (a node's own mounts die with its
+    processes); the nodes' container cgroups; and kha-lab-* work directories. Returns what it removed."""
     removed = []
     for ns in lab_namespaces():
         remove_ns(ns)
         removed.append(f"netns {ns}")
+    for mount in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+        target = mount.split()[1]
+        if target.startswith(str(WORKDIR_PARENT / WORKDIR_PREFIX)):
+            run(["umount", "--lazy", target], check=False)
+            removed.append(f"mount {target}")
+    for d in CGROUP_ROOT.glob(f"*/{PREFIX}*"):
+        remove_cgroups(d.name)
+        removed.append(f"cgroup {d}")
     for d in WORKDIR_PARENT.glob(WORKDIR_PREFIX + "*"):
         shutil.rmtree(d, ignore_errors=True)
         removed.append(f"dir {d}")

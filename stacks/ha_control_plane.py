@@ -179,6 +179,8 @@ class HaControlPlane(Construct):
             rule(f"frontend_from_{_cidr_id(cidr)}", "API endpoint for clients", "tcp", (plan.frontend_port,) * 2, cidr=cidr)
         for cidr in config.access.admin_cidrs:
             rule(f"ssh_from_{_cidr_id(cidr)}", "SSH for administrators", "tcp", (SSH_PORT, SSH_PORT), cidr=cidr)
+        for cidr in config.access.monitoring_cidrs:
+            rule(f"metrics_from_{_cidr_id(cidr)}", "Prometheus metrics for monitoring", "tcp", (plan.metrics_port,) * 2, cidr=cidr)
         return group
 
 

@@ -41,3 +41,11 @@ def test_checkov_fails_a_stack_that_opens_ssh_to_the_internet(tmp_path):
     doc = synth(config_from({"access.admin_cidrs": ["0.0.0.0/0"], "access.allow_ssh_from_anywhere": True}))
     _, failed = checkov(doc, tmp_path)
     assert "CKV_OPENSTACK_2" in failed
+
+
+@pytest.mark.tools
+def test_checkov_finds_nothing_in_a_stack_with_remote_state(tmp_path):
+    state = {"backend": "s3", "bucket": "kha-state", "region": "RegionOne", "endpoint": "https://object.example.org", "use_path_style": True}
+    passed, failed = checkov(synth(config_from({"state": state})), tmp_path)
+    assert failed == []
+    assert passed >= 10

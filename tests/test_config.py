@@ -11,6 +11,8 @@ from cluster.config import ALLOWED_NODE_COUNTS, ConfigError, load_config, load_c
 from tests.conftest import DELETE, EXAMPLE, example_data, with_changes
 
 M = "nodes.members"
+# A valid remote state on an S3-compatible store, for the state cases to vary.
+S3 = {"backend": "s3", "bucket": "kha-state", "region": "RegionOne", "endpoint": "https://object.example.org", "use_path_style": True}
 
 # (case id, changes to the example, a regex the single reported problem must match)
 REJECTED = [
@@ -43,6 +45,11 @@ REJECTED = [
     ("vrid-not-a-number", {"vip.virtual_router_id": "fifty"}, r"^vip\.virtual_router_id: 'fifty' — Input should be a valid integer"),
     ("frontend-equals-apiserver", {"ports.frontend": 6443}, r"^ports\.frontend: 6443 — must differ from ports\.apiserver \(6443\)"),
     ("health-equals-frontend", {"ports.health": 9443}, r"^ports\.health: 9443 — must differ from ports\.frontend and ports\.apiserver"),
+    ("metrics-equals-health", {"ports.metrics": 9444}, r"^ports\.metrics: 9444 — must differ from ports\.frontend, ports\.apiserver and ports\.health"),
+    ("metrics-equals-apiserver", {"ports.metrics": 6443}, r"^ports\.metrics: 6443 — must differ from ports\.frontend, ports\.apiserver and ports\.health"),
+    ("metrics-port-too-high", {"ports.metrics": 65536}, r"^ports\.metrics: 65536 — Input should be less than or equal to 65535"),
+    ("metrics-from-anywhere", {"access.monitoring_cidrs": ["0.0.0.0/0"]}, r"^access\.monitoring_cidrs: 0\.0\.0\.0/0 — opens the metrics to the whole internet; name the CIDR of your Prometheus"),
+    ("malformed-monitoring-cidr", {"access.monitoring_cidrs": ["10.0.0.1/8"]}, r"^access\.monitoring_cidrs\[0\]: '10\.0\.0\.1/8' — host bits are set; did you mean 10\.0\.0\.0/8\?"),
     ("port-too-high", {"ports.frontend": 70000}, r"^ports\.frontend: 70000 — Input should be less than or equal to 65535"),
     ("port-zero", {"ports.apiserver": 0}, r"^ports\.apiserver: 0 — Input should be greater than or equal to 1"),
     ("image-without-tag", {"containers.haproxy": "haproxy"}, r"^containers\.haproxy: 'haproxy' — pin the image with a version tag or, better, a digest"),
@@ -50,7 +57,7 @@ REJECTED = [
     ("image-bad-digest", {"containers.haproxy": "haproxy@sha256:1234"}, r"^containers\.haproxy: 'haproxy@sha256:1234' — not an image reference"),
     ("vrrp-password", {"vip.auth_pass": "averylongpassword"}, r"^vip\.auth_pass: \(value hidden\) — secrets never go in this file; VRRP runs as version 3"),
     ("typo-in-key", {"nodes.flavour": "m1.large"}, r"^nodes\.flavour: unknown key — allowed keys here: count, image, flavor, key_pair"),
-    ("typo-at-top-level", {"acces": {}}, r"^acces: unknown key — allowed keys here: name, network, vip, nodes, access, ports, containers"),
+    ("typo-at-top-level", {"acces": {}}, r"^acces: unknown key — allowed keys here: name, network, vip, nodes, access, ports, containers, state"),
     ("missing-required", {"nodes.image": DELETE}, r"^nodes\.image: missing — this field is required"),
     ("network-name-and-id", {"network.id": "4f1c"}, r"^network: give exactly one of 'name' or 'id'"),
     ("ssh-from-anywhere", {"access.admin_cidrs": ["0.0.0.0/0"]}, r"^access\.admin_cidrs: 0\.0\.0\.0/0 — opens SSH to the whole internet; set access\.allow_ssh_from_anywhere: true"),
@@ -58,6 +65,25 @@ REJECTED = [
     ("no-client-cidrs", {"access.client_cidrs": []}, r"^access\.client_cidrs: empty — name at least one CIDR that may reach the API"),
     ("anti-affinity-typo", {"nodes.anti_affinity": "strict"}, r"^nodes\.anti_affinity: 'strict' — Input should be 'hard' or 'soft'"),
     ("interface-too-long", {"network.interface": "a-very-long-interface-name"}, r"^network\.interface: 'a-very-long-interface-name' — String should match pattern"),
+    ("state-unknown-backend", {"state": {"backend": "gcs"}}, r"^state\.backend: 'gcs' — Input should be 'local' or 's3'"),
+    ("state-s3-without-region", {"state": {k: v for k, v in S3.items() if k != "region"}}, r"^state\.region: missing — required with state\.backend: s3"),
+    ("state-bucket-on-local", {"state": {"bucket": "kha-state"}}, r"^state\.bucket: kha-state — only used with state\.backend: s3"),
+    ("bucket-uppercase", {"state": {**S3, "bucket": "Kha_State"}}, r"^state\.bucket: 'Kha_State' — not an S3 bucket name: may hold only lowercase letters, digits, dots and hyphens"),
+    ("bucket-too-short", {"state": {**S3, "bucket": "ks"}}, r"^state\.bucket: 'ks' — not an S3 bucket name: must be 3-63 characters long"),
+    ("bucket-too-long", {"state": {**S3, "bucket": "k" * 64}}, r"^state\.bucket: 'k{64}' — not an S3 bucket name: must be 3-63 characters long"),
+    ("bucket-ends-with-hyphen", {"state": {**S3, "bucket": "kha-state-"}}, r"^state\.bucket: 'kha-state-' — not an S3 bucket name: must start and end with a letter or digit"),
+    ("bucket-adjacent-dots", {"state": {**S3, "bucket": "kha..state"}}, r"^state\.bucket: 'kha\.\.state' — not an S3 bucket name: must not contain two adjacent dots"),
+    ("bucket-ip-address", {"state": {**S3, "bucket": "192.168.5.4"}}, r"^state\.bucket: '192\.168\.5\.4' — not an S3 bucket name: must not look like an IP address"),
+    ("bucket-xn-prefix", {"state": {**S3, "bucket": "xn--kha-state"}}, r"^state\.bucket: 'xn--kha-state' — not an S3 bucket name: must not start with 'xn--'"),
+    ("bucket-s3alias-suffix", {"state": {**S3, "bucket": "kha-state-s3alias"}}, r"^state\.bucket: 'kha-state-s3alias' — not an S3 bucket name: must not end with '-s3alias'"),
+    ("state-key-leading-slash", {"state": {**S3, "key": "/demo/terraform.tfstate"}}, r"^state\.key: '/demo/terraform\.tfstate' — an object path such as .*no leading or trailing '/'"),
+    ("endpoint-plain-http", {"state": {**S3, "endpoint": "http://object.example.org"}}, r"^state\.endpoint: http://object\.example\.org — must be https: .*set state\.allow_insecure_endpoint: true"),
+    ("endpoint-not-a-url", {"state": {**S3, "endpoint": "object.example.org"}}, r"^state\.endpoint: object\.example\.org — an https URL with a host"),
+    ("endpoint-with-credentials", {"state": {**S3, "endpoint": "https://ec2key:hunter2@object.example.org"}}, r"^state\.endpoint: \(value hidden\) — credentials never go in the endpoint URL"),
+    ("state-secret-key", {"state": {**S3, "secret_key": "hunter2"}}, r"^state\.secret_key: \(value hidden\) — secrets never go in this file; the state backend reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"),
+    ("state-access-key", {"state": {**S3, "access_key": "AKIAEXAMPLE"}}, r"^state\.access_key: \(value hidden\) — secrets never go in this file"),
+    ("state-token", {"state": {**S3, "token": "hunter2"}}, r"^state\.token: \(value hidden\) — secrets never go in this file"),
+    ("state-typo", {"state": {**S3, "encrpyt": True}}, r"^state\.encrpyt: unknown key — allowed keys here: backend, bucket, key, region, endpoint, use_path_style, encrypt, use_lockfile, allow_insecure_endpoint"),
 ]
 
 
@@ -168,3 +194,54 @@ def test_problems_of_several_files_name_their_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_configs(f"{EXAMPLE},{bad}")
     assert err.value.problems == [f"{bad}: ports.frontend: 6443 — must differ from ports.apiserver (6443): haproxy and kube-apiserver share each node"]
+
+
+# --- Terraform state --------------------------------------------------------------------------
+
+
+def test_state_is_local_unless_the_config_says_otherwise():
+    assert parse_config(example_data()).state.backend == "local"
+
+
+def test_s3_state_defaults_to_a_key_per_cluster_encrypted_and_locked():
+    cfg = parse_config(with_changes(example_data(), {"state": S3}))
+    assert (cfg.state_key, cfg.state.encrypt, cfg.state.use_lockfile) == ("demo/terraform.tfstate", True, True)
+
+
+def test_plain_http_endpoint_is_accepted_only_when_the_config_says_so():
+    cfg = parse_config(with_changes(example_data(), {"state": {**S3, "endpoint": "http://object.example.org", "allow_insecure_endpoint": True}}))
+    assert cfg.state.endpoint == "http://object.example.org"
+
+
+@pytest.mark.parametrize("state", [{**S3, "secret_key": "hunter2hunter2"}, {**S3, "endpoint": "https://ec2key:hunter2hunter2@object.example.org"}])
+def test_state_secret_value_never_appears_in_the_message(state):
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_changes(example_data(), {"state": state}))
+    assert "hunter2" not in str(err.value)
+
+
+def _with_state(tmp_path, name, cluster, state):
+    return _write(tmp_path, yaml.safe_dump(with_changes(example_data(), {"name": cluster, "vip.virtual_router_id": None, "state": state})), name)
+
+
+def test_two_clusters_must_not_share_one_state_object(tmp_path):
+    a = _with_state(tmp_path, "a.yaml", "demo", {**S3, "key": "k8s/terraform.tfstate"})
+    b = _with_state(tmp_path, "b.yaml", "prod", {**S3, "key": "k8s/terraform.tfstate", "endpoint": "https://object.example.org/"})
+    with pytest.raises(ConfigError) as err:
+        load_configs(f"{a},{b}")
+    assert err.value.problems == [
+        "state.key: k8s/terraform.tfstate — cluster prod and cluster demo would share this state object "
+        "in bucket kha-state; give each cluster its own state.key"
+    ]
+
+
+def test_two_clusters_may_share_a_bucket_with_the_default_keys(tmp_path):
+    a = _with_state(tmp_path, "a.yaml", "demo", S3)
+    b = _with_state(tmp_path, "b.yaml", "prod", S3)
+    assert [c.state_key for c in load_configs(f"{a},{b}")] == ["demo/terraform.tfstate", "prod/terraform.tfstate"]
+
+
+def test_one_key_in_buckets_of_two_stores_is_no_collision(tmp_path):
+    a = _with_state(tmp_path, "a.yaml", "demo", {**S3, "key": "k8s/terraform.tfstate"})
+    b = _with_state(tmp_path, "b.yaml", "prod", {**S3, "key": "k8s/terraform.tfstate", "endpoint": "https://s3.other.example.org"})
+    assert len(load_configs(f"{a},{b}")) == 2

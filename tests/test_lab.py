@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import configs, drills, neutron, seed, soak, synth, topology
+from lab import configs, drills, engine, images, neutron, seed, soak, synth, topology
 from lab.client import Attempt
-from lab.daemons import fd_cap
 from lab.drills import Window
-from lab.harness import Lab, synthesize
+from lab.harness import Lab, acquire_lock, synthesize
+from userdata.extract import parse_docker_run
 
 FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
 
@@ -96,6 +96,89 @@ def test_without_vip_pairs_removes_the_vip_from_every_port(doc):
     assert all("10.9.8.10" not in p.pairs for p in edited.ports)
 
 
+def test_docker_run_lines_are_read_by_container_name_with_their_image(stack):
+    runs = stack.nodes[0].containers
+    assert sorted(runs) == ["haproxy", "keepalived"]
+    assert runs["keepalived"].image == "osixia/keepalived:2.0.20"
+    assert runs["keepalived"].args == ("--copy-service",)
+    assert runs["keepalived"].values("--cap-add") == ["NET_ADMIN", "NET_BROADCAST", "NET_RAW"]
+    assert stack.images() == {"haproxy": "haproxy:2.8.16", "keepalived": "osixia/keepalived:2.0.20"}
+
+
+def test_docker_run_flags_and_joined_options_are_told_from_the_image():
+    run = parse_docker_run(["docker", "run", "-d", "--name=x", "--rm", "-v", "/a:/b", "img:1", "--flag", "arg"])
+    assert (run.name, run.image, run.args) == ("x", "img:1", ("--flag", "arg"))
+    assert run.values("-v") == ["/a:/b"]
+
+
+def test_a_docker_run_without_an_image_is_an_error():
+    with pytest.raises(ValueError, match=r"docker run without an image"):
+        parse_docker_run(["docker", "run", "--detach", "--name", "x"])
+
+
+def test_nodes_running_different_images_are_an_error(doc):
+    inst = doc["resource"][synth.INSTANCE]["instance_fx-b"]
+    inst["user_data"] = inst["user_data"].replace('"haproxy:2.8.16"', '"haproxy:2.9.0"')
+    with pytest.raises(synth.SynthError, match=r"container haproxy runs haproxy:2.9.0, other nodes haproxy:2.8.16"):
+        synth.parse(doc).images()
+
+
+def test_network_none_control_changes_only_the_haproxy_network(doc):
+    edited = synth.parse(synth.with_haproxy_network_none(doc))
+    before = synth.parse(doc)
+    for old, new in zip(before.nodes, edited.nodes):
+        assert new.containers["haproxy"].values("--network") == ["none"]
+        assert new.containers["keepalived"] == old.containers["keepalived"]
+        assert new.files == old.files
+
+
+def test_net_admin_control_drops_only_that_capability(doc):
+    for node in synth.parse(synth.without_net_admin(doc)).nodes:
+        assert node.containers["keepalived"].values("--cap-add") == ["NET_BROADCAST", "NET_RAW"]
+
+
+def test_a_control_that_changes_nothing_is_an_error(doc):
+    with pytest.raises(synth.SynthError, match=r"expected one '--network host'"):
+        synth.with_haproxy_network_none(synth.with_haproxy_network_none(doc))
+
+
+def test_open_files_fit_lowers_the_ulimit_to_the_hard_limit_and_says_so(doc):
+    fitted, notes = synth.fit_open_files(doc, hard_limit=20000, headroom=1000)
+    assert {n.containers["haproxy"].values("--ulimit")[0] for n in synth.parse(fitted).nodes} == {"nofile=20000:20000"}
+    assert notes == ["haproxy --ulimit nofile=65536:65536 -> nofile=20000:20000 on every node "
+                     "(this machine's hard open-files limit is 20000; runc cannot set more)"]  # fmt: skip
+
+
+def test_open_files_fit_lowers_maxconn_only_where_it_does_not_fit(doc):
+    _, notes = synth.fit_open_files(doc, hard_limit=70000, headroom=1000)
+    assert notes == []
+    fitted, notes = synth.fit_open_files(doc, hard_limit=1100, headroom=1000)
+    assert notes[-1] == "haproxy.cfg maxconn 100 -> 50 on 3 nodes (2 x maxconn + 1000 must fit the open-files limit 1100)"
+    cfg = synth.parse(fitted).nodes[0].file("/etc/kubeadm-ha/haproxy/haproxy.cfg").content
+    assert configs.global_maxconn(cfg) == 50
+
+
+def test_seed_variant_swaps_keepalived_conf_and_mounts_its_check(doc):
+    seeded = synth.parse(seed.seed_doc(doc, "/etc/kubeadm-ha/keepalived/keepalived.conf", "keepalived"))
+    first = seeded.nodes[0]
+    assert "weight 11" in first.file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
+    assert ":9443 " in first.file("/etc/kubeadm-ha/keepalived/seed_check.sh").content
+    assert "/etc/kubeadm-ha/keepalived/seed_check.sh:/etc/keepalived/seed_check.sh:ro" in first.containers["keepalived"].values("--volume")
+    assert first.containers["haproxy"] == synth.parse(doc).nodes[0].containers["haproxy"]
+
+
+@pytest.mark.skipif(not all(shutil.which(b) for b in ("haproxy", "keepalived", "curl", "ldd")), reason="needs the daemons")
+def test_stand_in_images_carry_the_binaries_their_libraries_and_the_contracts_users():
+    haproxy = {e.path: e for e in images.entries(images.HAPROXY)}
+    assert haproxy["/usr/local/sbin/haproxy"].source and haproxy["/usr/local/bin/docker-entrypoint.sh"].mode == 0o755
+    assert any(p.startswith("/lib") and "libc.so" in p for p in haproxy)
+    assert "haproxy:x:99:99:" in haproxy["/etc/passwd"].text
+    assert (haproxy["/var/lib/haproxy"].uid, haproxy["/var/lib/haproxy"].kind) == (99, "dir")
+    assert "STOPSIGNAL SIGUSR1" in images.HAPROXY.dockerfile and "USER haproxy" in images.HAPROXY.dockerfile
+    keepalived = {e.path for e in images.entries(images.KEEPALIVED)}
+    assert {"/usr/local/sbin/keepalived", "/usr/bin/curl", "/bin/sleep", "/bin/sh", "/sbin/ip", "/container/tool/run"} <= keepalived
+
+
 # --- the Neutron emulation ------------------------------------------------------------------------
 def test_port_security_lets_a_node_send_from_its_address_and_pairs_only(stack):
     rules = _ruleset(stack)
@@ -154,11 +237,6 @@ def test_frontend_port_is_the_one_bound_on_all_addresses(stack):
     assert configs.frontend_port(stack.nodes[0].file("/etc/kubeadm-ha/haproxy/haproxy.cfg").content) == 9443
 
 
-def test_haproxy_maxconn_is_capped_only_when_the_fd_limit_is_too_low():
-    assert fd_cap("global\n    maxconn 100\n") == []
-    assert fd_cap("global\n    maxconn 100000000\n")[0] == "-n"
-
-
 def test_the_gateway_is_the_first_argument_of_the_network_check(tmp_path):
     conf = (
         'vrrp_script a {\n    script "/etc/keepalived/check_haproxy.sh"\n}\n'
@@ -201,7 +279,8 @@ def test_no_failure_is_no_outage_and_no_success_is_no_recovery():
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, nftables)"
-    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "ss", "ping"):
+    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "nsenter", "ss", "dockerd",
+                   "docker", "tini", "cloud-init", "ping"):  # fmt: skip
         if not shutil.which(binary):
             return f"the lab needs the {binary} binary"
     probe = topology.PREFIX + "probe"
@@ -210,6 +289,18 @@ def _missing() -> str | None:
     if done.returncode != 0:
         return f"ip netns does not work here: {done.stderr.strip()}"
     return None
+
+
+def _assert_nothing_left(doc: dict) -> None:
+    """Teardown removed this lab's namespaces, engines, mounts and container cgroups. Checked
+    under the lab lock: no other lab can be running then (other labs share the machine)."""
+    names = [topology.node_ns(n.name) for n in synth.parse(doc).nodes]
+    with acquire_lock(timeout=900):
+        assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS} == set()
+        assert topology.WORKDIR_PREFIX not in Path("/proc/self/mounts").read_text()
+        assert [d for d in engine.CGROUP_ROOT.glob(f"*/{topology.PREFIX}*") if d.name in names] == []
+        assert subprocess.run(["pgrep", "-f", f"dockerd --data-root {topology.WORKDIR_PARENT}/{topology.WORKDIR_PREFIX}"],
+                              capture_output=True).returncode == 1, "no lab engine may outlive its lab"  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +316,7 @@ def test_without_the_vrrp_rule_more_than_one_node_holds_the_vip(real_doc):
 
     r = drills.without_vrrp_rule(real_doc)
     assert r.holders_at_end > 1
-    assert topology.lab_namespaces() == [], "teardown must remove every namespace"
+    _assert_nothing_left(real_doc)
 
 
 @pytest.mark.lab
@@ -233,7 +324,25 @@ def test_without_the_vip_as_address_pair_the_client_cannot_reach_the_vip(real_do
 
     r = drills.without_vip_pair(real_doc)
     assert r.failed > 0 and sum(r.answered_by.values()) == 0
-    assert topology.lab_namespaces() == []
+    _assert_nothing_left(real_doc)
+
+
+@pytest.mark.lab
+def test_haproxy_on_network_none_leaves_every_check_failing_and_no_vip_holder(real_doc):
+    """The docker run lines are really run: one flag changed in the JSON breaks the lab."""
+    r = drills.haproxy_network_none(real_doc)
+    assert (r.holders_at_end, r.master_transitions, sum(r.answered_by.values())) == (0, 0, 0)
+    failed = [n for n in r.notes if "VRRP_Script(haproxy_ready) failed" in n]
+    assert len(failed) == len(r.vrrp_states), "every node's keepalived must report its check failing"
+
+
+@pytest.mark.lab
+def test_keepalived_without_net_admin_cannot_add_the_vip(real_doc):
+    r = drills.keepalived_without_net_admin(real_doc)
+    assert (r.holders_at_end, sum(r.answered_by.values())) == (0, 0)
+    assert "MASTER" in r.vrrp_states.values(), "keepalived elects a master..."
+    assert any("Operation not permitted" in n and "RTM_NEWADDR" in n for n in r.notes), "...which may not add the VIP"
+    _assert_nothing_left(real_doc)
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +353,15 @@ def lab(real_doc):
 
 
 @pytest.mark.lab
-def test_killing_haproxy_on_the_holder_moves_the_vip(lab):
-
+def test_a_crashed_haproxy_is_restarted_by_docker_and_one_node_holds_the_vip(lab):
     r = drills.haproxy_kill(lab)
+    assert (r.holders_at_end, r.recovered) == (1, True)
+    assert "Docker restarted haproxy" in r.notes[0] and "1x" in r.notes[0]
+
+
+@pytest.mark.lab
+def test_stopping_haproxy_on_the_holder_moves_the_vip(lab):
+    r = drills.haproxy_stop(lab)
     assert r.holder_after not in (None, r.holder_before)
     assert (r.holders_at_end, r.recovered) == (1, True)
 
@@ -260,10 +375,28 @@ def test_a_recovered_haproxy_does_not_take_the_vip_back(lab):
 
 
 @pytest.mark.lab
-def test_a_killed_and_restarted_keepalived_leaves_one_holder(lab):
-
+def test_a_crashed_keepalived_is_restarted_by_docker_and_its_image_removes_the_vip_it_left(lab):
     r = drills.keepalived_kill(lab)
     assert (r.holders_at_end, r.recovered) == (1, True)
+    assert "Docker restarted keepalived" in r.notes[0] and "1x" in r.notes[0]
+    assert any(f"removing {lab.stack.vip}/32 from" in n for n in r.notes), "the image's start-up must remove the stale VIP"
+
+
+@pytest.mark.lab
+def test_a_crash_looping_haproxy_leaves_one_holder_and_the_service_recovers(lab):
+    r = drills.crash_loop(lab)
+    assert (r.holders_at_end, r.recovered) == (1, True)
+    assert f"restarted haproxy on {r.holder_before} {drills.CRASHES}x" in r.notes[0]
+
+
+@pytest.mark.lab
+def test_a_rebooted_holder_comes_back_by_restart_policy_and_the_vip_moves_at_most_once(lab):
+    r = drills.node_reboot(lab)
+    assert r.holder_after not in (None, r.holder_before)
+    assert (r.holders_at_end, r.recovered, r.master_transitions) == (1, True, 1)
+    assert r.second is not None and r.second.recovered
+    assert "haproxy started" in r.notes[0] and "keepalived started" in r.notes[0]
+    assert r.vrrp_states[r.holder_before] == "BACKUP"
 
 
 @pytest.mark.lab
@@ -300,8 +433,8 @@ SOAK_SEED = 20261127
 @pytest.mark.lab
 def test_a_two_minute_chaos_soak_holds_every_invariant(lab):
     faults = soak.schedule(SOAK_SEED, 120, list(lab.nodes))
-    attempts, samples, _ = soak.run(soak.LabOperations(lab), faults, 120)
-    report = soak.check(SOAK_SEED, faults, list(lab.nodes), attempts, samples, [])  # leaks: see teardown tests
+    happened, attempts, samples = soak.run(soak.LabOperations(lab), faults, 120)
+    report = soak.check(SOAK_SEED, happened, list(lab.nodes), attempts, samples, [])  # leaks: see teardown tests
     assert report.ok, report.format(f"python -m lab soak --seed {SOAK_SEED} --minutes 2")
     lab.wait_steady()
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from lab.configs import parse_keepalived
 from cluster.config import ALLOWED_NODE_COUNTS
+from cluster import plan
 from cluster.plan import effective_priority, make_plan
 from tests.conftest import DELETE, config_from
 from userdata.render import render_keepalived_conf
@@ -90,3 +91,8 @@ def test_control_plane_endpoint_is_vip_and_frontend_port(example_plan):
 
 def test_vrid_from_config_wins_over_the_derived_one():
     assert make_plan(config_from({"vip.virtual_router_id": 77})).vrid == 77
+
+
+def test_haproxys_open_files_limit_holds_two_descriptors_per_connection_and_headroom():
+    # The official image runs haproxy as non-root: it cannot raise its limit past the container's.
+    assert 2 * plan.HAPROXY_MAXCONN + plan.HAPROXY_FD_HEADROOM <= plan.HAPROXY_NOFILE

@@ -14,7 +14,8 @@ from cdktf_cdktf_provider_openstack.networking_floatingip_v2 import NetworkingFl
 from cdktf_cdktf_provider_openstack.networking_port_v2 import NetworkingPortV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
 
-from tests.conftest import DELETE, config_from, resources, synth
+from cluster.config import load_config
+from tests.conftest import DELETE, ROOT, config_from, resources, synth
 
 SG_REF = "${openstack_networking_secgroup_v2.control_plane.id}"
 NODES = {"demo-cp-1": "192.0.2.11", "demo-cp-2": "192.0.2.12", "demo-cp-3": "192.0.2.13"}
@@ -69,6 +70,18 @@ def test_world_open_ssh_only_with_the_explicit_opt_in():
 def test_no_admin_cidrs_means_no_ssh_rule():
     doc = synth(config_from({"access.admin_cidrs": []}))
     assert not [r for r in rule_set(doc) if r[1] == (22, 22)]
+
+
+def test_no_monitoring_cidrs_means_the_metrics_port_is_closed(example_json):
+    assert not [r for r in rule_set(example_json) if r[1] == (8405, 8405)]
+
+
+def test_metrics_port_is_open_to_each_monitoring_cidr_and_nothing_else():
+    doc = synth(config_from({"access.monitoring_cidrs": ["203.0.113.0/24", "198.51.100.7/32"], "ports.metrics": 9100}))
+    metrics = {r for r in rule_set(doc) if r[1] == (9100, 9100)}
+    assert metrics == {("tcp", (9100, 9100), "203.0.113.0/24"), ("tcp", (9100, 9100), "198.51.100.7/32")}
+    rules = resources(doc, NetworkingSecgroupRuleV2)
+    assert {"rule_metrics_from_203_0_113_0-24", "rule_metrics_from_198_51_100_7-32"} <= set(rules)
 
 
 def test_vip_is_reserved_by_its_own_port_that_no_vm_uses(example_json):
@@ -166,6 +179,56 @@ def test_neutron_allocated_addresses_are_referenced_not_invented():
 def test_user_data_with_fixed_addresses_is_literal_text(example_json):
     for vm in resources(example_json, ComputeInstanceV2).values():
         assert "${" not in vm["user_data"] and "%{" not in vm["user_data"]
+
+
+# --- Terraform state ---------------------------------------------------------------------------
+
+SWIFT = {"backend": "s3", "bucket": "kha-state", "region": "RegionOne", "endpoint": "https://object.example.org", "use_path_style": True}
+
+
+def test_state_is_a_local_file_outside_the_synthesized_tree_by_default(example_json):
+    assert example_json["terraform"]["backend"] == {"local": {"path": "../../../terraform.demo.tfstate"}}
+
+
+def test_state_on_an_s3_compatible_store_is_encrypted_locked_and_skips_aws_only_checks():
+    doc = synth(config_from({"state": SWIFT}))
+    assert doc["terraform"]["backend"] == {
+        "s3": {
+            "bucket": "kha-state",
+            "key": "demo/terraform.tfstate",
+            "region": "RegionOne",
+            "endpoints": {"s3": "https://object.example.org"},
+            "use_path_style": True,
+            "encrypt": True,
+            "use_lockfile": True,
+            "skip_credentials_validation": True,
+            "skip_region_validation": True,
+            "skip_requesting_account_id": True,
+            "skip_metadata_api_check": True,
+            "skip_s3_checksum": True,
+        }
+    }
+
+
+def test_state_on_aws_s3_keeps_the_aws_checks_and_may_turn_the_lock_file_off():
+    doc = synth(config_from({"state": {"backend": "s3", "bucket": "kha-state", "region": "eu-west-1", "key": "k8s/demo.tfstate", "use_lockfile": False}}))
+    assert doc["terraform"]["backend"] == {
+        "s3": {"bucket": "kha-state", "key": "k8s/demo.tfstate", "region": "eu-west-1", "encrypt": True, "use_lockfile": False}
+    }
+
+
+def test_s3_state_carries_no_credentials_and_the_resources_do_not_change(example_json):
+    doc = synth(config_from({"state": SWIFT}))
+    backend = json.dumps(doc["terraform"]["backend"])
+    for argument in ("access_key", "secret_key", "token", "profile", "endpoint\"", "force_path_style", "dynamodb"):
+        assert argument not in backend
+    assert doc["resource"] == example_json["resource"]
+
+
+def test_the_team_example_is_the_example_cluster_with_its_state_in_s3(example_json):
+    doc = synth(load_config(ROOT / "config" / "team-s3.example.yaml"))
+    assert doc["resource"] == example_json["resource"]
+    assert doc["terraform"]["backend"]["s3"]["endpoints"] == {"s3": "https://object.example.org"}
 
 
 # --- Day 2 -------------------------------------------------------------------------------------

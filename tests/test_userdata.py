@@ -5,31 +5,36 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lab.configs import parse_keepalived, script_arguments, vrrp_instance
-from lab.daemons import fd_cap
+from cluster import plan
+from lab.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
 from tests.conftest import DELETE, config_from
 from tests.tools import cloud_init_schema, haproxy_check, keepalived_check, require
+from userdata.extract import parse_docker_run
 from userdata.render import (
     CHECK_SCRIPT,
     CONTAINER_FILES,
     HAPROXY_CFG,
+    HAPROXY_CONTAINER,
+    HAPROXY_DIR,
     KEEPALIVED_CONF,
     NETWORK_SCRIPT,
+    KEEPALIVED_DIR,
+    NOTIFY_SCRIPT,
+    RUN_LABEL,
+    STATE_DIR,
     container_commands,
     render_cloud_config,
     render_node_files,
 )
 
 NODE_NAMES = ["demo-cp-1", "demo-cp-2", "demo-cp-3"]
-HEALTH_PORT = 9444
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +42,10 @@ def files(example_plan):
     return {name: render_node_files(example_plan, name) for name in NODE_NAMES}
 
 
-def scripts(node_files: dict[str, str]) -> dict[str, str]:
-    """The node's keepalived scripts by file name, as the container sees them in /etc/keepalived."""
-    return {Path(f.container_path).name: node_files[f.key] for f in (CHECK_SCRIPT, NETWORK_SCRIPT)}
-
-
 @pytest.mark.tools
 @pytest.mark.parametrize("node", NODE_NAMES)
 def test_haproxy_accepts_each_nodes_config(files, node):
-    result = haproxy_check(files[node][HAPROXY_CFG.key])
+    result = haproxy_check(files[node])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Configuration file is valid" in result.stdout
     assert "[WARNING]" not in result.stdout + result.stderr
@@ -54,14 +54,14 @@ def test_haproxy_accepts_each_nodes_config(files, node):
 @pytest.mark.tools
 @pytest.mark.parametrize("node", NODE_NAMES)
 def test_keepalived_accepts_each_nodes_config_without_a_warning(files, example_plan, node):
-    problems = keepalived_check(files[node][KEEPALIVED_CONF.key], example_plan.interface, scripts(files[node]))
+    problems = keepalived_check(files[node], example_plan.interface)
     assert problems == []
 
 
 @pytest.mark.tools
 def test_keepalived_check_is_able_to_fail(files, example_plan):
     broken = files["demo-cp-1"][KEEPALIVED_CONF.key].replace("advert_int 0.1", "advert_int 0.1x")
-    assert keepalived_check(broken, example_plan.interface, scripts(files["demo-cp-1"]))
+    assert keepalived_check({**files["demo-cp-1"], KEEPALIVED_CONF.key: broken}, example_plan.interface)
 
 
 @pytest.mark.tools
@@ -85,10 +85,31 @@ def test_cloud_config_carries_exactly_the_rendered_files(example_plan, files, no
         assert (entry["owner"], entry["permissions"]) == (spec.owner, spec.permissions)
 
 
-def test_check_scripts_are_root_owned_and_not_writable_by_others():
-    for script in (CHECK_SCRIPT, NETWORK_SCRIPT):
-        assert script.owner == "root:root"
-        assert int(script.permissions, 8) & 0o022 == 0
+@pytest.mark.parametrize("script", [CHECK_SCRIPT, NETWORK_SCRIPT, NOTIFY_SCRIPT], ids=lambda s: s.key)
+def test_scripts_are_root_owned_and_not_writable_by_others(script):
+    assert script.owner == "root:root"
+    assert int(script.permissions, 8) & 0o022 == 0
+
+
+@pytest.mark.parametrize("script", [CHECK_SCRIPT, NETWORK_SCRIPT, NOTIFY_SCRIPT], ids=lambda s: s.key)
+def test_scripts_are_valid_posix_shell(files, script):
+    import subprocess
+
+    result = subprocess.run(["sh", "-n"], input=files["demo-cp-1"][script.key], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_keepalived_runs_the_notify_script_as_root_for_every_state_change(files):
+    conf = files["demo-cp-1"][KEEPALIVED_CONF.key]
+    assert f'notify "{NOTIFY_SCRIPT.container_path}" root' in conf
+    assert f'script "{CHECK_SCRIPT.container_path}"' in conf  # the check stays with script_user nobody
+
+
+def test_notify_script_renames_a_complete_state_file_into_place(files):
+    script = files["demo-cp-1"][NOTIFY_SCRIPT.key]
+    assert script.startswith("#!/bin/sh\n")
+    assert f'tmp="{STATE_DIR}/.keepalived.state.$$"' in script
+    assert f'mv -f "$tmp" "{STATE_DIR}/keepalived.state"' in script
 
 
 def test_a_node_that_reaches_neither_the_gateway_nor_a_peer_goes_to_fault(files):
@@ -132,32 +153,6 @@ def test_the_network_check_passes_while_one_target_answers_and_fails_when_none_d
     assert _run_network_check(script, ["10.77.0.9", "10.77.0.8"], shell) == 1
 
 
-@pytest.mark.tools
-def test_the_haproxy_check_fails_when_haproxy_dies_during_its_held_request(files):
-    """The check's one request is held by haproxy: haproxy's death ends it with an empty reply
-    (curl 52), not at a later poll; a live haproxy answers it (0)."""
-    require("haproxy", "curl", "unshare")
-    if os.geteuid() != 0:
-        pytest.skip("needs root for a network namespace")
-    cfg = files["demo-cp-1"][HAPROXY_CFG.key]
-    check = files["demo-cp-1"][CHECK_SCRIPT.key]
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "haproxy.cfg").write_text(cfg)
-        (Path(tmp) / "check.sh").write_text(check)
-        steps = f"""
-            ip link set lo up
-            haproxy -db {' '.join(fd_cap(cfg))} -f {tmp}/haproxy.cfg >/dev/null 2>&1 &
-            proxy=$!
-            until curl -s -o /dev/null http://127.0.0.1:{HEALTH_PORT}/haproxy-ready; do sleep 0.05; done
-            sh {tmp}/check.sh; echo "alive $?"
-            sh {tmp}/check.sh & check=$!
-            sleep 0.3; kill -9 $proxy
-            wait $check; echo "killed $?"
-        """
-        done = subprocess.run(["unshare", "--net", "sh", "-c", steps], capture_output=True, text=True, timeout=30)
-    assert done.stdout.split("\n")[:2] == ["alive 0", "killed 52"], done.stdout + done.stderr
-
-
 def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):
     priorities = []
     for name, node_files in files.items():
@@ -181,10 +176,23 @@ def test_haproxy_balances_over_every_apiserver_with_https_healthz(files):
     ]
 
 
-def test_haproxy_health_endpoint_is_on_loopback_only(files):
+def test_haproxy_health_and_stats_are_on_loopback_only_and_metrics_on_the_nodes_address(files):
+    for node, address in zip(NODE_NAMES, ["192.0.2.11", "192.0.2.12", "192.0.2.13"]):
+        cfg = files[node][HAPROXY_CFG.key]
+        binds = re.findall(r"^\s*bind (\S+)", cfg, re.M)
+        assert binds == ["127.0.0.1:9444", f"{address}:8405", ":9443"]
     cfg = files["demo-cp-1"][HAPROXY_CFG.key]
-    binds = re.findall(r"^\s*bind (\S+)", cfg, re.M)
-    assert binds == ["127.0.0.1:9444", ":9443"]
+    assert "stats uri /stats" in haproxy_section(cfg, "frontend haproxy-ready")
+    metrics = haproxy_section(cfg, "frontend metrics")
+    assert "use-service prometheus-exporter if { path /metrics }" in metrics
+    assert "use-service lua.keepalived_metrics if { path /metrics/keepalived }" in metrics
+    assert "stats" not in metrics
+
+
+def haproxy_section(cfg, header):
+    """The lines of one haproxy.cfg section, up to the next unindented line."""
+    body = cfg.split(f"\n{header}\n", 1)[1]
+    return body.split("\n\n", 1)[0]
     directives = "\n".join(line for line in cfg.splitlines() if not line.lstrip().startswith("#"))
     assert "stats socket" not in directives and "pidfile" not in directives  # the image's user cannot write them
 
@@ -202,14 +210,34 @@ def test_containers_restart_run_on_the_host_network_and_read_configs_where_image
         assert cmd[:3] == ["docker", "run", "--detach"]
         assert cmd[cmd.index("--restart") + 1] == "always"
         assert cmd[cmd.index("--network") + 1] == "host"
-    assert f"{HAPROXY_CFG.host_path}:/usr/local/etc/haproxy/haproxy.cfg:ro" in haproxy
+    assert volumes(haproxy) == {"/etc/kubeadm-ha/haproxy:/usr/local/etc/haproxy:ro", f"{STATE_DIR}:{STATE_DIR}:ro"}
     assert haproxy[-1] == example_plan.haproxy_image
     caps = {keepalived[i + 1] for i, a in enumerate(keepalived) if a == "--cap-add"}
     assert caps == {"NET_ADMIN", "NET_BROADCAST", "NET_RAW"}
-    assert f"{KEEPALIVED_CONF.host_path}:/container/service/keepalived/assets/keepalived.conf:ro" in keepalived
-    assert f"{CHECK_SCRIPT.host_path}:{CHECK_SCRIPT.container_path}:ro" in keepalived
-    assert f"{NETWORK_SCRIPT.host_path}:{NETWORK_SCRIPT.container_path}:ro" in keepalived
+    # osixia/keepalived 2.0.20 runs keepalived -f /usr/local/etc/keepalived/keepalived.conf.
+    assert volumes(keepalived) == {"/etc/kubeadm-ha/keepalived:/usr/local/etc/keepalived:ro", f"{STATE_DIR}:{STATE_DIR}"}
     assert keepalived[-2:] == [example_plan.keepalived_image, "--copy-service"]
+
+
+def volumes(cmd):
+    return {cmd[i + 1] for i, a in enumerate(cmd) if a == "--volume"}
+
+
+def test_containers_mount_whole_folders_holding_every_file_they_read():
+    """A single-file mount would pin the file's inode: a file renamed into place would never be seen."""
+    for spec in CONTAINER_FILES:
+        assert spec.folder in (HAPROXY_DIR, KEEPALIVED_DIR)
+        assert spec.host_path == f"{spec.folder.host}/{spec.key}"
+
+
+def test_each_run_line_carries_a_label_that_changes_with_the_line(example_plan):
+    from cluster.plan import make_plan as plan_of
+
+    labels = [[a for a in cmd if a.startswith(f"{RUN_LABEL}=")] for cmd in container_commands(example_plan)]
+    assert all(len(found) == 1 for found in labels) and labels[0] != labels[1]
+    changed = container_commands(plan_of(config_from({"containers.haproxy": "haproxy:2.8.17"})))
+    assert [a for a in changed[0] if a.startswith(f"{RUN_LABEL}=")] != labels[0]
+    assert [a for a in changed[1] if a.startswith(f"{RUN_LABEL}=")] == labels[1]
 
 
 def test_cloud_config_installs_docker_and_starts_both_containers(example_plan):
@@ -217,6 +245,13 @@ def test_cloud_config_installs_docker_and_starts_both_containers(example_plan):
     assert "docker.io" in doc["packages"]
     assert doc["runcmd"][0] == ["systemctl", "enable", "--now", "docker"]
     assert doc["runcmd"][1:] == container_commands(example_plan)
+
+
+def test_haproxy_runs_with_an_explicit_open_files_limit_and_the_plans_maxconn(example_plan, files):
+    haproxy = parse_docker_run(container_commands(example_plan)[0])
+    assert haproxy.name == HAPROXY_CONTAINER
+    assert haproxy.values("--ulimit") == [f"nofile={plan.HAPROXY_NOFILE}:{plan.HAPROXY_NOFILE}"]
+    assert global_maxconn(files["demo-cp-1"][HAPROXY_CFG.key]) == plan.HAPROXY_MAXCONN
 
 
 def test_rendered_text_has_no_terraform_template_syntax(files):
@@ -232,8 +267,8 @@ def test_every_allowed_node_count_renders_configs_the_tools_accept(count):
     plan = make_plan(config_from({"nodes.count": count, "nodes.members": members}))
     last = plan.nodes[-1].name
     node_files = render_node_files(plan, last)
-    assert haproxy_check(node_files[HAPROXY_CFG.key]).returncode == 0
-    assert keepalived_check(node_files[KEEPALIVED_CONF.key], plan.interface, scripts(node_files)) == []
+    assert haproxy_check(node_files).returncode == 0
+    assert keepalived_check(node_files, plan.interface) == []
     assert cloud_init_schema(render_cloud_config(plan, last)).returncode == 0
 
 

@@ -1,4 +1,4 @@
-"""Read the node files back out of a synthesized stack: for rolling a node on day 2, and for the lab.
+"""Read the node files and commands back out of a synthesized stack: for the operator's tool and the lab.
 
     python -m userdata.extract cdktf.out/stacks/demo/cdk.tf.json demo-cp-2 ./demo-cp-2
 
@@ -40,21 +40,54 @@ def user_data_by_node(doc: dict[str, Any]) -> dict[str, str]:
 _TEMPLATE = re.compile(r"(?<![$%])[$%]\{")
 
 
-def written_files(user_data: str) -> dict[str, WrittenFile]:
-    """The cloud-config's write_files as the node receives them, keyed by path on the node.
+# How the construct refers to a Neutron-allocated node address inside user_data.
+_PORT_ADDRESS = re.compile(r"\$\{element\(openstack_networking_port_v2\.([A-Za-z0-9_-]+)\.all_fixed_ips, 0\)\}")
+
+
+def with_port_addresses(user_data: str, addresses: dict[str, str]) -> str:
+    """user_data with each port-address reference replaced by that port's address (keyed by port resource name)."""
+
+    def address(match: re.Match[str]) -> str:
+        if match.group(1) not in addresses:
+            raise ValueError(f"user_data refers to the address of port {match.group(1)}, which is not known")
+        return addresses[match.group(1)]
+
+    return _PORT_ADDRESS.sub(address, user_data)
+
+
+def cloud_config(user_data: str) -> dict[str, Any]:
+    """The cloud-config as the node receives it (Terraform's escapes undone), parsed.
 
     Raises ValueError where the text is not literal cloud-config: a Terraform reference left in it
-    (Neutron-allocated addresses are only known to the state), or an encoding cloud-init would decode.
+    (Neutron-allocated addresses are only known to the state).
     """
     left = _TEMPLATE.search(user_data)
     if left:
         line = user_data[: left.start()].count("\n") + 1
         raise ValueError(f"user_data line {line} still holds a Terraform template sequence (read it from the state instead)")
-    text = user_data.replace("$${", "${").replace("%%{", "%{")
+    text = node_text(user_data)
     if not text.startswith("#cloud-config"):
         raise ValueError("user_data is not cloud-config")
+    return yaml.safe_load(text)
+
+
+def node_text(user_data: str) -> str:
+    """user_data as the VM's metadata service hands it over: Terraform's `$${` and `%%{` undone."""
+    return user_data.replace("$${", "${").replace("%%{", "%{")
+
+
+def run_commands(user_data: str) -> list[list[str]]:
+    """The cloud-config's runcmd entries given as argument lists (cloud-init runs those without a shell)."""
+    return [list(map(str, entry)) for entry in cloud_config(user_data).get("runcmd", []) if isinstance(entry, list)]
+
+
+def written_files(user_data: str) -> dict[str, WrittenFile]:
+    """The cloud-config's write_files as the node receives them, keyed by path on the node.
+
+    Raises ValueError as `cloud_config` does, and for an encoding cloud-init would decode.
+    """
     files = {}
-    for entry in yaml.safe_load(text).get("write_files", []):
+    for entry in cloud_config(user_data).get("write_files", []):
         content = entry.get("content", "")
         encoding = entry.get("encoding", "text/plain")
         if encoding in ("b64", "base64"):
@@ -64,6 +97,67 @@ def written_files(user_data: str) -> dict[str, WrittenFile]:
         path = entry["path"]
         files[path] = WrittenFile(path, content, entry.get("owner", "root:root"), str(entry.get("permissions", "0644")))
     return files
+
+
+# `docker run` options that take no value; every other option takes one (`--opt value` or `--opt=value`).
+_DOCKER_RUN_FLAGS = frozenset(
+    {"-d", "--detach", "--rm", "--init", "--privileged", "--read-only", "-i", "--interactive", "-t", "--tty",
+     "-P", "--publish-all", "--oom-kill-disable", "--no-healthcheck", "--sig-proxy"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DockerRun:
+    """One `docker run` entry of runcmd: its options (in order), image and command arguments."""
+
+    argv: tuple[str, ...]
+    options: tuple[tuple[str, str | None], ...]
+    image: str
+    args: tuple[str, ...]
+
+    def values(self, option: str) -> list[str]:
+        return [v for o, v in self.options if o == option and v is not None]
+
+    @property
+    def name(self) -> str | None:
+        names = self.values("--name")
+        return names[-1] if names else None
+
+
+def parse_docker_run(argv: list[str]) -> DockerRun:
+    """Split `docker run [options] image [args]`; raises ValueError when there is no image."""
+    if list(argv[:2]) != ["docker", "run"]:
+        raise ValueError(f"not a docker run command: {argv}")
+    options: list[tuple[str, str | None]] = []
+    i = 2
+    while i < len(argv) and argv[i].startswith("-"):
+        opt = argv[i]
+        if "=" in opt and opt.startswith("--"):
+            key, _, value = opt.partition("=")
+            options.append((key, value))
+        elif opt in _DOCKER_RUN_FLAGS:
+            options.append((opt, None))
+        elif i + 1 < len(argv):
+            options.append((opt, argv[i + 1]))
+            i += 1
+        else:
+            raise ValueError(f"docker run option {opt} has no value: {argv}")
+        i += 1
+    if i >= len(argv):
+        raise ValueError(f"docker run without an image: {argv}")
+    return DockerRun(tuple(argv), tuple(options), argv[i], tuple(argv[i + 1 :]))
+
+
+def docker_runs(user_data: str) -> dict[str, DockerRun]:
+    """The runcmd's `docker run` entries, keyed by container name."""
+    out = {}
+    for entry in cloud_config(user_data).get("runcmd", []) or []:
+        if isinstance(entry, list) and entry[:2] == ["docker", "run"]:
+            run = parse_docker_run(entry)
+            if run.name is None:
+                raise ValueError(f"runcmd runs a container without --name: {entry}")
+            out[run.name] = run
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,7 @@ node whose address Neutron allocates can carry a Terraform reference instead of 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,43 +29,63 @@ _ENV.filters["flow"] = lambda items: json.dumps(list(items))
 
 
 @dataclass(frozen=True)
+class ConfigDir:
+    """A host folder cloud-init writes and where its container mounts it, read-only.
+
+    Whole folders, not single files: a single-file bind mount pins the file's inode, so a file
+    replaced by rename (an editor, or the roll's atomic write) would stay invisible to the container.
+    """
+
+    host: str
+    container: str
+
+
+HAPROXY_DIR = ConfigDir("/etc/kubeadm-ha/haproxy", "/usr/local/etc/haproxy")
+# osixia/keepalived 2.0.20 runs `keepalived -f /usr/local/etc/keepalived/keepalived.conf`. Only when
+# that file is missing does its start-up link it to assets/keepalived.conf in the copy of the service
+# folder that `--copy-service` makes at the container's first start, a copy a reload (HUP) or a
+# restart never refreshes. Mounted here, keepalived reads the live file at start and on every HUP.
+KEEPALIVED_DIR = ConfigDir("/etc/kubeadm-ha/keepalived", "/usr/local/etc/keepalived")
+# keepalived's notify script keeps the VRRP state here (read-write for keepalived, read-only for
+# haproxy's metrics). /run is a tmpfs, so no stale state survives a reboot; Docker creates the
+# folder (root, 0755) when it is missing. Only root writes it: the notify script runs as root.
+STATE_DIR = "/run/kubeadm-ha"
+STATE_FILE = f"{STATE_DIR}/keepalived.state"
+
+
+@dataclass(frozen=True)
 class ContainerFile:
-    """A file cloud-init writes on the node and the path where its container reads it."""
+    """A file cloud-init writes on the node, in a folder its container mounts."""
 
     key: str
-    host_path: str
-    container_path: str
+    folder: ConfigDir
     owner: str
     permissions: str
 
+    @property
+    def host_path(self) -> str:
+        return f"{self.folder.host}/{self.key}"
 
-HAPROXY_CFG = ContainerFile(
-    "haproxy.cfg", "/etc/kubeadm-ha/haproxy/haproxy.cfg", "/usr/local/etc/haproxy/haproxy.cfg", "root:root", "0644"
-)
-# osixia/keepalived 2.0.20 reads this path; --copy-service copies it before the image edits it.
-KEEPALIVED_CONF = ContainerFile(
-    "keepalived.conf",
-    "/etc/kubeadm-ha/keepalived/keepalived.conf",
-    "/container/service/keepalived/assets/keepalived.conf",
-    "root:root",
-    "0600",
-)
+    @property
+    def container_path(self) -> str:
+        return f"{self.folder.container}/{self.key}"
+
+
+HAPROXY_CFG = ContainerFile("haproxy.cfg", HAPROXY_DIR, "root:root", "0644")
+# A Lua service in haproxy serves keepalived's state and "holds the VIP" as Prometheus metrics.
+KEEPALIVED_METRICS = ContainerFile("keepalived_metrics.lua", HAPROXY_DIR, "root:root", "0644")
+KEEPALIVED_CONF = ContainerFile("keepalived.conf", KEEPALIVED_DIR, "root:root", "0600")
 # Script security: root-owned, not writable by others, in root-owned directories.
-CHECK_SCRIPT = ContainerFile(
-    "check_haproxy.sh",
-    "/etc/kubeadm-ha/keepalived/check_haproxy.sh",
-    "/etc/keepalived/check_haproxy.sh",
-    "root:root",
-    "0755",
-)
-NETWORK_SCRIPT = ContainerFile(
-    "check_network.sh",
-    "/etc/kubeadm-ha/keepalived/check_network.sh",
-    "/etc/keepalived/check_network.sh",
-    "root:root",
-    "0755",
-)
-CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_CONF, CHECK_SCRIPT, NETWORK_SCRIPT)
+CHECK_SCRIPT = ContainerFile("check_haproxy.sh", KEEPALIVED_DIR, "root:root", "0755")
+NETWORK_SCRIPT = ContainerFile("check_network.sh", KEEPALIVED_DIR, "root:root", "0755")
+NOTIFY_SCRIPT = ContainerFile("notify_state.sh", KEEPALIVED_DIR, "root:root", "0755")
+CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_METRICS, KEEPALIVED_CONF, CHECK_SCRIPT, NETWORK_SCRIPT, NOTIFY_SCRIPT)
+
+# Each `docker run` line carries a hash of itself (without the label) as a label, so the operator's
+# tool can tell a container created from the current line from one that must be recreated.
+RUN_LABEL = "io.kubeadm-ha.run"
+HAPROXY_CONTAINER = "haproxy"
+KEEPALIVED_CONTAINER = "keepalived"
 
 
 @dataclass(frozen=True)
@@ -92,16 +113,30 @@ def _literal_addresses(plan: p.Plan) -> dict[str, str]:
     return {n.name: n.address for n in plan.nodes if n.address is not None}
 
 
-def render_haproxy_cfg(plan: p.Plan, addresses: Mapping[str, str] | None = None) -> str:
+def render_haproxy_cfg(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> str:
     addresses = addresses or _literal_addresses(plan)
     servers = [{"name": n.name, "address": addresses[n.name]} for n in plan.nodes]
     return _ENV.get_template("haproxy.cfg.j2").render(
         plan=plan,
         servers=servers,
+        node_address=addresses[node_name],
         health_uri=p.HEALTH_URI,
         hold_ms=p.CHECK_HOLD_MS,
         check_request_line=f"GET {p.HEALTH_URI} ",  # as curl sends it: the check script's request
+        stats_uri=p.STATS_URI,
+        metrics_uri=p.METRICS_URI,
+        keepalived_metrics_uri=p.KEEPALIVED_METRICS_URI,
+        lua_path=KEEPALIVED_METRICS.container_path,
+        maxconn=p.HAPROXY_MAXCONN,
     )
+
+
+def render_keepalived_metrics(plan: p.Plan) -> str:
+    return _ENV.get_template("keepalived_metrics.lua.j2").render(plan=plan, state_file=STATE_FILE)
+
+
+def render_notify_script() -> str:
+    return _ENV.get_template("notify_state.sh.j2").render(state_dir=STATE_DIR, state_file=STATE_FILE)
 
 
 def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> str:
@@ -121,6 +156,7 @@ def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str,
         reach_script_path=NETWORK_SCRIPT.container_path,
         # The gateway first: the script treats all alike, the lab finds the gateway there.
         reach_targets=[plan.gateway, *peers],
+        notify_script_path=NOTIFY_SCRIPT.container_path,
     )
 
 
@@ -135,38 +171,55 @@ def render_network_script() -> str:
 def render_node_files(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> dict[str, str]:
     """The files of one node, keyed by ContainerFile.key."""
     return {
-        HAPROXY_CFG.key: render_haproxy_cfg(plan, addresses),
+        HAPROXY_CFG.key: render_haproxy_cfg(plan, node_name, addresses),
+        KEEPALIVED_METRICS.key: render_keepalived_metrics(plan),
         KEEPALIVED_CONF.key: render_keepalived_conf(plan, node_name, addresses),
         CHECK_SCRIPT.key: render_check_script(plan),
         NETWORK_SCRIPT.key: render_network_script(),
+        NOTIFY_SCRIPT.key: render_notify_script(),
     }
 
 
 def container_commands(plan: p.Plan) -> list[list[str]]:
     """`docker run` for both daemons: host network, restart after crash and reboot, configs read-only."""
 
-    def mount(f: ContainerFile) -> list[str]:
-        return ["--volume", f"{f.host_path}:{f.container_path}:ro"]
+    def mount(d: ConfigDir) -> list[str]:
+        return ["--volume", f"{d.host}:{d.container}:ro"]
 
     common = ["docker", "run", "--detach", "--restart", "always", "--network", "host"]
-    haproxy = [*common, "--name", "haproxy", *mount(HAPROXY_CFG), plan.haproxy_image]
+    # The image runs haproxy as non-root: the hard open-files limit must hold 2 x maxconn.
+    nofile = ["--ulimit", f"nofile={p.HAPROXY_NOFILE}:{p.HAPROXY_NOFILE}"]
+    haproxy = [
+        *common,
+        "--name",
+        HAPROXY_CONTAINER,
+        *nofile,
+        *mount(HAPROXY_DIR),
+        "--volume", f"{STATE_DIR}:{STATE_DIR}:ro",
+        plan.haproxy_image,
+    ]
     keepalived = [
         *common,
         "--name",
-        "keepalived",
+        KEEPALIVED_CONTAINER,
         # NET_RAW and NET_BROADCAST too: with NET_ADMIN alone unicast adverts fail.
         "--cap-add", "NET_ADMIN",
         "--cap-add", "NET_BROADCAST",
         "--cap-add", "NET_RAW",
         # The image's start-up removes these addresses if a killed keepalived left them behind.
         "--env", f"KEEPALIVED_VIRTUAL_IPS=#PYTHON2BASH:['{plan.vip}']",
-        *mount(KEEPALIVED_CONF),
-        *mount(CHECK_SCRIPT),
-        *mount(NETWORK_SCRIPT),
+        *mount(KEEPALIVED_DIR),
+        "--volume", f"{STATE_DIR}:{STATE_DIR}",
         plan.keepalived_image,
         "--copy-service",
     ]
-    return [haproxy, keepalived]
+    return [_labelled(haproxy), _labelled(keepalived)]
+
+
+def _labelled(command: list[str]) -> list[str]:
+    digest = hashlib.sha256(json.dumps(command).encode()).hexdigest()[:16]
+    at = command.index("--name") + 2
+    return [*command[:at], "--label", f"{RUN_LABEL}={digest}", *command[at:]]
 
 
 def render_cloud_config(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> str:

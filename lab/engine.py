@@ -1,0 +1,212 @@
+"""One node's machine: its own mount and pid namespaces inside its network namespace, its disk,
+and a Docker engine (Debian's docker.io) that runs there, as on the VM.
+
+The node's "operating system" is a process tree whose root (tini, pid 1 of the node's pid
+namespace) holds a private mount namespace where /etc, /var/lib and /var/log are overlays whose
+upper layers are the node's disk (kept across reboots) and /run is a fresh tmpfs at each boot.
+Whatever the userdata writes lands on that disk, and the engine, started in the same namespaces,
+resolves `--volume /etc/kubeadm-ha/...` there: the synthesized lines run unchanged, per node.
+
+Killing pid 1 kills every process of the node at once (engine, containerd, shims, containers):
+a hard reset. `boot()` again starts a new process tree on the same disk; the engine then starts
+the containers by their restart policy, as after a reboot.
+
+dockerd is entered with `nsenter --net=/run/netns/<ns>` (`ip netns exec` remounts /sys and
+dockerd then fails with "Devices cgroup isn't mounted"). Its data-root lives on the node's disk;
+exec-root, socket and pid file under the node's run directory, emptied at each boot.
+Containers' cgroups go under /kha-<node> so that a hard kill leaves nothing in Docker's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.procs import Proc
+
+# /usr/local is left out: a fresh VM has nothing there (this machine has a newer docker CLI).
+NODE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+OVERLAID = ("/etc", "/var/lib", "/var/log")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+START_TIMEOUT = 30.0
+
+
+class EngineError(RuntimeError):
+    """A node's engine did not do what the lab asked."""
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    t: float  # monotonic, when the lab read it
+    container: str
+    action: str  # start, die, ...
+    exit_code: int | None
+
+
+def _mount_script(nodedir: Path) -> str:
+    disk = nodedir / "disk"
+    steps = ["set -e"]
+    for target in OVERLAID:
+        name = target.strip("/").replace("/", "-")
+        upper, work = disk / name, disk / f".work-{name}"
+        steps.append(f"mkdir -p {upper} {work}")
+        steps.append(f"mount -t overlay kha-{name} -o lowerdir={target},upperdir={upper},workdir={work} {target}")
+    steps += ["mount -t tmpfs -o mode=0755 kha-run /run", "mkdir -p /run/lock",
+              f"touch {nodedir / 'run' / 'booted'}", "exec tini -s -- sleep infinity"]  # fmt: skip
+    return "\n".join(steps)
+
+
+class Engine:
+    """The node's machine and its Docker engine: boot, power off, run the docker CLI, crash a container."""
+
+    def __init__(self, name: str, ns: str, nodedir: Path, cgroup: str):
+        self.name = name
+        self.ns = ns
+        self.nodedir = nodedir
+        self.cgroup = cgroup
+        self.rundir = nodedir / "run"
+        self.data_root = nodedir / "disk" / "docker"
+        self.socket = self.rundir / "docker.sock"
+        self.boots = 0
+        self.init: Proc | None = None
+        self.dockerd: Proc | None = None
+        self.events: Proc | None = None
+        self._event_hooks: list[Callable[[ContainerEvent], None]] = []
+
+    # --- environment -----------------------------------------------------------------------
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PATH": NODE_PATH, "HOME": "/root", "DOCKER_HOST": f"unix://{self.socket}", "LANG": "C.UTF-8"}
+
+    @property
+    def init_pid(self) -> int:
+        """pid (on this host) of the node's pid 1."""
+        if self.init is None or self.init.popen is None:
+            raise EngineError(f"{self.name}: the node is not booted")
+        children = Path(f"/proc/{self.init.popen.pid}/task/{self.init.popen.pid}/children").read_text().split()
+        if not children:
+            raise EngineError(f"{self.name}: the node's init is gone")
+        return int(children[0])
+
+    def enter(self, argv: list[str]) -> list[str]:
+        """argv run inside the node: its network, mount and pid namespaces."""
+        return ["nsenter", f"--target={self.init_pid}", "--net", "--mount", "--pid", "--", *argv]
+
+    def run(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """A command inside the node, with the node's environment (PATH, DOCKER_HOST)."""
+        done = subprocess.run(self.enter(["env", "-i", *(f"{k}={v}" for k, v in self.env.items()), *argv]),
+                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        if check and done.returncode != 0:
+            raise EngineError(f"{self.name}: {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 60) -> str:
+        """The docker CLI against this node's engine (run on the host: no need to enter the node)."""
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **self.env})  # fmt: skip
+        if check and done.returncode != 0:
+            raise EngineError(f"{self.name}: docker {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout
+
+    # --- life cycle ------------------------------------------------------------------------
+    def boot(self, on_event: Callable[[ContainerEvent], None] | None = None) -> None:
+        """Start the node's process tree and its engine; the engine starts containers by policy."""
+        if on_event is not None and on_event not in self._event_hooks:
+            self._event_hooks.append(on_event)
+        shutil.rmtree(self.rundir, ignore_errors=True)
+        self.rundir.mkdir(parents=True)
+        self.data_root.mkdir(parents=True, exist_ok=True)
+        self.boots += 1
+        self.init = Proc(f"{self.name}-init", ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--pid",
+                         "--fork", "--propagation", "private", "--mount-proc", "sh", "-c", _mount_script(self.nodedir)],
+                         self.nodedir / "init.log")  # fmt: skip
+        self.init.start()
+        self._wait(lambda: (self.rundir / "booted").exists(), "the node's mounts")
+        self.dockerd = Proc(f"{self.name}-dockerd", self.enter([
+            "env", "-i", f"PATH={NODE_PATH}", "dockerd", "--data-root", str(self.data_root),
+            "--exec-root", str(self.rundir / "docker"), "-H", f"unix://{self.socket}",
+            "--pidfile", str(self.rundir / "docker.pid"), "--bridge=none", "--iptables=false", "--ip6tables=false",
+            "--cgroup-parent", f"/{self.cgroup}",
+        ]), self.nodedir / "dockerd.log")  # fmt: skip
+        self.dockerd.start()
+        self._wait(self.answers, "dockerd to answer")
+        self.events = Proc(f"{self.name}-events", ["docker", "events", "--filter", "type=container",
+                           "--format", "{{json .}}"], self.nodedir / "events.log", self._on_event_line,
+                           env={**os.environ, **self.env})  # fmt: skip
+        self.events.start()
+
+    def answers(self) -> bool:
+        done = subprocess.run(["docker", "version"], capture_output=True, env={**os.environ, **self.env}, timeout=10)
+        return done.returncode == 0
+
+    def _wait(self, ready: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise EngineError(f"{self.name}: timed out after {timeout} s waiting for {what} (see {self.nodedir})")
+            if self.init is not None and not self.init.running:
+                raise EngineError(f"{self.name}: the node's init exited while waiting for {what} (see {self.nodedir}/init.log)")
+            time.sleep(0.05)
+
+    def _on_event_line(self, t: float, line: str) -> None:
+        if not line.startswith("{"):
+            return
+        d = json.loads(line)
+        attrs = d.get("Actor", {}).get("Attributes", {})
+        code = attrs.get("exitCode")
+        event = ContainerEvent(t, attrs.get("name", ""), d.get("status") or d.get("Action", ""),
+                               int(code) if code not in (None, "") else None)  # fmt: skip
+        for hook in self._event_hooks:
+            hook(event)
+
+    @property
+    def up(self) -> bool:
+        return self.init is not None and self.init.running
+
+    def power_off(self) -> None:
+        """Kill the node's pid 1: every process of the node dies at once (a hard reset)."""
+        if self.init is None or self.init.popen is None:
+            return
+        try:
+            os.kill(self.init_pid, signal.SIGKILL)
+        except (EngineError, FileNotFoundError, ProcessLookupError):
+            pass
+        for proc in (self.dockerd, self.events, self.init):
+            if proc is not None:
+                proc.stop(grace=5)
+        self.init = self.dockerd = self.events = None
+
+    def crash(self, container: str) -> int:
+        """SIGKILL a container's main process, as a crash would: unlike `docker kill`, which
+        marks the container stopped by hand, this leaves Docker's restart policy in charge.
+        Returns the pid killed (in the node's pid namespace)."""
+        pid = int(self.docker("inspect", "--format", "{{.State.Pid}}", container).strip() or 0)
+        if pid <= 0:
+            raise EngineError(f"{self.name}: container {container} is not running")
+        self.run(["kill", "-KILL", str(pid)])
+        return pid
+
+    def remove_cgroups(self) -> None:
+        remove_cgroups(self.cgroup)
+
+
+def remove_cgroups(name: str) -> list[str]:
+    """rmdir the (empty, all processes dead) cgroups under /<name> in every hierarchy."""
+    removed = []
+    for top in CGROUP_ROOT.glob(f"*/{name}"):
+        for d in sorted(top.rglob("*"), key=lambda p: -len(p.parts)) + [top]:
+            if d.is_dir():
+                try:
+                    d.rmdir()
+                    removed.append(str(d))
+                except OSError:
+                    pass
+    return removed
