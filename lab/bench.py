@@ -32,6 +32,9 @@ TITLES = {
     "crash-loop": "haproxy on the holder crashes 5 times in 10 s (Docker's restart back-off)",
     "node-reboot": "hard reset of the holder, then boot (engine, containers by restart policy, apiserver)",
     "peers-cut": "cut the holder and the other peer off: the last node still reaching the gateway, then heal",
+    "reboot-each": "reboot every node in turn, the holder last",
+    "cold-start": "power cut: every node off, then all boot at once",
+    "cold-start-staggered": "power cut, then the nodes boot 0 to 5 s apart",
     "gateway-down": "the subnet gateway goes down, every node fine",
     "apiserver-stop": "stop the holder's apiserver",
     "apiserver-unhealthy": "the holder's apiserver answers /healthz with 500",
@@ -48,6 +51,9 @@ GOALS = {
     "keepalived-kill": "ours: median <= 0.5 s",
     "node-cut": "ours: median <= 0.5 s; one holder and 0 VIP moves after heal",
     "peers-cut": "ours: the survivor holds the VIP; 0 VIP moves after heal",
+    "reboot-each": "at most 1 VIP move per reboot",
+    "cold-start": "one holder; served within 3 s of the first haproxy's start",
+    "cold-start-staggered": "one holder; served within 3 s of the first haproxy's start",
     "gateway-down": "0 failed, 0 VIP moves",
     "crash-loop": "one holder at the end, served again",
     "node-reboot": "one holder, at most one VIP move, served again after the boot",
@@ -68,6 +74,10 @@ def _stats(values: list[float], fmt: str) -> str:
 
 def _max(values: list[int]) -> str:
     return str(max(values)) if values else "-"
+
+
+def _max_s(values: list[float]) -> str:
+    return f"{max(values):.2f}" if values else "-"
 
 
 def _sum(values: list[int]) -> str:
@@ -94,6 +104,8 @@ OPTIONAL: list[Column] = [
     ("slowest attempt s med/max", lambda rs: _stats([r.slowest_s for r in rs if r.slowest_s is not None], "{:.2f}")),
     (f"attempts > {drills.SLOW} s max", lambda rs: _max([r.slow_attempts for r in rs if r.slow_attempts is not None])),
     ("VIP moves", lambda rs: _sum([r.vip_moves for r in rs if r.vip_moves is not None])),
+    ("served after 1st haproxy s med/max", lambda rs: _stats([r.served_after_s for r in rs if r.served_after_s is not None], "{:.2f}")),
+    ("two holders s max", lambda rs: _max_s([r.double_holder_s for r in rs if r.double_holder_s is not None])),
 ]
 
 

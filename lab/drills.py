@@ -12,6 +12,7 @@ attempts take their full one-second timeout.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +68,8 @@ class DrillResult:
     second: Window | None = None  # the heal of a cut, the restart of a killed keepalived
     slow_attempts: int | None = None  # attempts started after the fault that took longer than SLOW
     vip_moves: int | None = None  # VIP moves watched: after a cut heals; all along while the gateway is down
+    served_after_s: float | None = None  # cold start: client served again, from the first haproxy's start
+    double_holder_s: float | None = None  # the longest time two nodes held the VIP at once
     answered_by: dict[str, int] = field(default_factory=dict)
     slowest_s: float | None = None  # the longest attempt that started after the fault (failed ones: the timeout)
     master_transitions: int = 0  # "Entering MASTER STATE" lines, all nodes, during the drill
@@ -135,13 +138,27 @@ class HolderLog:
         self.lab = lab
         self.period = period
         self.samples: list[tuple[str, ...]] = []
+        self.times: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="holder-log", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.samples.append(tuple(self.lab.holders()))
+            self.times.append(time.monotonic())
             self._stop.wait(self.period)
+
+    def longest_double(self) -> float:
+        """The longest stretch during which two or more nodes held the VIP at once (seconds)."""
+        longest, since = 0.0, None
+        for t, sample in zip(self.times, self.samples):
+            if len(sample) > 1 and since is None:
+                since = t
+            elif len(sample) <= 1 and since is not None:
+                longest, since = max(longest, t - since), None
+        if since is not None and self.times:
+            longest = max(longest, self.times[-1] - since)
+        return longest
 
     def __enter__(self) -> HolderLog:
         self._thread.start()
@@ -286,6 +303,86 @@ def node_reboot(lab: Lab, down: float = 1.0) -> DrillResult:
                         + ", ".join(f"{name} started at +{t - t2:.1f} s" for t, name in starts)
                         + "; 'second' is the boot")  # fmt: skip
     lab.wait_steady()
+    return result
+
+
+def _first_start(lab: Lab, container: str, t: float) -> float | None:
+    """When the first node's `container` started at or after t (Docker's start event)."""
+    starts = [e.t for n in lab.nodes.values() for e in n.daemons.container(container).history if e.t >= t and e.action == "start"]
+    return min(starts, default=None)
+
+
+COLD_START_SEED = 7
+
+
+def _cold_start(lab: Lab, name: str, stagger: float) -> DrillResult:
+    """Every node loses power at once, then boots, all together or each after a random delay of
+    0 to `stagger` seconds (seeded). Figures: the client served again counted from the first
+    haproxy's start (the goal: within 3 s), VIP moves after the first holder, two holders at once."""
+    lab.wait_steady()
+    before = _one_holder(lab)
+    for node in lab.nodes:
+        lab.power_off(node)
+    time.sleep(1.0)
+    rng = random.Random(COLD_START_SEED)
+    delays = {node: rng.uniform(0, stagger) for node in lab.nodes}
+    t0 = time.monotonic()
+    with HolderLog(lab) as log:
+        threads = []
+        for node, delay in delays.items():
+            def boot(node=node, delay=delay) -> None:
+                time.sleep(delay)
+                lab.power_on(node)
+            threads.append(threading.Thread(target=boot, name=f"boot-{node}"))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        t1 = _settle(lab, t0)
+    result = _result(lab, name, t0, t1, before)
+    first_proxy = _first_start(lab, HAPROXY, t0)
+    served = next((a.start for a in lab.client.between(t0, t1) if a.ok), None)
+    if first_proxy is not None and served is not None:
+        result.served_after_s = max(0.0, served - first_proxy)
+    first = next((h[0] for h in log.samples if len(h) == 1), None)
+    result.vip_moves = vip_moves(log.samples, first)
+    result.double_holder_s = log.longest_double()
+    result.notes.append(", ".join(f"{n} booted at +{d:.1f} s" for n, d in sorted(delays.items(), key=lambda kv: kv[1]))
+                        + (f"; first haproxy at +{first_proxy - t0:.1f} s" if first_proxy else ""))  # fmt: skip
+    lab.wait_steady(timeout=60)
+    return result
+
+
+def cold_start(lab: Lab) -> DrillResult:
+    """Power cut: every node off at once, then all boot at once."""
+    return _cold_start(lab, "cold-start", 0.0)
+
+
+def cold_start_staggered(lab: Lab) -> DrillResult:
+    """Power cut, then the nodes boot 0 to 5 s apart."""
+    return _cold_start(lab, "cold-start-staggered", 5.0)
+
+
+def reboot_each(lab: Lab, down: float = 1.0) -> DrillResult:
+    """Reboot every node in turn (backups first, the holder last, as a maintenance would), each
+    once the lab is steady again: each reboot may move the VIP at most once (the holder's)."""
+    lab.wait_steady()
+    before = _one_holder(lab)
+    order = sorted(lab.nodes, key=lambda n: n == before)
+    t0 = time.monotonic()
+    moves = []
+    for node in order:
+        lab.wait_steady(timeout=60)
+        with HolderLog(lab) as log:
+            start = _one_holder(lab)
+            lab.reboot(node, down)
+            _settle(lab, time.monotonic())
+            lab.wait_steady(timeout=60)
+        moves.append(vip_moves(log.samples, start))
+    t1 = time.monotonic()
+    result = _result(lab, "reboot-each", t0, t1, before)
+    result.vip_moves = max(moves)
+    result.notes.append("VIP moves per reboot: " + ", ".join(f"{n} {m}" for n, m in zip(order, moves)))
     return result
 
 
@@ -477,6 +574,9 @@ DRILLS: dict[str, Callable[[Lab], DrillResult]] = {
     "gateway-down": gateway_down,
     "crash-loop": crash_loop,
     "node-reboot": node_reboot,
+    "reboot-each": reboot_each,
+    "cold-start": cold_start,
+    "cold-start-staggered": cold_start_staggered,
     "apiserver-stop": apiserver_stop,
     "apiserver-unhealthy": apiserver_unhealthy,
 }

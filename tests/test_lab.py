@@ -427,6 +427,24 @@ def test_a_dead_gateway_moves_nothing_while_the_nodes_reach_each_other(lab):
     assert r.holder_after == r.holder_before
 
 
+@pytest.mark.lab
+def test_rebooting_each_node_in_turn_moves_the_vip_at_most_once_per_reboot(lab):
+
+    r = drills.reboot_each(lab)  # backups first, the holder last
+    assert r.vip_moves <= 1, r.notes
+    assert (r.holders_at_end, r.recovered) == (1, True)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("drill", [drills.cold_start, drills.cold_start_staggered], ids=["together", "staggered"])
+def test_after_a_power_cut_one_node_takes_the_vip_and_keeps_it(lab, drill):
+
+    r = drill(lab)  # how soon the client is served is the benchmark's figure (goal: 3 s)
+    assert (r.holders_at_end, r.recovered) == (1, True)
+    assert r.served_after_s is not None, "the client must be served once a haproxy has started"
+    assert r.vip_moves == 0, "the first node to take the VIP keeps it while the others boot"
+
+
 SOAK_SEED = 20261127
 
 
