@@ -65,44 +65,52 @@ class Fault:
         return f"{self.start:7.2f}-{self.end:7.2f} s  {self.kind:<20} {where}"
 
 
+QUIET_TAIL_S = 5.0  # every fault is over this long before the soak ends
+
+
 def schedule(
     seed: int,
     duration_s: float,
     nodes: Sequence[str],
     kinds: dict[str, tuple[float, float]] = KINDS,
-    gap_s: tuple[float, float] = (1.0, 12.0),
+    gap_s: tuple[float, float] = (8.0, 30.0),
+    burst: tuple[int, int] = (1, 3),
+    spread_s: float = 3.0,
     max_busy_nodes: int | None = None,
     restart_s: float = 0.1,
 ) -> list[Fault]:
     """A reproducible fault sequence: the same seed and arguments give the same list.
 
-    Faults start after random gaps and may overlap, but never two on one node, and at most
-    `max_busy_nodes` nodes (default: all but one) are faulty at a time. The last fault ends
-    before `duration_s`, leaving the soak a quiet tail."""
+    Faults come in bursts of 1 to 3 that start within `spread_s` of each other, so they overlap
+    (a haproxy dies while another node is cut off), separated by quiet gaps. Never two faults on
+    one node at a time, and at most `max_busy_nodes` nodes (default: all but one) faulty at once;
+    a fault that finds no free node is dropped. Every fault ends QUIET_TAIL_S before the end."""
     rng = random.Random(seed)
     busy_limit = len(nodes) - 1 if max_busy_nodes is None else max_busy_nodes
     names = sorted(kinds)
     free_at: dict[str | None, float] = {}
     faults: list[Fault] = []
-    t = rng.uniform(*gap_s)
+    t = rng.uniform(*gap_s) / 2
     while True:
-        kind = names[rng.randrange(len(names))]
-        lo, hi = kinds[kind]
-        length = rng.uniform(lo, hi) if hi > 0 else restart_s
-        pick = rng.random()
-        t_next = t + rng.uniform(*gap_s)
-        if t + length > duration_s - gap_s[1]:
-            return faults
-        if kind in CLUSTER_WIDE:
-            candidates: list[str | None] = [None] if free_at.get(None, 0.0) <= t else []
-        else:
-            busy = [n for n in nodes if free_at.get(n, 0.0) > t]
-            candidates = [n for n in nodes if n not in busy] if len(busy) < busy_limit else []
-        if candidates:
-            node = candidates[int(pick * len(candidates))]
-            faults.append(Fault(round(t, 3), round(t + length, 3), kind, node))
-            free_at[node] = t + length
-        t = t_next
+        offsets = sorted(rng.uniform(0, spread_s) for _ in range(rng.randint(*burst)))
+        for offset in offsets:
+            start = t + offset
+            kind = names[rng.randrange(len(names))]
+            lo, hi = kinds[kind]
+            length = rng.uniform(lo, hi) if hi > 0 else restart_s
+            pick = rng.random()
+            if start + length > duration_s - QUIET_TAIL_S:
+                return faults
+            if kind in CLUSTER_WIDE:
+                candidates: list[str | None] = [None] if free_at.get(None, 0.0) <= start else []
+            else:
+                busy = [n for n in nodes if free_at.get(n, 0.0) > start]
+                candidates = [n for n in nodes if n not in busy] if len(busy) < busy_limit else []
+            if candidates:
+                node = candidates[int(pick * len(candidates))]
+                faults.append(Fault(round(start, 3), round(start + length, 3), kind, node))
+                free_at[node] = start + length
+        t += spread_s + rng.uniform(*gap_s)
 
 
 # --- what the lab recorded, and the verdict ------------------------------------------------------

@@ -26,7 +26,7 @@ def test_faults_overlap_only_on_different_nodes_and_leave_one_node_alone(seed):
     for f in faults:
         busy = {g.node for g in faults if g.node is not None and g.start <= f.start < g.end}
         assert len(busy) <= len(NODES) - 1
-    assert all(f.end <= 600 - 12 for f in faults)
+    assert all(f.end <= 600 - 5 for f in faults)
 
 
 def test_faults_do_overlap_on_different_nodes():
