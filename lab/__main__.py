@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     soak_cmd = sub.add_parser("soak", help="a seeded random sequence of faults; checks the invariants")
     soak_cmd.add_argument("--seed", type=int, required=True, help="the schedule follows from it: a failing run is replayed with it")
     soak_cmd.add_argument("--minutes", type=float, default=2.0)
+    soak_cmd.add_argument("--out", type=Path, help="also write the faults, attempts and holder samples here (JSON)")
     args = ap.parse_args(argv)
 
     if args.command == "cleanup":
@@ -67,6 +68,9 @@ def _soak(doc: dict, args: argparse.Namespace) -> int:
         print(f"soak seed {args.seed}, {args.minutes:g} min, {len(faults)} faults:", *map(str, faults), sep="\n  ", flush=True)
         happened, attempts, samples = soak.run(soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True))
         workdir = str(lab.workdir)
+    if args.out:
+        args.out.write_text(json.dumps({"seed": args.seed, "nodes": list(lab.nodes), "faults": [asdict(f) for f in happened],
+                                        "attempts": [asdict(a) for a in attempts], "samples": [asdict(x) for x in samples]}))  # fmt: skip
     report = soak.check(args.seed, happened, list(lab.nodes), attempts, samples, soak.leftovers(workdir))
     print(report.format(replay))
     return 0 if report.ok else 1

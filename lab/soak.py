@@ -130,9 +130,22 @@ def groups(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> list[set[
 
 
 def serviceable(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> bool:
-    """Some node has haproxy, keepalived and its network working, and some apiserver is healthy."""
+    """Some node has haproxy, keepalived and its network working, and some apiserver is healthy.
+
+    A node's network works when it reaches a peer or the gateway: one that reaches neither is
+    cut off by the design's own definition (it must give up the VIP), even if the client could
+    still reach it, as when the gateway is down and every other node cut off or powered off."""
     active = [f for f in faults if f.active(t)]
-    working = [n for n in nodes if not any(f.node == n and f.kind in BREAKS_NODE for f in active)]
+    alone = {f.node for f in active if f.kind in ISOLATES}
+    gateway_down = any(f.kind in CLUSTER_WIDE for f in active)
+
+    def reaches_something(n: str) -> bool:
+        return not gateway_down or any(m not in alone for m in nodes if m != n)
+
+    working = [
+        n for n in nodes
+        if not any(f.node == n and f.kind in BREAKS_NODE for f in active) and reaches_something(n)
+    ]  # fmt: skip
     apiservers = [n for n in nodes if not any(f.node == n and f.kind in BREAKS_APISERVER for f in active)]
     return bool(working) and bool(apiservers)
 

@@ -52,6 +52,13 @@ def test_the_service_is_owed_while_one_node_works_and_one_apiserver_is_healthy()
     assert serviceable(no_proxy[:2], NODES, 5)  # c forwards to its own and b's apiserver
 
 
+def test_a_node_that_reaches_neither_peer_nor_gateway_owes_no_service():
+    faults = [Fault(0, 10, "cut", "a"), Fault(0, 10, "power-off", "b"), Fault(2, 6, "gateway-down", None)]
+    assert serviceable(faults, NODES, 1)  # c reaches the gateway: the survivor
+    assert not serviceable(faults, NODES, 3)  # c reaches nothing: cut off by definition
+    assert serviceable(faults[2:], NODES, 3)  # the gateway down alone changes nothing
+
+
 def _samples(*spans: tuple[float, float, tuple[str, ...]]) -> list[Sample]:
     out = []
     for start, end, holders in spans:
