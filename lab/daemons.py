@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.engine import ContainerEvent, Engine
-from lab.procs import Proc
+from lab.procs import LineHook, Proc
 from lab.synth import SynthError
 from userdata.extract import WrittenFile
 
@@ -57,7 +57,7 @@ class Container:
     engine: Engine
     name: str
     log: Path
-    on_line: object  # (t, line) -> None
+    on_line: LineHook
     running: bool = False
     history: list[ContainerEvent] = field(default_factory=list)
     _last: tuple[str, int] | None = None

@@ -124,11 +124,11 @@ class Lab:
     def __init__(self, doc: dict, variant: str = "ours", keep: bool = False, lock_timeout: float = 600):
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
-        if variant == "seed":
-            doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
         # The one substitution the lab makes, announced at start: see synth.fit_open_files.
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         doc, self.substitutions = synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+        if variant == "seed":
+            doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
         self.doc = doc
         self.stack = synth.parse(doc)
         self.images = self.stack.images()

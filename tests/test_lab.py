@@ -8,6 +8,7 @@ whether the client is served. Timings are the benchmark's business (`python -m l
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,17 @@ def test_seed_variant_swaps_keepalived_conf_and_mounts_its_check(doc):
     assert ":9443 " in first.file("/etc/kubeadm-ha/keepalived/seed_check.sh").content
     assert "/etc/kubeadm-ha/keepalived/seed_check.sh:/etc/keepalived/seed_check.sh:ro" in first.containers["keepalived"].values("--volume")
     assert first.containers["haproxy"] == synth.parse(doc).nodes[0].containers["haproxy"]
+
+
+def test_both_variants_take_the_open_files_fit_and_the_seed_keeps_it(doc):
+    for variant in ("ours", "seed"):
+        lab = Lab(doc, variant)  # reads the JSON only; nothing starts before `with`
+        assert lab.stack.nodes[0].containers["haproxy"].values("--ulimit") == [f"nofile={lab_hard_limit()}:{lab_hard_limit()}"]
+    assert "seed_check.sh" in lab.stack.nodes[0].file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
+
+
+def lab_hard_limit() -> int:
+    return min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536)
 
 
 @pytest.mark.skipif(not all(shutil.which(b) for b in ("haproxy", "keepalived", "curl", "ldd")), reason="needs the daemons")
