@@ -167,6 +167,7 @@ class NodeDaemons:
         if m:
             with self._lock:
                 (self.servers_down.add if m.group(3) == "DOWN" else self.servers_down.discard)(m.group(2))
+        if m or line.startswith("["):  # haproxy's own messages, not the per-connection log
             self._record(t, "haproxy", line)
 
     def _on_keepalived(self, t: float, line: str) -> None:

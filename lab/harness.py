@@ -126,6 +126,7 @@ class Lab:
             raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
         # The one substitution the lab makes, announced at start: see synth.fit_open_files.
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        hard = sys.maxsize if hard == resource.RLIM_INFINITY else hard
         doc, self.substitutions = synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
         if variant == "seed":
             doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
