@@ -25,6 +25,7 @@ import dataclasses
 import fcntl
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,9 @@ class Lab:
 
     # --- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Lab:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            # SIGTERM would end Python without its finally blocks: the engines would outlive the lab.
+            signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
         self._acquire()
         try:
             topology.cleanup()
