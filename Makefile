@@ -14,11 +14,11 @@ export NODE_OPTIONS := --no-deprecation --max-old-space-size=4096
 # An empty Terraform CLI config: the machine's may point at files that do not exist.
 export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
 
-DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini
+DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini iputils-ping
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast bench lab lab-images diff deploy status roll setup setup-python setup-node setup-system setup-checkov clean
+.PHONY: synth test test-fast bench soak lab lab-images diff deploy status roll setup setup-python setup-node setup-system setup-checkov clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -35,6 +35,13 @@ test-fast: setup-python setup-node
 
 bench: setup synth lab-images
 	python -m lab.bench
+	python -m lab soak --seed 1 --minutes 10
+
+# make soak [SEED=n] [MINUTES=m]: random overlapping faults under load; a failure prints its seed.
+SEED ?= 1
+MINUTES ?= 10
+soak: setup synth lab-images
+	python -m lab soak --seed $(SEED) --minutes $(MINUTES)
 
 # Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry.
 diff: setup-python setup-node

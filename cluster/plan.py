@@ -10,25 +10,39 @@ from dataclasses import dataclass
 from cluster.config import ClusterConfig
 
 # Highest VRRP priority; each further node is one step lower. All distinct, all below 255
-# (255 is reserved for the address owner) and far above 0 (0 means "releasing the VIP").
-PRIORITY_TOP = 150
+# (255 is reserved for the address owner) and far above 0 (0 means "releasing the VIP"). Near the
+# top because a backup answers a master's priority-0 advert (a failed check) after the VRRPv3 skew
+# time, (256 - priority) x advert_int / 256: 0.8 ms at 254, 45 ms at 140. The step keeps the skews
+# of two backups 4 ms apart, so the higher one's advert reaches the other before it acts.
+PRIORITY_TOP = 254
 PRIORITY_STEP = 10
 
 # VRRPv3 adverts every 100 ms: a dead or cut-off holder is replaced after 3 missed adverts plus
-# skew (~0.35 s). VRRPv3 carries no password; the security group admits VRRP only from members
+# skew (~0.3 s). VRRPv3 carries no password; the security group admits VRRP only from members
 # and Neutron port security stops members from spoofing one another.
 VRRP_VERSION = 3
 ADVERT_INTERVAL = "0.1"
 
-# keepalived 2.2 runs a check script at most once a second, so one run samples haproxy's health
-# endpoint several times and fails at the first miss. The weight 0 puts a failing node in FAULT:
-# it releases the VIP and ranks below every healthy node whatever the priorities are.
+# keepalived 2.2 runs a check script at most once a second. haproxy holds each request to its
+# health endpoint for HOLD before it answers, so one run of the script is one request that
+# watches haproxy for almost the whole second: haproxy's death closes the connection, and the
+# check fails at once instead of at the next poll. The weight 0 puts a failing node in FAULT: it
+# releases the VIP and ranks below every healthy node whatever the priorities are.
 CHECK_INTERVAL_S = 1
 CHECK_TIMEOUT_S = 3
-CHECK_PROBES = 4
-CHECK_PROBE_SPACING = "0.2"
-CHECK_PROBE_TIMEOUT = "0.5"
+CHECK_HOLD_MS = 900  # below the interval: a run still going when the next is due skips that one
+CHECK_MAX_TIME = "1.5"
 CHECK_WEIGHT = 0
+
+# Cut off or survivor: every second the node pings its peers and the subnet gateway and fails
+# when none answers (twice in a row). A node that reaches nothing goes to FAULT, so it holds no
+# VIP in its island and cannot win the VIP back when the partition heals; one that still reaches
+# the gateway is the survivor and keeps the VIP. ping needs a raw socket: the script runs as root.
+REACH_INTERVAL_S = 1
+REACH_TIMEOUT_S = 3
+REACH_WAIT_S = 1  # ping -W takes whole seconds in busybox (the osixia image's ping) ...
+REACH_DEADLINE = "0.8"  # ... so the script stops waiting itself, before the next run is due
+REACH_FALL = 2
 
 HEALTH_URI = "/haproxy-ready"
 # haproxy's view of every apiserver (CSV: append ";csv"), on the loopback health frontend only.
@@ -57,6 +71,7 @@ class NodePlan:
 class Plan:
     cluster: str
     vip: str
+    gateway: str
     vrid: int
     interface: str
     frontend_port: int
@@ -91,6 +106,7 @@ def make_plan(cfg: ClusterConfig) -> Plan:
     return Plan(
         cluster=cfg.name,
         vip=str(cfg.vip.address),
+        gateway=str(cfg.gateway),
         vrid=cfg.virtual_router_id,
         interface=cfg.network.interface,
         frontend_port=cfg.ports.frontend,

@@ -1,5 +1,5 @@
-"""`python -m lab [show | drill NAME | cleanup]`: build the lab from the synthesized JSON, show
-the nodes and the VIP holder, run one drill, and tear everything down again."""
+"""`python -m lab [show | drill NAME | soak --seed N | cleanup]`: build the lab from the synthesized
+JSON, show the nodes and the VIP holder, run one drill or a chaos soak, and tear everything down."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, images, synth, topology
+from lab import drills, images, soak, synth, topology
 from lab.harness import VARIANTS, Lab, acquire_lock, synthesize
 
 
@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     drill.add_argument("name", choices=[*drills.DRILLS, *drills.CONTROLS])
     sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, engines, mounts, work dirs)")
     sub.add_parser("images", help="build the stand-in images for the JSON's image references (cached)")
+    soak_cmd = sub.add_parser("soak", help="a seeded random sequence of faults; checks the invariants")
+    soak_cmd.add_argument("--seed", type=int, required=True, help="the schedule follows from it: a failing run is replayed with it")
+    soak_cmd.add_argument("--minutes", type=float, default=2.0)
     args = ap.parse_args(argv)
 
     if args.command == "cleanup":
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("removed", line)
         return 0
     doc = synth.load(args.json or synthesize())
+    if args.command == "soak":
+        return _soak(doc, args)
     if args.command == "images":
         with acquire_lock(timeout=600), tempfile.TemporaryDirectory(prefix=topology.WORKDIR_PREFIX) as tmp:
             print(images.ensure(synth.parse(doc).images(), Path(tmp)))
@@ -51,6 +56,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"logs kept in {lab.workdir}")
     print(json.dumps(asdict(result), indent=2))
     return 0
+
+
+def _soak(doc: dict, args: argparse.Namespace) -> int:
+    duration = args.minutes * 60
+    replay = f"python -m lab soak --seed {args.seed} --minutes {args.minutes:g}"
+    with Lab(doc, args.variant, keep=args.keep) as lab:
+        lab.wait_steady()
+        faults = soak.schedule(args.seed, duration, list(lab.nodes))
+        print(f"soak seed {args.seed}, {args.minutes:g} min, {len(faults)} faults:", *map(str, faults), sep="\n  ", flush=True)
+        happened, attempts, samples = soak.run(soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True))
+        workdir = str(lab.workdir)
+    report = soak.check(args.seed, happened, list(lab.nodes), attempts, samples, soak.leftovers(workdir))
+    print(report.format(replay))
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":

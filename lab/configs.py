@@ -95,6 +95,15 @@ def vrrp_instance(text: str) -> VrrpInstance:
     )
 
 
+def script_arguments(text: str, script: str) -> tuple[str, ...] | None:
+    """The arguments keepalived passes to `script` in a vrrp_script of keepalived.conf, or None."""
+    for stanza in parse_keepalived(text).find("vrrp_script"):
+        words = shlex.split(stanza.value("script"))
+        if words and words[0] == script:
+            return tuple(words[1:])
+    return None
+
+
 _BIND = re.compile(r"^\s*bind\s+(\S*):(\d+)", re.MULTILINE)
 
 

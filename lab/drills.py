@@ -12,6 +12,8 @@ attempts take their full one-second timeout.
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ KEEPALIVED = contract.KEEPALIVED_CONTAINER
 SETTLE_MIN = 3.0  # watch every fault at least this long: some failures only start later
 SETTLE_QUIET = 1.5  # and until the client has been served this long without a failure
 SETTLE_MAX = 20.0
+CUT_MAX = 8.0  # a cut lasts until the cut node has given up the VIP in its island, at most this long
+SLOW = 0.5  # an attempt slower than this waited for something (a lost SYN waits about 1 s)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class DrillResult:
     detection_s: float | None = None  # drill 5: fault -> haproxy on the holder marks the backend down
     failed_after_detection: int | None = None
     second: Window | None = None  # the heal of a cut, the restart of a killed keepalived
+    slow_attempts: int | None = None  # attempts started after the fault that took longer than SLOW
+    vip_moves: int | None = None  # VIP moves watched: after a cut heals; all along while the gateway is down
+    served_after_s: float | None = None  # cold start: client served again, from the first haproxy's start
+    double_holder_s: float | None = None  # the longest time two nodes held the VIP at once
     answered_by: dict[str, int] = field(default_factory=dict)
     slowest_s: float | None = None  # the longest attempt that started after the fault (failed ones: the timeout)
     master_transitions: int = 0  # "Entering MASTER STATE" lines, all nodes, during the drill
@@ -107,7 +115,66 @@ def _result(lab: Lab, name: str, t0: float, t1: float, before: str | None, windo
     masters = sum(1 for n in lab.nodes.values() for e in n.daemons.events_between("keepalived", "Entering MASTER STATE", t0, t1))
     return DrillResult(name, lab.variant, w.outage_s, w.failed, before, holders[0] if len(holders) == 1 else None,
                        len(holders), w.recovered, answered_by=answered, slowest_s=max(after, default=None),
-                       master_transitions=masters, vrrp_states={n: d.daemons.vrrp_state for n, d in lab.nodes.items()})  # fmt: skip
+                       slow_attempts=sum(d > SLOW for d in after), master_transitions=masters,
+                       vrrp_states={n: d.daemons.vrrp_state for n, d in lab.nodes.items()})  # fmt: skip
+
+
+def vip_moves(samples: list[tuple[str, ...]], holder: str | None) -> int:
+    """How often the VIP changed hands in a sequence of holder samples, starting at `holder`.
+
+    Only samples with exactly one holder count: none or two are the instants of a handover (or a
+    cut node's stale copy of the VIP next to the real holder) and say nothing about who serves."""
+    moves = 0
+    for sample in samples:
+        if len(sample) == 1 and sample[0] != holder:
+            moves, holder = moves + 1, sample[0]
+    return moves
+
+
+class HolderLog:
+    """Samples the VIP holders in the background while in a `with` block."""
+
+    def __init__(self, lab: Lab, period: float = 0.05):
+        self.lab = lab
+        self.period = period
+        self.samples: list[tuple[str, ...]] = []
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="holder-log", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(tuple(self.lab.holders()))
+            self.times.append(time.monotonic())
+            self._stop.wait(self.period)
+
+    def longest_double(self) -> float:
+        """The longest stretch during which two or more nodes held the VIP at once (seconds)."""
+        longest, since = 0.0, None
+        for t, sample in zip(self.times, self.samples):
+            if len(sample) > 1 and since is None:
+                since = t
+            elif len(sample) <= 1 and since is not None:
+                longest, since = max(longest, t - since), None
+        if since is not None and self.times:
+            longest = max(longest, self.times[-1] - since)
+        return longest
+
+    def __enter__(self) -> HolderLog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _wait_for(condition: Callable[[], bool], deadline: float) -> bool:
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _restarts(lab: Lab, node: str, container: str, t0: float) -> str:
@@ -126,6 +193,9 @@ def _crash(lab: Lab, name: str, container: str, evidence: str | None = None) -> 
     t1 = _settle(lab, t0)
     result = _result(lab, name, t0, t1, holder)
     result.notes.append(_restarts(lab, holder, container, t0))
+    fault = lab.nodes[holder].daemons.first_event("keepalived", r"Entering FAULT STATE", t0)
+    if fault is not None:  # detection: keepalived on the holder has seen the crash
+        result.detection_s = fault.t - t0
     if evidence:
         result.notes += [f"{holder} {container}: {e.text}" for e in lab.nodes[holder].daemons.events_between(container, evidence, t0, t1)]
     lab.wait_steady()
@@ -236,6 +306,86 @@ def node_reboot(lab: Lab, down: float = 1.0) -> DrillResult:
     return result
 
 
+def _first_start(lab: Lab, container: str, t: float) -> float | None:
+    """When the first node's `container` started at or after t (Docker's start event)."""
+    starts = [e.t for n in lab.nodes.values() for e in n.daemons.container(container).history if e.t >= t and e.action == "start"]
+    return min(starts, default=None)
+
+
+COLD_START_SEED = 7
+
+
+def _cold_start(lab: Lab, name: str, stagger: float) -> DrillResult:
+    """Every node loses power at once, then boots, all together or each after a random delay of
+    0 to `stagger` seconds (seeded). Figures: the client served again counted from the first
+    haproxy's start (the goal: within 3 s), VIP moves after the first holder, two holders at once."""
+    lab.wait_steady()
+    before = _one_holder(lab)
+    for node in lab.nodes:
+        lab.power_off(node)
+    time.sleep(1.0)
+    rng = random.Random(COLD_START_SEED)
+    delays = {node: rng.uniform(0, stagger) for node in lab.nodes}
+    t0 = time.monotonic()
+    with HolderLog(lab) as log:
+        threads = []
+        for node, delay in delays.items():
+            def boot(node=node, delay=delay) -> None:
+                time.sleep(delay)
+                lab.power_on(node)
+            threads.append(threading.Thread(target=boot, name=f"boot-{node}"))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        t1 = _settle(lab, t0)
+    result = _result(lab, name, t0, t1, before)
+    first_proxy = _first_start(lab, HAPROXY, t0)
+    served = next((a.start for a in lab.client.between(t0, t1) if a.ok), None)
+    if first_proxy is not None and served is not None:
+        result.served_after_s = max(0.0, served - first_proxy)
+    first = next((h[0] for h in log.samples if len(h) == 1), None)
+    result.vip_moves = vip_moves(log.samples, first)
+    result.double_holder_s = log.longest_double()
+    result.notes.append(", ".join(f"{n} booted at +{d:.1f} s" for n, d in sorted(delays.items(), key=lambda kv: kv[1]))
+                        + (f"; first haproxy at +{first_proxy - t0:.1f} s" if first_proxy else ""))  # fmt: skip
+    lab.wait_steady(timeout=60)
+    return result
+
+
+def cold_start(lab: Lab) -> DrillResult:
+    """Power cut: every node off at once, then all boot at once."""
+    return _cold_start(lab, "cold-start", 0.0)
+
+
+def cold_start_staggered(lab: Lab) -> DrillResult:
+    """Power cut, then the nodes boot 0 to 5 s apart."""
+    return _cold_start(lab, "cold-start-staggered", 5.0)
+
+
+def reboot_each(lab: Lab, down: float = 1.0) -> DrillResult:
+    """Reboot every node in turn (backups first, the holder last, as a maintenance would), each
+    once the lab is steady again: each reboot may move the VIP at most once (the holder's)."""
+    lab.wait_steady()
+    before = _one_holder(lab)
+    order = sorted(lab.nodes, key=lambda n: n == before)
+    t0 = time.monotonic()
+    moves = []
+    for node in order:
+        lab.wait_steady(timeout=60)
+        with HolderLog(lab) as log:
+            start = _one_holder(lab)
+            lab.reboot(node, down)
+            _settle(lab, time.monotonic())
+            lab.wait_steady(timeout=60)
+        moves.append(vip_moves(log.samples, start))
+    t1 = time.monotonic()
+    result = _result(lab, "reboot-each", t0, t1, before)
+    result.vip_moves = max(moves)
+    result.notes.append("VIP moves per reboot: " + ", ".join(f"{n} {m}" for n, m in zip(order, moves)))
+    return result
+
+
 def make_holder(lab: Lab, node: str) -> None:
     """Move the VIP to `node` by killing haproxy wherever else it is (and bringing it back)."""
     for _ in range(len(lab.nodes)):
@@ -251,24 +401,78 @@ def make_holder(lab: Lab, node: str) -> None:
 def node_cut(lab: Lab) -> DrillResult:
     """Cut the holder off the network (its NIC stays up), then heal: one holder must remain.
 
-    The holder cut is always the node with the highest keepalived priority: on the heal it wins
-    the election against the node that took over, the case where clients must learn that the
-    VIP has moved back although the winner never changed state."""
+    The holder cut is always the node with the highest keepalived priority, the one that would
+    win an election on the heal: reaching neither peer nor gateway, it must give up its copy of
+    the VIP in its island, so that the heal moves nothing (`vip_moves`)."""
     top = max(lab.nodes, key=lambda n: lab.priority[n])
     make_holder(lab, top)  # returns with the lab steady
     holder = _one_holder(lab)
     t0 = time.monotonic()
     lab.topology.cut(holder)
-    # While cut, the node still holds the VIP on its own interface: only the others count.
-    t1 = _settle(lab, t0, lambda h: len([n for n in h if n != holder]) == 1)
-    cut = _window(lab, t0, t1)
+    # While cut, the node may still hold the VIP on its own interface: only the others count.
+    _settle(lab, t0, lambda h: len([n for n in h if n != holder]) == 1)
+    stepped_down = _wait_for(lambda: holder not in lab.holders(), t0 + CUT_MAX)
     during = [n for n in lab.holders() if n != holder]
     t2 = time.monotonic()
-    lab.topology.cut(holder, False)
-    t3 = _settle(lab, t2)
+    cut = _window(lab, t0, t2)
+    with HolderLog(lab) as log:
+        lab.topology.cut(holder, False)
+        t3 = _settle(lab, t2)
     result = _result(lab, "node-cut", t0, t3, holder, window=cut)
     result.second = _window(lab, t2, t3)
-    result.notes.append(f"VIP while cut: {during}; 'second' is the heal")
+    result.vip_moves = vip_moves(log.samples, during[0] if len(during) == 1 else None)
+    result.notes.append(f"VIP while cut: {during}; the cut node {'gave up' if stepped_down else 'kept'} its copy; 'second' is the heal")
+    lab.wait_steady()
+    return result
+
+
+def peers_cut(lab: Lab) -> DrillResult:
+    """Cut every node but the lowest in priority off the network, the holder among them, then heal.
+
+    The survivor still reaches the gateway: it must take the VIP and keep it. The cut nodes reach
+    nothing: they must give up their copies, so that the heal moves nothing."""
+    top = max(lab.nodes, key=lambda n: lab.priority[n])
+    survivor = min(lab.nodes, key=lambda n: lab.priority[n])
+    make_holder(lab, top)
+    holder = _one_holder(lab)
+    cut = [n for n in lab.nodes if n != survivor]
+    t0 = time.monotonic()
+    for node in cut:
+        lab.topology.cut(node)
+    _settle(lab, t0, lambda h: survivor in h)
+    _wait_for(lambda: lab.holders() == [survivor], t0 + CUT_MAX)
+    during = lab.holders()
+    t2 = time.monotonic()
+    window = _window(lab, t0, t2)
+    with HolderLog(lab) as log:
+        for node in cut:
+            lab.topology.cut(node, False)
+        t3 = _settle(lab, t2)
+    result = _result(lab, "peers-cut", t0, t3, holder, window=window)
+    result.second = _window(lab, t2, t3)
+    result.vip_moves = vip_moves(log.samples, survivor)
+    result.notes.append(f"{', '.join(cut)} cut, {survivor} reaches the gateway; VIP while cut: {during}; 'second' is the heal")
+    lab.wait_steady()
+    return result
+
+
+GATEWAY_DOWN_S = 4.0  # longer than the network check needs to fail twice
+
+
+def gateway_down(lab: Lab) -> DrillResult:
+    """Take the subnet gateway down while every node is fine: the nodes still reach each other,
+    so nothing may move."""
+    lab.wait_steady()
+    holder = _one_holder(lab)
+    t0 = time.monotonic()
+    with HolderLog(lab) as log:
+        lab.topology.gateway_down()
+        time.sleep(GATEWAY_DOWN_S)
+        lab.topology.gateway_down(False)
+        t1 = _settle(lab, t0)
+    result = _result(lab, "gateway-down", t0, t1, holder)
+    result.vip_moves = vip_moves(log.samples, holder)
+    result.notes.append(f"gateway {lab.topology.gateway.address} down for {GATEWAY_DOWN_S} s")
     lab.wait_steady()
     return result
 
@@ -366,8 +570,13 @@ DRILLS: dict[str, Callable[[Lab], DrillResult]] = {
     "haproxy-recover": haproxy_recover,
     "keepalived-kill": keepalived_kill,
     "node-cut": node_cut,
+    "peers-cut": peers_cut,
+    "gateway-down": gateway_down,
     "crash-loop": crash_loop,
     "node-reboot": node_reboot,
+    "reboot-each": reboot_each,
+    "cold-start": cold_start,
+    "cold-start-staggered": cold_start_staggered,
     "apiserver-stop": apiserver_stop,
     "apiserver-unhealthy": apiserver_unhealthy,
 }

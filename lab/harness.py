@@ -119,12 +119,22 @@ def _announce(line: str) -> None:
     print(f"lab: {line}", file=sys.stderr, flush=True)
 
 
+def _gateway(files: list[PlacedFile], node: str) -> str | None:
+    """The subnet gateway as the nodes' network check pings it: its first argument in keepalived.conf."""
+    conf = content_of(files, contract.KEEPALIVED_CONFIG, node)
+    targets = configs.script_arguments(conf, contract.NETWORK_CHECK)
+    return targets[0] if targets else None
+
+
 class Lab:
     """`with Lab(doc) as lab:` builds the stack in namespaces and starts everything."""
 
     def __init__(self, doc: dict, variant: str = "ours", keep: bool = False, lock_timeout: float = 600):
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
+        # The gateway as our network check names it, for either variant (the lab's own topology).
+        ours = synth.parse(doc).nodes[0]
+        self.gateway = _gateway(_placed_files(ours), ours.name)
         # The one substitution the lab makes, announced at start: see synth.fit_open_files.
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         hard = sys.maxsize if hard == resource.RLIM_INFINITY else hard
@@ -150,7 +160,7 @@ class Lab:
             interfaces[n.name] = inst.interface
             self.vrrp_calm[n.name] = 4 * inst.advert_int + 0.2
             self.priority[n.name] = inst.priority
-        self.topology = topology.Topology(self.stack, interfaces)
+        self.topology = topology.Topology(self.stack, interfaces, self.gateway)
         self.nodes: dict[str, LabNode] = {}
         self.client: Recorder | None = None
         self.workdir: Path | None = None

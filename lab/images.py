@@ -11,7 +11,7 @@ the userdata relies on (read from the images' sources, nothing copied):
   /container/service/keepalived/assets/keepalived.conf (from the copy under /container/run with
   `--copy-service`); each address of KEEPALIVED_VIRTUAL_IPS is removed from whatever interface
   holds it before keepalived starts; keepalived runs in the foreground, logging to the console,
-  with its pid in /var/run/keepalived.pid; sh, curl and a `sleep` that takes fractions are there.
+  with its pid in /var/run/keepalived.pid; sh, curl, ping and a `sleep` that takes fractions are there.
 
 The binaries are Debian's (haproxy 2.6, keepalived 2.2.7), with the libraries `ldd` lists. The
 images are built once by a throw-away engine and saved as one tarball, cached under
@@ -166,6 +166,8 @@ KEEPALIVED = StandIn(
         "/bin/rm": "rm", "/bin/mkdir": "mkdir", "/bin/ln": "ln", "/bin/ls": "ls",
         # for the seed comparison's check ("is something listening on the port")
         "/bin/grep": "grep", "/bin/ss": "ss",
+        # for the network check (the real image's ping is busybox's; the script uses what both take)
+        "/bin/ping": "ping",
     },  # fmt: skip
     extra=(
         *_COMMON,

@@ -118,10 +118,10 @@ class Stack:
                 out.extend(a for a in port.addresses if a not in out)
         return tuple(out)
 
-    def client_address(self) -> str:
+    def client_address(self, taken: tuple[str, ...] = ()) -> str:
         """An unused address in the subnet for the client namespace (.200 in a /24 when free)."""
         net = ipaddress.ip_network(self.subnet)
-        used = {a for p in self.ports for a in p.addresses}
+        used = {a for p in self.ports for a in p.addresses} | set(taken)
         hosts = list(net.hosts())
         for host in hosts[199:] + hosts[:199][::-1]:
             if str(host) not in used:

@@ -33,6 +33,7 @@ from cluster.plan import Plan
 from userdata.render import render_cloud_config
 
 VRRP_PROTOCOL = "112"
+ICMP_ECHO_REQUEST = (8, 0)  # for ICMP, Neutron's port range is (type, code)
 ETCD_PORTS = (2379, 2380)
 SSH_PORT = 22
 
@@ -170,6 +171,7 @@ class HaControlPlane(Construct):
             r.override_logical_id(f"rule_{name}")
 
         rule("vrrp_from_members", "VRRP adverts between keepalived peers", VRRP_PROTOCOL)
+        rule("ping_from_members", "keepalived's network check: a node no peer answers may be cut off", "icmp", ICMP_ECHO_REQUEST)
         rule("frontend_from_members", "haproxy endpoint from the control-plane nodes", "tcp", (plan.frontend_port,) * 2)
         rule("apiserver_from_members", "kube-apiserver behind haproxy", "tcp", (plan.apiserver_port,) * 2)
         rule("etcd_from_members", "stacked etcd peers and clients", "tcp", ETCD_PORTS)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import configs, drills, engine, images, neutron, seed, synth, topology
+from lab import configs, drills, engine, images, neutron, seed, soak, synth, topology
 from lab.client import Attempt
 from lab.drills import Window
 from lab.harness import Lab, acquire_lock, synthesize
@@ -250,6 +250,27 @@ def test_frontend_port_is_the_one_bound_on_all_addresses(stack):
     assert configs.frontend_port(stack.nodes[0].file("/etc/kubeadm-ha/haproxy/haproxy.cfg").content) == 9443
 
 
+def test_the_gateway_is_the_first_argument_of_the_network_check(tmp_path):
+    conf = (
+        'vrrp_script a {\n    script "/etc/keepalived/check_haproxy.sh"\n}\n'
+        'vrrp_script b {\n    script "/etc/keepalived/check_network.sh 10.9.8.1 10.9.8.12 10.9.8.13"\n}\n'
+    )
+    assert configs.script_arguments(conf, "/etc/keepalived/check_network.sh") == ("10.9.8.1", "10.9.8.12", "10.9.8.13")
+    assert configs.script_arguments(conf, "/etc/keepalived/other.sh") is None
+
+
+def test_the_client_never_takes_the_gateways_address(stack):
+    assert stack.client_address(taken=("10.9.8.200",)) != "10.9.8.200"
+
+
+# --- VIP moves ----------------------------------------------------------------------------------------
+def test_a_move_is_a_new_single_holder_and_handover_instants_do_not_count():
+    samples = [("b",), ("a", "b"), ("b",), (), ("a",), ("a",), ("a", "c"), ("c",)]
+    assert drills.vip_moves(samples, "b") == 2
+    assert drills.vip_moves([("a", "b"), ("a",)], "b") == 1  # a stale copy that wins counts
+    assert drills.vip_moves([("b",), ("b",)], "b") == 0
+
+
 # --- the outage definition --------------------------------------------------------------------------
 def _a(start: float, ok: bool, dur: float = 0.01) -> Attempt:
     return Attempt(start, start + dur, ok, "n" if ok else None, None if ok else "x")
@@ -272,7 +293,7 @@ def _missing() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, nftables)"
     for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "nsenter", "ss", "dockerd",
-                   "docker", "tini", "cloud-init"):  # fmt: skip
+                   "docker", "tini", "cloud-init", "ping"):  # fmt: skip
         if not shutil.which(binary):
             return f"the lab needs the {binary} binary"
     probe = topology.PREFIX + "probe"
@@ -394,10 +415,59 @@ def test_a_rebooted_holder_comes_back_by_restart_policy_and_the_vip_moves_at_mos
 @pytest.mark.lab
 def test_a_cut_holder_is_replaced_and_one_holder_remains_after_the_heal(lab):
 
-    r = drills.node_cut(lab)  # cuts the highest-priority node: it wins the VIP back on the heal
+    r = drills.node_cut(lab)  # cuts the highest-priority node, the one that would win an election
     assert r.recovered, "the client must be served by another node while the holder is cut off"
     assert r.holders_at_end == 1
     assert r.second is not None and r.second.recovered, "after the heal the client must reach the VIP's new holder"
+    assert r.vip_moves == 0, "the cut node must have given up the VIP in its island: the heal moves nothing"
+
+
+@pytest.mark.lab
+def test_the_last_node_that_reaches_the_gateway_holds_the_vip_and_keeps_it_after_the_heal(lab):
+
+    r = drills.peers_cut(lab)  # cuts the holder and the other peer, leaves the lowest priority
+    survivor = min(lab.nodes, key=lambda n: lab.priority[n])
+    assert r.recovered, "the survivor must serve the client while its peers are cut off"
+    assert (r.holder_after, r.holders_at_end) == (survivor, 1)
+    assert r.vip_moves == 0, "the survivor held the VIP when the cut healed and keeps it"
+
+
+@pytest.mark.lab
+def test_a_dead_gateway_moves_nothing_while_the_nodes_reach_each_other(lab):
+
+    r = drills.gateway_down(lab)
+    assert (r.failed, r.vip_moves, r.holders_at_end) == (0, 0, 1)
+    assert r.holder_after == r.holder_before
+
+
+@pytest.mark.lab
+def test_rebooting_each_node_in_turn_moves_the_vip_at_most_once_per_reboot(lab):
+
+    r = drills.reboot_each(lab)  # backups first, the holder last
+    assert r.vip_moves <= 1, r.notes
+    assert (r.holders_at_end, r.recovered) == (1, True)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("drill", [drills.cold_start, drills.cold_start_staggered], ids=["together", "staggered"])
+def test_after_a_power_cut_one_node_takes_the_vip_and_keeps_it(lab, drill):
+
+    r = drill(lab)  # how soon the client is served is the benchmark's figure (goal: 3 s)
+    assert (r.holders_at_end, r.recovered) == (1, True)
+    assert r.served_after_s is not None, "the client must be served once a haproxy has started"
+    assert r.vip_moves == 0, "the first node to take the VIP keeps it while the others boot"
+
+
+SOAK_SEED = 20261127
+
+
+@pytest.mark.lab
+def test_a_two_minute_chaos_soak_holds_every_invariant(lab):
+    faults = soak.schedule(SOAK_SEED, 120, list(lab.nodes))
+    happened, attempts, samples = soak.run(soak.LabOperations(lab), faults, 120)
+    report = soak.check(SOAK_SEED, happened, list(lab.nodes), attempts, samples, [])  # leaks: see teardown tests
+    assert report.ok, report.format(f"python -m lab soak --seed {SOAK_SEED} --minutes 2")
+    lab.wait_steady()
 
 
 @pytest.mark.lab

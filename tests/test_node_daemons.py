@@ -2,8 +2,8 @@
 haproxy serves its stats and both metrics endpoints, and a renamed config is what a reload reads.
 
 One node in a throw-away network namespace, Debian's haproxy and keepalived run natively with
-every file mounted where its container reads it. Alone, the node becomes MASTER; stopping haproxy
-puts it in FAULT; stopping keepalived writes STOP.
+every file mounted where its container reads it. Alone with its gateway, the node becomes MASTER;
+stopping haproxy puts it in FAULT; stopping keepalived writes STOP.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, STATS_URI
 from tests.tools import in_mount_namespace, node_netns, placed, require
-from userdata.render import HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_METRICS, STATE_DIR, STATE_FILE, render_node_files
+from userdata.render import CHECK_SCRIPT, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_METRICS, STATE_DIR, STATE_FILE, render_node_files
 
 pytestmark = pytest.mark.tools
 
@@ -99,7 +99,8 @@ class Node:
 def node(example_plan):
     require("haproxy", "keepalived", "curl")
     files = render_node_files(example_plan, NODE)
-    with node_netns(example_plan.interface, ADDRESS) as ns, placed(files) as (folders, mounts):
+    # Alone but for its gateway: a node that reaches nothing at all would go to FAULT (cut off).
+    with node_netns(example_plan.interface, ADDRESS, example_plan.gateway) as ns, placed(files) as (folders, mounts):
         running = Node(ns, folders, mounts, example_plan)
         try:
             yield running
@@ -114,7 +115,7 @@ def test_notify_script_keeps_the_state_and_metrics_follow_it(node, example_plan)
     node.start_keepalived()
     state = wait_for("MASTER", lambda: node.state().get("state") == "MASTER" and node.state())
     assert state["instance"] == example_plan.instance_name
-    assert state["priority"] == "150"
+    assert state["priority"] == str(example_plan.node(NODE).priority)
     assert abs(int(state["since"]) - time.time()) < 30
 
     metrics = wait_for("VIP held", lambda: 'kubeadm_ha_vip_held{vip="192.0.2.10"} 1' in node.keepalived_metrics() and node.keepalived_metrics())
@@ -187,3 +188,17 @@ def test_a_reload_reads_a_config_replaced_by_rename_only_through_a_folder_mount(
 
     answer = wait_for("stats after the reload", lambda: node.curl(stats))
     assert ("demo-cp-3-renamed" in answer) == reload_sees_new_file, answer
+
+
+def test_the_haproxy_check_fails_when_haproxy_dies_during_its_held_request(node, example_plan):
+    """The check's one request is held by haproxy: haproxy's death ends it with an empty reply
+    (curl 52), not at a later poll; a live haproxy answers it (0). Other requests are not held."""
+    node.start_haproxy()
+    wait_for("haproxy", lambda: node.curl(f"http://127.0.0.1:{example_plan.health_port}/haproxy-ready"))
+    check = ["ip", "netns", "exec", node.ns, *in_mount_namespace(node.mounts, f"sh {CHECK_SCRIPT.container_path}")]
+    assert subprocess.run(check, timeout=10).returncode == 0
+    running = subprocess.Popen(check)
+    time.sleep(0.3)  # well inside the 900 ms hold
+    assert node.curl(f"http://127.0.0.1:{example_plan.health_port}{STATS_URI};csv"), "stats are answered meanwhile"
+    node.stop("haproxy", signal.SIGKILL)
+    assert running.wait(timeout=10) == 52

@@ -15,9 +15,9 @@ from userdata.render import render_keepalived_conf
 
 
 def keepalived_view(conf: str) -> tuple[int, int]:
-    """(priority, track_script weight) as keepalived reads them from a rendered config."""
+    """(priority, weight of the haproxy check) as keepalived reads them from a rendered config."""
     (instance,) = parse_keepalived(conf).find("vrrp_instance")
-    (script,) = instance.one("track_script").children
+    (script,) = [s for s in instance.one("track_script").children if s.keyword == "haproxy_ready"]
     assert script.args[0] == "weight", script.args
     return int(instance.value("priority")), int(script.args[1])
 
@@ -73,6 +73,16 @@ def test_priorities_are_distinct_and_valid_for_backups(count):
 def test_failed_check_puts_the_node_in_fault():
     # weight 0: a failing check means FAULT (VIP released, priority-0 advert), not a lower priority.
     assert {w for views in VIEWS.values() for _, w in views} == {0}
+    plan = make_plan(config_from({}))
+    (instance,) = parse_keepalived(render_keepalived_conf(plan, plan.nodes[0].name)).find("vrrp_instance")
+    assert {tuple(s.args) for s in instance.one("track_script").children} == {("weight", "0")}
+
+
+@pytest.mark.parametrize("count", ALLOWED_NODE_COUNTS)
+def test_priorities_sit_near_the_top_so_a_backup_answers_a_release_within_milliseconds(count):
+    # VRRPv3 skew time: (256 - priority) x advert_int / 256; advert_int is 0.1 s.
+    assert all((256 - p) * 0.1 / 256 <= 0.005 for p, _ in VIEWS[count][:2])
+    assert all((256 - p) * 0.1 / 256 <= 0.025 for p, _ in VIEWS[count])
 
 
 def test_control_plane_endpoint_is_vip_and_frontend_port(example_plan):

@@ -37,6 +37,7 @@ def rule_set(doc):
 def test_security_group_admits_exactly_what_the_design_needs(example_json):
     assert rule_set(example_json) == {
         ("112", (None, None), "members"),
+        ("icmp", (8, 0), "members"),
         ("tcp", (9443, 9443), "members"),
         ("tcp", (9443, 9443), "192.0.2.0/24"),
         ("tcp", (6443, 6443), "members"),

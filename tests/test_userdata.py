@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
 from cluster import plan
-from lab.configs import global_maxconn, vrrp_instance
+from lab.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
 from tests.conftest import DELETE, config_from
-from tests.tools import cloud_init_schema, haproxy_check, keepalived_check
+from tests.tools import cloud_init_schema, haproxy_check, keepalived_check, require
 from userdata.extract import parse_docker_run
 from userdata.render import (
     CHECK_SCRIPT,
@@ -21,6 +24,7 @@ from userdata.render import (
     HAPROXY_CONTAINER,
     HAPROXY_DIR,
     KEEPALIVED_CONF,
+    NETWORK_SCRIPT,
     KEEPALIVED_DIR,
     NOTIFY_SCRIPT,
     RUN_LABEL,
@@ -81,13 +85,13 @@ def test_cloud_config_carries_exactly_the_rendered_files(example_plan, files, no
         assert (entry["owner"], entry["permissions"]) == (spec.owner, spec.permissions)
 
 
-@pytest.mark.parametrize("script", [CHECK_SCRIPT, NOTIFY_SCRIPT], ids=lambda s: s.key)
+@pytest.mark.parametrize("script", [CHECK_SCRIPT, NETWORK_SCRIPT, NOTIFY_SCRIPT], ids=lambda s: s.key)
 def test_scripts_are_root_owned_and_not_writable_by_others(script):
     assert script.owner == "root:root"
     assert int(script.permissions, 8) & 0o022 == 0
 
 
-@pytest.mark.parametrize("script", [CHECK_SCRIPT, NOTIFY_SCRIPT], ids=lambda s: s.key)
+@pytest.mark.parametrize("script", [CHECK_SCRIPT, NETWORK_SCRIPT, NOTIFY_SCRIPT], ids=lambda s: s.key)
 def test_scripts_are_valid_posix_shell(files, script):
     import subprocess
 
@@ -106,6 +110,47 @@ def test_notify_script_renames_a_complete_state_file_into_place(files):
     assert script.startswith("#!/bin/sh\n")
     assert f'tmp="{STATE_DIR}/.keepalived.state.$$"' in script
     assert f'mv -f "$tmp" "{STATE_DIR}/keepalived.state"' in script
+
+
+def test_a_node_that_reaches_neither_the_gateway_nor_a_peer_goes_to_fault(files):
+    for name, node_files in files.items():
+        conf = node_files[KEEPALIVED_CONF.key]
+        instance = vrrp_instance(conf)
+        assert script_arguments(conf, NETWORK_SCRIPT.container_path) == ("192.0.2.1", *instance.peers)
+        (vrrp,) = parse_keepalived(conf).find("vrrp_instance")
+        weights = {c.keyword: c.args for c in vrrp.one("track_script").children}
+        assert weights["network_reachable"] == ["weight", "0"], name
+        (script,) = [s for s in parse_keepalived(conf).find("vrrp_script") if s.args == ["network_reachable"]]
+        assert script.value("user") == "root"  # ping's raw socket; script_user nobody has no NET_RAW
+
+
+def _run_network_check(script: str, targets: list[str], shell: str) -> int:
+    """Exit status of the network check, run by `shell` in a throw-away namespace where 10.77.0.1
+    is the namespace's own address (it answers) and 10.77.0.9 is nobody (no ARP reply)."""
+    setup = (
+        "ip link set lo up && ip link add kha-a type veth peer name kha-b && "
+        "ip addr add 10.77.0.1/24 dev kha-a && ip link set kha-a up && ip link set kha-b up && "
+        f'exec {shell} -c "$0" check {" ".join(targets)}'
+    )
+    done = subprocess.run(["unshare", "--net", "sh", "-c", setup, script], capture_output=True, text=True, timeout=30)
+    return done.returncode
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("shell", ["sh", "busybox sh"])
+def test_the_network_check_passes_while_one_target_answers_and_fails_when_none_does(files, shell, tmp_path):
+    require("ping", "ip", "unshare", *shell.split()[:1])
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    script = files["demo-cp-1"][NETWORK_SCRIPT.key]
+    if shell.startswith("busybox"):
+        # The osixia image's sh and ping are busybox's: whole-second -W, no fractional waits.
+        (tmp_path / "ping").write_text('#!/bin/sh\nexec busybox ping "$@"\n')
+        (tmp_path / "ping").chmod(0o755)
+        script = f"PATH={tmp_path}:$PATH\n{script}"
+    assert _run_network_check(script, ["10.77.0.9", "10.77.0.1"], shell) == 0
+    assert _run_network_check(script, ["10.77.0.1"], shell) == 0
+    assert _run_network_check(script, ["10.77.0.9", "10.77.0.8"], shell) == 1
 
 
 def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):

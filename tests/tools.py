@@ -79,8 +79,9 @@ def in_mount_namespace(mounts: str, command: str) -> list[str]:
 
 
 @contextmanager
-def node_netns(interface: str, address: str | None = None) -> Iterator[str]:
-    """A throw-away network namespace with loopback and the node's interface up (a veth pair)."""
+def node_netns(interface: str, address: str | None = None, gateway: str | None = None) -> Iterator[str]:
+    """A throw-away network namespace with loopback and the node's interface up (a veth pair);
+    `gateway` on the pair's other end, so that keepalived's network check finds it answering."""
     require("ip", "unshare")
     require_root("a network namespace with the node's interface")
     ns = f"kha-t-{uuid.uuid4().hex[:8]}"
@@ -93,6 +94,8 @@ def node_netns(interface: str, address: str | None = None) -> Iterator[str]:
     ]
     if address:
         steps.append(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", interface])
+    if gateway:
+        steps.append(["ip", "-n", ns, "addr", "add", f"{gateway}/24", "dev", "peer0"])
     try:
         for step in steps:
             subprocess.run(step, check=True, capture_output=True)

@@ -77,8 +77,9 @@ KEEPALIVED_METRICS = ContainerFile("keepalived_metrics.lua", HAPROXY_DIR, "root:
 KEEPALIVED_CONF = ContainerFile("keepalived.conf", KEEPALIVED_DIR, "root:root", "0600")
 # Script security: root-owned, not writable by others, in root-owned directories.
 CHECK_SCRIPT = ContainerFile("check_haproxy.sh", KEEPALIVED_DIR, "root:root", "0755")
+NETWORK_SCRIPT = ContainerFile("check_network.sh", KEEPALIVED_DIR, "root:root", "0755")
 NOTIFY_SCRIPT = ContainerFile("notify_state.sh", KEEPALIVED_DIR, "root:root", "0755")
-CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_METRICS, KEEPALIVED_CONF, CHECK_SCRIPT, NOTIFY_SCRIPT)
+CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_METRICS, KEEPALIVED_CONF, CHECK_SCRIPT, NETWORK_SCRIPT, NOTIFY_SCRIPT)
 
 # Each `docker run` line carries a hash of itself (without the label) as a label, so the operator's
 # tool can tell a container created from the current line from one that must be recreated.
@@ -92,9 +93,17 @@ class _Check:
     interval: int = p.CHECK_INTERVAL_S
     timeout: int = p.CHECK_TIMEOUT_S
     weight: int = p.CHECK_WEIGHT
-    probes: int = p.CHECK_PROBES
-    probe_spacing: str = p.CHECK_PROBE_SPACING
-    probe_timeout: str = p.CHECK_PROBE_TIMEOUT
+    hold_ms: int = p.CHECK_HOLD_MS
+    max_time: str = p.CHECK_MAX_TIME
+
+
+@dataclass(frozen=True)
+class _Reach:
+    interval: int = p.REACH_INTERVAL_S
+    timeout: int = p.REACH_TIMEOUT_S
+    fall: int = p.REACH_FALL
+    wait: int = p.REACH_WAIT_S
+    deadline: str = p.REACH_DEADLINE
 
 
 def _literal_addresses(plan: p.Plan) -> dict[str, str]:
@@ -112,6 +121,8 @@ def render_haproxy_cfg(plan: p.Plan, node_name: str, addresses: Mapping[str, str
         servers=servers,
         node_address=addresses[node_name],
         health_uri=p.HEALTH_URI,
+        hold_ms=p.CHECK_HOLD_MS,
+        check_request_line=f"GET {p.HEALTH_URI} ",  # as curl sends it: the check script's request
         stats_uri=p.STATS_URI,
         metrics_uri=p.METRICS_URI,
         keepalived_metrics_uri=p.KEEPALIVED_METRICS_URI,
@@ -141,12 +152,20 @@ def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str,
         advert_interval=p.ADVERT_INTERVAL,
         check=_Check(),
         check_script_path=CHECK_SCRIPT.container_path,
+        reach=_Reach(),
+        reach_script_path=NETWORK_SCRIPT.container_path,
+        # The gateway first: the script treats all alike, the lab finds the gateway there.
+        reach_targets=[plan.gateway, *peers],
         notify_script_path=NOTIFY_SCRIPT.container_path,
     )
 
 
 def render_check_script(plan: p.Plan) -> str:
     return _ENV.get_template("check_haproxy.sh.j2").render(plan=plan, check=_Check(), health_uri=p.HEALTH_URI)
+
+
+def render_network_script() -> str:
+    return _ENV.get_template("check_network.sh.j2").render(reach=_Reach())
 
 
 def render_node_files(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -156,6 +175,7 @@ def render_node_files(plan: p.Plan, node_name: str, addresses: Mapping[str, str]
         KEEPALIVED_METRICS.key: render_keepalived_metrics(plan),
         KEEPALIVED_CONF.key: render_keepalived_conf(plan, node_name, addresses),
         CHECK_SCRIPT.key: render_check_script(plan),
+        NETWORK_SCRIPT.key: render_network_script(),
         NOTIFY_SCRIPT.key: render_notify_script(),
     }
 
