@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.engine import ContainerEvent, Engine
-from lab.procs import Proc
+from lab.procs import LineHook, Proc
 from lab.synth import SynthError
 from userdata.extract import WrittenFile
 
@@ -57,7 +57,7 @@ class Container:
     engine: Engine
     name: str
     log: Path
-    on_line: object  # (t, line) -> None
+    on_line: LineHook
     running: bool = False
     history: list[ContainerEvent] = field(default_factory=list)
     _last: tuple[str, int] | None = None
@@ -167,6 +167,7 @@ class NodeDaemons:
         if m:
             with self._lock:
                 (self.servers_down.add if m.group(3) == "DOWN" else self.servers_down.discard)(m.group(2))
+        if m or line.startswith("["):  # haproxy's own messages, not the per-connection log
             self._record(t, "haproxy", line)
 
     def _on_keepalived(self, t: float, line: str) -> None:

@@ -25,6 +25,7 @@ import dataclasses
 import fcntl
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -134,11 +135,12 @@ class Lab:
         # The gateway as our network check names it, for either variant (the lab's own topology).
         ours = synth.parse(doc).nodes[0]
         self.gateway = _gateway(_placed_files(ours), ours.name)
-        if variant == "seed":
-            doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
         # The one substitution the lab makes, announced at start: see synth.fit_open_files.
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        hard = sys.maxsize if hard == resource.RLIM_INFINITY else hard
         doc, self.substitutions = synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+        if variant == "seed":
+            doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
         self.doc = doc
         self.stack = synth.parse(doc)
         self.images = self.stack.images()
@@ -166,6 +168,9 @@ class Lab:
 
     # --- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Lab:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            # SIGTERM would end Python without its finally blocks: the engines would outlive the lab.
+            signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
         self._acquire()
         try:
             topology.cleanup()

@@ -1,6 +1,6 @@
 """A lab process: its own process group, its output stamped with the monotonic clock.
 
-Every daemon is killed as a whole process group, as a container's processes die together.
+Every process (apiserver, client, log and event followers) is killed as a whole process group.
 Each output line is stamped when it is read, with the same clock the client uses, so a log
 line ("Server .../x is DOWN") can be placed on the drill's time line.
 """

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from lab import configs
 from userdata.extract import DockerRun, docker_runs, node_text, parse_docker_run, written_files
 from userdata.extract import WrittenFile as File
@@ -266,25 +268,27 @@ def without_vip_pairs(doc: dict) -> dict:
     return out
 
 
+_FLOW_ENTRY = re.compile(r"^(\s*- )(\[.*\])\s*$")  # a runcmd entry written as a one-line flow sequence
+
+
 def with_docker_run(doc: dict, container: str, edit, what: str) -> dict:
     """A copy of the JSON whose `docker run` line for `container` is `edit(argv)` on every node.
 
-    The line is found and rewritten in the user_data text (one runcmd entry, a JSON flow list as
-    the template renders it), and the result is parsed back to check that only it changed."""
+    The line is found and rewritten in the user_data text (one runcmd entry written as a one-line
+    flow sequence, as the template renders it), and the result is parsed back."""
     out = copy.deepcopy(doc)
     for name, inst in out["resource"].get(INSTANCE, {}).items():
         lines = inst["user_data"].split("\n")
         hits = 0
         for i, line in enumerate(lines):
-            if not line.startswith("  - [\"docker\", \"run\""):
-                continue
-            argv = json.loads(line[4:])
-            if parse_docker_run(argv).name != container:
+            m = _FLOW_ENTRY.match(line)
+            argv = yaml.safe_load(m.group(2)) if m else None
+            if not (isinstance(argv, list) and argv[:2] == ["docker", "run"] and parse_docker_run(argv).name == container):
                 continue
             edited = edit(list(argv))
             if edited == argv:
                 raise SynthError(f"{INSTANCE}.{name}: {what}: the {container} line does not change ({argv})")
-            lines[i] = "  - " + json.dumps(edited)
+            lines[i] = m.group(1) + json.dumps(edited)
             hits += 1
         if hits != 1:
             raise SynthError(f"{INSTANCE}.{name}: {what}: expected one docker run line for {container}, found {hits}")

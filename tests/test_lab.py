@@ -8,6 +8,7 @@ whether the client is served. Timings are the benchmark's business (`python -m l
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,18 @@ def test_seed_variant_swaps_keepalived_conf_and_mounts_its_check(doc):
     assert ":9443 " in first.file("/etc/kubeadm-ha/keepalived/seed_check.sh").content
     assert "/etc/kubeadm-ha/keepalived/seed_check.sh:/etc/keepalived/seed_check.sh:ro" in first.containers["keepalived"].values("--volume")
     assert first.containers["haproxy"] == synth.parse(doc).nodes[0].containers["haproxy"]
+
+
+def test_both_variants_take_the_open_files_fit_and_the_seed_keeps_it(doc):
+    for variant in ("ours", "seed"):
+        lab = Lab(doc, variant)  # reads the JSON only; nothing starts before `with`
+        assert lab.stack.nodes[0].containers["haproxy"].values("--ulimit") == [f"nofile={lab_hard_limit()}:{lab_hard_limit()}"]
+    assert "seed_check.sh" in lab.stack.nodes[0].file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
+
+
+def lab_hard_limit() -> int:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
 
 
 @pytest.mark.skipif(not all(shutil.which(b) for b in ("haproxy", "keepalived", "curl", "ldd")), reason="needs the daemons")
@@ -503,3 +516,25 @@ def test_the_vip_is_up_and_haproxy_accepts_on_it_before_any_apiserver_exists(lab
         for node in lab.nodes.values():
             node.apiserver.start()
         lab.wait_steady()
+
+
+@pytest.mark.lab
+def test_the_stand_ins_keep_the_images_user_and_reload_contracts(lab):
+    """haproxy runs as uid 99 and reloads on USR2 to its container; keepalived reloads on HUP to
+    the pid in /var/run/keepalived.pid: how an operator reloads either without a restart."""
+    lab.wait_steady()
+    node = next(iter(lab.nodes.values()))
+    assert node.docker("inspect", "--format", "{{.Config.User}} {{.Config.StopSignal}}", "haproxy").split() == ["haproxy", "SIGUSR1"]
+    assert {row.split()[1] for row in node.docker("top", "haproxy", "-o", "pid,uid").splitlines()[1:]} == {"99"}
+    t0 = time.monotonic()
+    node.docker("kill", "--signal", "USR2", "haproxy")
+    node.docker("exec", "keepalived", "sh", "-c", "kill -HUP $(cat /var/run/keepalived.pid)")
+    deadline = time.monotonic() + 10
+    reloaded = []
+    while time.monotonic() < deadline and len(reloaded) < 2:
+        time.sleep(0.2)
+        reloaded = [c for c, pattern in (("haproxy", r"[Rr]eexecuting|[Rr]eloading|New worker"), ("keepalived", r"[Rr]eloading"))
+                    if node.daemons.events_between(c, pattern, t0, float("inf"))]  # fmt: skip
+    assert reloaded == ["haproxy", "keepalived"]
+    assert [e.action for c in node.daemons.containers for e in c.history if e.t >= t0 and e.action == "die"] == []
+    lab.wait_steady()
