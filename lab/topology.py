@@ -25,8 +25,10 @@ from lab.synth import Stack
 PREFIX = "kha-"
 NET_NS = "kha-net"
 CLIENT_NS = "kha-client"
+GATEWAY_NS = "kha-gateway"
 BRIDGE = "kha-br"
 CLIENT_IF = "kha-vc"
+GATEWAY_IF = "kha-vg"
 WORKDIR_PREFIX = "kha-lab-"
 WORKDIR_PARENT = Path("/tmp")
 # Neutron's MAC prefix, so that captures look like the real thing.
@@ -63,7 +65,7 @@ class Endpoint:
 class Topology:
     """The namespaces and links for a stack; `up()` builds them, `down()` removes them."""
 
-    def __init__(self, stack: Stack, interfaces: dict[str, str]):
+    def __init__(self, stack: Stack, interfaces: dict[str, str], gateway: str | None = None):
         prefixlen = ipaddress.ip_network(stack.subnet).prefixlen
         self.stack = stack
         self.prefixlen = prefixlen
@@ -71,7 +73,10 @@ class Topology:
             n.name: Endpoint(node_ns(n.name), interfaces[n.name], f"{PREFIX}v{i}", _MAC.format(i + 1), n.address)
             for i, n in enumerate(stack.nodes)
         }
-        self.client = Endpoint(CLIENT_NS, "eth0", CLIENT_IF, _MAC.format(0xC0), stack.client_address())
+        taken = (gateway,) if gateway else ()
+        self.client = Endpoint(CLIENT_NS, "eth0", CLIENT_IF, _MAC.format(0xC0), stack.client_address(taken))
+        # The subnet's router, the nodes' default route: a port without port security.
+        self.gateway = Endpoint(GATEWAY_NS, "eth0", GATEWAY_IF, _MAC.format(0xFE), gateway) if gateway else None
         self.wirings = [
             neutron.Wiring(n.port, self.nodes[n.name].ifname, self.nodes[n.name].mac, i + 1)
             for i, n in enumerate(stack.nodes)
@@ -83,8 +88,13 @@ class Topology:
         run(["ip", "-n", NET_NS, "link", "add", BRIDGE, "type", "bridge"])
         run(["ip", "-n", NET_NS, "link", "set", BRIDGE, "up"])
         self.apply_firewall()
-        for ep in [*self.nodes.values(), self.client]:
+        for ep in self._endpoints():
             self._attach(ep)
+        for name in self.nodes:
+            self.route_default(name)
+
+    def _endpoints(self) -> list[Endpoint]:
+        return [*self.nodes.values(), self.client, *([self.gateway] if self.gateway else [])]
 
     def _sysctls(self, ns: str, extra: list[str]) -> None:
         # IPv6 off: the JSON's rules are IPv4, and router solicitations would only add noise.
@@ -118,13 +128,19 @@ class Topology:
         ep = self.nodes[node]
         run(["ip", "-n", ep.ns, "addr", "flush", "dev", ep.inner])
         run(["ip", "-n", ep.ns, "addr", "add", f"{ep.address}/{self.prefixlen}", "dev", ep.inner])
+        self.route_default(node)
+
+    def route_default(self, node: str) -> None:
+        """The node's default route via the subnet's gateway, as Neutron's DHCP gives it (none without a gateway)."""
+        if self.gateway is not None:
+            run(["ip", "-n", self.nodes[node].ns, "route", "replace", "default", "via", self.gateway.address])
 
     def holders(self) -> list[str]:
         """The nodes whose interface carries the VIP right now."""
         return [name for name in self.nodes if self.stack.vip in self.addresses(name)]
 
     def down(self) -> None:
-        for ep in [*self.nodes.values(), self.client]:
+        for ep in self._endpoints():
             remove_ns(ep.ns)
         remove_ns(NET_NS)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab import configs, drills, engine, images, neutron, seed, synth, topology
+from lab.admin import ADMIN_NS
 from lab.client import Attempt
 from lab.drills import Window
 from lab.harness import Lab, acquire_lock, synthesize
@@ -283,7 +284,7 @@ def _assert_nothing_left(doc: dict) -> None:
     under the lab lock: no other lab can be running then (other labs share the machine)."""
     names = [topology.node_ns(n.name) for n in synth.parse(doc).nodes]
     with acquire_lock(timeout=900):
-        assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS} == set()
+        assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS, topology.GATEWAY_NS, ADMIN_NS} == set()
         assert topology.WORKDIR_PREFIX not in Path("/proc/self/mounts").read_text()
         assert [d for d in engine.CGROUP_ROOT.glob(f"*/{topology.PREFIX}*") if d.name in names] == []
         assert subprocess.run(["pgrep", "-f", f"dockerd --data-root {topology.WORKDIR_PARENT}/{topology.WORKDIR_PREFIX}"],
