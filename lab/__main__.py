@@ -1,16 +1,17 @@
-"""`python -m lab [show | drill NAME | cleanup]`: build the lab from the synthesized JSON, show
-the nodes and the VIP holder, run one drill, and tear everything down again."""
+"""`python -m lab [show | drill NAME | ops ARGS | cleanup]`: build the lab from the synthesized JSON,
+show the nodes and the VIP holder, run one drill or the operator's tool, and tear everything down."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, images, synth, topology
+from lab import drills, images, operate, synth, topology
 from lab.harness import VARIANTS, Lab, acquire_lock, synthesize
 
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     drill.add_argument("name", choices=[*drills.DRILLS, *drills.CONTROLS])
     sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, engines, mounts, work dirs)")
     sub.add_parser("images", help="build the stand-in images for the JSON's image references (cached)")
+    ops = sub.add_parser("ops", help="run `python -m ops ARGS` from the admin network (e.g. status, roll --dry-run)")
+    ops.add_argument("args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
 
     if args.command == "cleanup":
@@ -37,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         with acquire_lock(timeout=600), tempfile.TemporaryDirectory(prefix=topology.WORKDIR_PREFIX) as tmp:
             print(images.ensure(synth.parse(doc).images(), Path(tmp)))
         return 0
+    if args.command == "ops":
+        with Lab(doc, keep=args.keep) as lab:
+            lab.wait_steady()
+            print(lab.describe())
+            command, *rest = args.args or ["status"]
+            run = lab.operator(operate.default_config()).run(command, lab.stack_json, *rest)
+            print(f"$ {shlex.join(run.argv)}\n{run.output}[exit {run.returncode}]")
+            return run.returncode
     if args.command == "drill" and args.name in drills.CONTROLS:
         result = drills.CONTROLS[args.name](doc, args.variant)
     else:

@@ -285,6 +285,15 @@ def build(refs: dict[str, str], engine_docker, workdir: Path) -> Path:
     return target
 
 
+def derive(engine: Engine, base: str, ref: str, workdir: Path) -> None:
+    """A new tag on a node's engine: the stand-in `base` with one more label, so another image ID,
+    as a version bump looks to Docker (what the operator's tool rolls as an image change)."""
+    ctx = workdir / f"derive-{engine.name}"
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nLABEL {LABEL}.derived-as={ref}\n")
+    engine.docker("build", "--quiet", "--tag", ref, str(ctx))
+
+
 BUILD_NS = "kha-build"
 
 
