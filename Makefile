@@ -14,7 +14,7 @@ export NODE_OPTIONS := --no-deprecation --max-old-space-size=4096
 # An empty Terraform CLI config: the machine's may point at files that do not exist.
 export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
 
-DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini iputils-ping
+DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini iputils-ping openssh-server openssh-client sudo
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 

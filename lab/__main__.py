@@ -1,16 +1,18 @@
-"""`python -m lab [show | drill NAME | soak --seed N | cleanup]`: build the lab from the synthesized
-JSON, show the nodes and the VIP holder, run one drill or a chaos soak, and tear everything down."""
+"""`python -m lab [show | drill NAME | soak --seed N | ops ARGS | cleanup]`: build the lab from the
+synthesized JSON, show the nodes and the VIP holder, run one drill, a chaos soak or the operator's
+tool, and tear everything down."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, images, soak, synth, topology
+from lab import drills, images, operate, soak, synth, topology
 from lab.harness import VARIANTS, Lab, acquire_lock, synthesize
 
 
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     soak_cmd.add_argument("--seed", type=int, required=True, help="the schedule follows from it: a failing run is replayed with it")
     soak_cmd.add_argument("--minutes", type=float, default=2.0)
     soak_cmd.add_argument("--out", type=Path, help="also write the faults, attempts and holder samples here (JSON)")
+    ops = sub.add_parser("ops", help="run `python -m ops ARGS` from the admin network (e.g. status, roll --dry-run)")
+    ops.add_argument("args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
 
     if args.command == "cleanup":
@@ -43,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         with acquire_lock(timeout=600), tempfile.TemporaryDirectory(prefix=topology.WORKDIR_PREFIX) as tmp:
             print(images.ensure(synth.parse(doc).images(), Path(tmp)))
         return 0
+    if args.command == "ops":
+        with Lab(doc, keep=args.keep) as lab:
+            lab.wait_steady()
+            print(lab.describe())
+            command, *rest = args.args or ["status"]
+            run = lab.operator(operate.default_config()).run(command, lab.stack_json, *rest)
+            print(f"$ {shlex.join(run.argv)}\n{run.output}[exit {run.returncode}]")
+            return run.returncode
     if args.command == "drill" and args.name in drills.CONTROLS:
         result = drills.CONTROLS[args.name](doc, args.variant)
     else:

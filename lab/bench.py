@@ -1,5 +1,5 @@
 """`python -m lab.bench`: every drill N times for our configs and for the seed's keepalived
-settings, in one run, and one table per drill.
+settings, in one run, and one table per drill; then the operator's tool's drills (`lab.operate`).
 
 Figures, not assertions: timings depend on the machine. The tests check behaviour; this prints
 what the behaviour costs, with the command and date, so a change in the configs can be compared.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, synth
+from lab import drills, operate, synth
 from lab.harness import VARIANTS, Lab, synthesize
 from lab.topology import run
 
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="synthesized cdk.tf.json (default: cdktf.out/stacks/*/cdk.tf.json)")
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--drills", nargs="+", choices=[*drills.DRILLS, *drills.CONTROLS], default=[*drills.DRILLS, *drills.CONTROLS])
+    ap.add_argument("--ops-runs", type=int, default=5, help="config and image rolls of the operator's tool (0: none)")
     ap.add_argument("--out", type=Path, help="also write every result as JSON here")
     args = ap.parse_args(argv)
     path = args.json or synthesize()
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.control_runs):
                 attempt(name, variant, lambda: drills.CONTROLS[name](doc, variant))
 
+    ops_lines, ops_errors = operate.bench(doc, args.ops_runs, lambda line: print(line, file=sys.stderr, flush=True)) if args.ops_runs else ([], [])
+
     print(f"command: {' '.join([Path(sys.executable).name, '-m', 'lab.bench', *(argv if argv is not None else sys.argv[1:])])}")
     print(f"date: {started} (took {time.monotonic() - t_start:.0f} s)")
     print(f"input: {path} (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:16]})")
@@ -188,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.drills:
         print()
         print(table(name, results[name], errors[name]))
+    if ops_lines:
+        print()
+        print("\n".join(ops_lines))
+        print("\n".join(f"error (ops): {e}" for e in ops_errors))
     if args.out:
         args.out.write_text(json.dumps({d: {v: [asdict(r) for r in rs] for v, rs in by.items()} for d, by in results.items()}, indent=1))
-    return 0 if not any(errs for by in errors.values() for errs in by.values()) else 1
+    return 0 if not ops_errors and not any(errs for by in errors.values() for errs in by.values()) else 1
 
 
 if __name__ == "__main__":

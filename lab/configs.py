@@ -115,6 +115,11 @@ def frontend_port(haproxy_cfg: str) -> int:
     return ports.pop()
 
 
+def ports_bound_on(haproxy_cfg: str, address: str) -> list[int]:
+    """The ports of the frontends bound on one address (a node's own: the metrics frontend)."""
+    return sorted({int(port) for addr, port in _BIND.findall(haproxy_cfg) if addr == address})
+
+
 _GLOBAL_MAXCONN = re.compile(r"^global\b(?:\n(?!\S).*)*?\n\s+maxconn\s+(\d+)", re.MULTILINE)
 
 

@@ -2,10 +2,12 @@
 and a Docker engine (Debian's docker.io) that runs there, as on the VM.
 
 The node's "operating system" is a process tree whose root (tini, pid 1 of the node's pid
-namespace) holds a private mount namespace where /etc, /var/lib and /var/log are overlays whose
-upper layers are the node's disk (kept across reboots) and /run is a fresh tmpfs at each boot.
-Whatever the userdata writes lands on that disk, and the engine, started in the same namespaces,
-resolves `--volume /etc/kubeadm-ha/...` there: the synthesized lines run unchanged, per node.
+namespace) holds a private mount namespace where /etc, /var/lib, /var/log and /home are overlays
+whose upper layers are the node's disk (kept across reboots), /run is a fresh tmpfs at each boot
+and /usr/local is empty, as on a fresh VM. Whatever the userdata writes lands on that disk, and
+the engine, started in the same namespaces, resolves `--volume /etc/kubeadm-ha/...` there: the
+synthesized lines run unchanged, per node. The engine also listens on the default socket,
+/run/docker.sock, so a `docker` run inside the node (over ssh, say) talks to the node's engine.
 
 Killing pid 1 kills every process of the node at once (engine, containerd, shims, containers):
 a hard reset. `boot()` again starts a new process tree on the same disk; the engine then starts
@@ -32,9 +34,11 @@ from pathlib import Path
 
 from lab.procs import Proc
 
-# /usr/local is left out: a fresh VM has nothing there (this machine has a newer docker CLI).
+# /usr/local is left out, and empty inside the node: a fresh VM has nothing there (this machine
+# has a newer docker CLI there, which sudo's secure_path would find first).
 NODE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-OVERLAID = ("/etc", "/var/lib", "/var/log")
+OVERLAID = ("/etc", "/var/lib", "/var/log", "/home")
+DEFAULT_SOCKET = "/run/docker.sock"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 START_TIMEOUT = 30.0
 
@@ -60,6 +64,7 @@ def _mount_script(nodedir: Path) -> str:
         steps.append(f"mkdir -p {upper} {work}")
         steps.append(f"mount -t overlay kha-{name} -o lowerdir={target},upperdir={upper},workdir={work} {target}")
     steps += ["mount -t tmpfs -o mode=0755 kha-run /run", "mkdir -p /run/lock",
+              "mount -t tmpfs -o mode=0755,ro kha-usr-local /usr/local",
               f"touch {nodedir / 'run' / 'booted'}", "exec tini -s -- sleep infinity"]  # fmt: skip
     return "\n".join(steps)
 
@@ -132,7 +137,7 @@ class Engine:
         self._wait(lambda: (self.rundir / "booted").exists(), "the node's mounts")
         self.dockerd = Proc(f"{self.name}-dockerd", self.enter([
             "env", "-i", f"PATH={NODE_PATH}", "dockerd", "--data-root", str(self.data_root),
-            "--exec-root", str(self.rundir / "docker"), "-H", f"unix://{self.socket}",
+            "--exec-root", str(self.rundir / "docker"), "-H", f"unix://{self.socket}", "-H", f"unix://{DEFAULT_SOCKET}",
             "--pidfile", str(self.rundir / "docker.pid"), "--bridge=none", "--iptables=false", "--ip6tables=false",
             "--cgroup-parent", f"/{self.cgroup}",
         ]), self.nodedir / "dockerd.log")  # fmt: skip

@@ -7,6 +7,9 @@ start stand-in images (`lab.images`) tagged with the config's image references.
 
 Entry points for drills and tools, beside `Lab(doc, variant)`, `wait_steady`, `holders`,
 `nodes[...]`, `topology.cut` and `client.between`:
+- `lab.operator(config)`: `python -m ops` from the admin namespace over SSH (`lab.admin`,
+  `lab.sshd`), against `lab.stack_json` (the JSON as the lab runs it) or `lab.write_stack(doc)`;
+- `lab.nodes[n].sshd.stop()` / `start()`: the node's OpenSSH server;
 - `lab.nodes[n].crash(container)`: SIGKILL the container's main process; Docker's restart
   policy brings it back (`docker kill` would not: Docker counts it as a stop by hand);
 - `lab.nodes[n].stop_container(c)` / `start_container(c)`: `docker stop` / `docker start`;
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
+import os
 import resource
 import shutil
 import signal
@@ -34,8 +39,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from cluster.plan import HAPROXY_FD_HEADROOM
-from lab import cloudinit, configs, contract, images, seed, synth, topology
+from lab import cloudinit, configs, contract, images, seed, sshd, synth, topology
+from lab.admin import AdminNetwork, Operator
 from lab.apiserver import PORT as APISERVER_PORT
 from lab.client import Recorder
 from lab.daemons import NodeDaemons, PlacedFile, content_of
@@ -57,6 +65,23 @@ def synthesize(root: Path = ROOT) -> Path:
         return synth.find_synth_json(root)
 
 
+def synthesize_config(config: dict, outdir: Path, root: Path = ROOT) -> tuple[Path, Path]:
+    """Write `config` as YAML into `outdir` and synthesize it there (`main.py`, as `make synth`
+    does): returns the YAML and the one cdk.tf.json."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    python = root / ".venv" / "bin" / "python"
+    env = {**os.environ, "CONFIG": str(path), "CDKTF_OUTDIR": str(outdir / "cdktf.out"),
+           "PATH": f"{root / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    done = subprocess.run([str(python if python.exists() else sys.executable), "main.py"], cwd=root, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise synth.SynthError(f"synthesizing {path} failed: {done.stderr.strip()[-500:]}")
+    [json_path] = sorted((outdir / "cdktf.out").glob("stacks/*/cdk.tf.json"))
+    return path, json_path
+
+
 @dataclass
 class LabNode:
     """One node in the lab: its namespace, engine, containers and stand-in apiserver."""
@@ -68,6 +93,7 @@ class LabNode:
     daemons: NodeDaemons
     apiserver: Proc
     unhealthy_file: Path
+    sshd: sshd.Sshd
 
     def set_healthy(self, healthy: bool) -> None:
         """Make the apiserver's /healthz answer 200 (healthy) or 500."""
@@ -98,6 +124,13 @@ def _placed_files(node: synth.Node) -> list[PlacedFile]:
         for f in node.files
         if f.path in contract.CONTAINER_PATHS
     ]
+
+
+def fit_to_machine(doc: dict) -> tuple[dict, list[str]]:
+    """The JSON as the lab runs it, and what was substituted (see synth.fit_open_files)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = sys.maxsize if hard == resource.RLIM_INFINITY else hard
+    return synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
 
 
 def acquire_lock(timeout: float):
@@ -136,9 +169,7 @@ class Lab:
         ours = synth.parse(doc).nodes[0]
         self.gateway = _gateway(_placed_files(ours), ours.name)
         # The one substitution the lab makes, announced at start: see synth.fit_open_files.
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        hard = sys.maxsize if hard == resource.RLIM_INFINITY else hard
-        doc, self.substitutions = synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+        doc, self.substitutions = fit_to_machine(doc)
         if variant == "seed":
             doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
         self.doc = doc
@@ -160,7 +191,13 @@ class Lab:
             interfaces[n.name] = inst.interface
             self.vrrp_calm[n.name] = 4 * inst.advert_int + 0.2
             self.priority[n.name] = inst.priority
+        self.gateway = self.gateway or self.stack.default_gateway()
         self.topology = topology.Topology(self.stack, interfaces, self.gateway)
+        # The administrators' network, inside the security group's SSH rule (access.admin_cidrs).
+        ssh_from = self.stack.ingress_prefixes(sshd.PORT)
+        self.admin = AdminNetwork(ssh_from[0], topology.GATEWAY_NS, self.gateway) if ssh_from else None
+        self.keys: sshd.Keys | None = None
+        self.stack_json: Path | None = None
         self.nodes: dict[str, LabNode] = {}
         self.client: Recorder | None = None
         self.workdir: Path | None = None
@@ -190,9 +227,12 @@ class Lab:
                 self.client.stop()
             for node in self.nodes.values():
                 node.daemons.stop()
+                node.sshd.stop()
                 node.engine.power_off()
                 node.engine.remove_cgroups()
                 node.apiserver.stop()
+            if self.admin:
+                self.admin.down()
             self.topology.down()
             if self.workdir and not self.keep:
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -209,7 +249,11 @@ class Lab:
 
     def _build(self) -> None:
         self.topology.up()
+        if self.admin:
+            self.admin.up()
         self.image_tarball = images.ensure(self.images, self.workdir)
+        self.keys = sshd.make_keys(self.workdir / "ssh", {n.name: n.address for n in self.stack.nodes})
+        self.stack_json = self.write_stack(self.doc, "lab")
         cert, key = self._certificate()
         for n in self.stack.nodes:
             ep = self.topology.nodes[n.name]
@@ -222,7 +266,8 @@ class Lab:
                 sys.executable, "-m", "lab.apiserver", "--bind", n.address, "--port", str(APISERVER_PORT),
                 "--node", n.name, "--cert", str(cert), "--key", str(key), "--unhealthy-file", str(unhealthy),
             ]), nodedir / "apiserver.log", cwd=ROOT)  # fmt: skip
-            self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, engine, daemons, apiserver, unhealthy)
+            ssh_server = sshd.Sshd(engine, n.address, self.keys.host_keys[n.name])
+            self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, engine, daemons, apiserver, unhealthy, ssh_server)
         for node in self.nodes.values():
             node.apiserver.start()
         self._each_node(self._first_boot)
@@ -235,6 +280,8 @@ class Lab:
         node.engine.boot(node.daemons.on_event)
         node.engine.docker("load", "--input", str(self.image_tarball))
         cloudinit.run_userdata(node.engine, self.stack.nodes[list(self.nodes).index(node.name)].user_data)
+        sshd.provision(node.engine, self.keys.public_key)
+        node.sshd.start()
 
     def _each_node(self, step, names: list[str] | None = None) -> None:
         """Run `step(node)` for the nodes in parallel; raise the first failure."""
@@ -269,6 +316,7 @@ class Lab:
         what lived in its memory (the VIP on its interface) is gone."""
         node = self.nodes[name]
         self.topology.cut(name)
+        node.sshd.stop()
         node.engine.power_off()
         node.daemons.engine_gone()
         node.apiserver.stop()
@@ -281,12 +329,27 @@ class Lab:
         self.topology.cut(name, False)
         node.engine.boot(node.daemons.on_event)
         node.daemons.sync()
+        node.sshd.start()
         node.apiserver.start()
 
     def reboot(self, name: str, down: float = 1.0) -> None:
         self.power_off(name)
         time.sleep(down)
         self.power_on(name)
+
+    # --- the operator's tool -------------------------------------------------------------------
+    def write_stack(self, doc: dict, name: str) -> Path:
+        """A JSON for the operator's tool, with the lab's substitution applied (the nodes run that)."""
+        path = self.workdir / "stacks" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(doc if doc is self.doc else fit_to_machine(doc)[0], indent=2))
+        return path
+
+    def operator(self, config: Path) -> Operator:
+        """`python -m ops` in the admin namespace; `config` is the YAML the lab's JSON was synthesized from."""
+        if self.admin is None or self.keys is None:
+            raise RuntimeError("the JSON has no ingress rule for SSH (access.admin_cidrs): no admin can reach the nodes")
+        return Operator(self.keys, config, self.workdir / "ops.log")
 
     # --- observation ------------------------------------------------------------------------
     def holders(self) -> list[str]:
@@ -340,7 +403,8 @@ class Lab:
 
     def describe(self) -> str:
         holders = self.holders()
-        lines = [f"variant {self.variant}; VIP {self.stack.vip}:{self.frontend_port}; client {self.topology.client.address}"]
+        lines = [f"variant {self.variant}; VIP {self.stack.vip}:{self.frontend_port}; client {self.topology.client.address}"
+                 + (f"; admin {self.admin.address} via the gateway {self.gateway}" if self.admin else "")]  # fmt: skip
         for node in self.nodes.values():
             mark = "  <- VIP holder" if node.name in holders else ""
             lines.append(f"  {node.name:<16} {node.address:<15} netns {node.ns:<20} keepalived {node.daemons.vrrp_state}{mark}")

@@ -11,7 +11,8 @@ the userdata relies on (read from the images' sources, nothing copied):
   /container/service/keepalived/assets/keepalived.conf (from the copy under /container/run with
   `--copy-service`); each address of KEEPALIVED_VIRTUAL_IPS is removed from whatever interface
   holds it before keepalived starts; keepalived runs in the foreground, logging to the console,
-  with its pid in /var/run/keepalived.pid; sh, curl, ping and a `sleep` that takes fractions are there.
+  with its pid in /var/run/keepalived.pid; sh, curl, ping, a `sleep` that takes fractions, `date` and
+  `mv` (busybox's in the real image, which is Alpine-based) are there.
 
 The binaries are Debian's (haproxy 2.6, keepalived 2.2.7), with the libraries `ldd` lists. The
 images are built once by a throw-away engine and saved as one tarball, cached under
@@ -164,6 +165,8 @@ KEEPALIVED = StandIn(
         "/usr/local/sbin/keepalived": "keepalived", "/bin/sh": "sh", "/usr/bin/curl": "curl", "/bin/sleep": "sleep",
         "/sbin/ip": "ip", "/bin/kill": "kill", "/usr/bin/pkill": "pkill", "/bin/cat": "cat", "/bin/cp": "cp",
         "/bin/rm": "rm", "/bin/mkdir": "mkdir", "/bin/ln": "ln", "/bin/ls": "ls",
+        # the notify script's (busybox has them in the real image)
+        "/bin/date": "date", "/bin/mv": "mv",
         # for the seed comparison's check ("is something listening on the port")
         "/bin/grep": "grep", "/bin/ss": "ss",
         # for the network check (the real image's ping is busybox's; the script uses what both take)
@@ -282,6 +285,15 @@ def build(refs: dict[str, str], engine_docker, workdir: Path) -> Path:
     engine_docker("save", "--output", str(partial), *sorted(refs.values()))
     partial.rename(target)
     return target
+
+
+def derive(engine: Engine, base: str, ref: str, workdir: Path) -> None:
+    """A new tag on a node's engine: the stand-in `base` with one more label, so another image ID,
+    as a version bump looks to Docker (what the operator's tool rolls as an image change)."""
+    ctx = workdir / f"derive-{engine.name}"
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nLABEL {LABEL}.derived-as={ref}\n")
+    engine.docker("build", "--quiet", "--tag", ref, str(ctx))
 
 
 BUILD_NS = "kha-build"

@@ -129,6 +129,24 @@ class Stack:
         raise SynthError(f"no free address left in {self.subnet}")
 
 
+    def default_gateway(self) -> str:
+        """The subnet's gateway where Neutron puts it by default, its first address: the JSON reads
+        the subnet as a data source, so it does not say."""
+        first = str(next(ipaddress.ip_network(self.subnet).hosts()))
+        if any(first in p.addresses for p in self.ports):
+            raise SynthError(f"a port uses {first}, the first address of {self.subnet}, where the gateway would be")
+        return first
+
+    def ingress_prefixes(self, port: int, protocol: str = "tcp") -> tuple[str, ...]:
+        """The remote_ip_prefix of every ingress rule that admits `protocol` to `port` (SSH: access.admin_cidrs)."""
+        return tuple(
+            r.remote_prefix
+            for r in self.rules
+            if r.direction == "ingress" and r.remote_prefix and r.protocol in (None, protocol)
+            and (r.port_min is None or r.port_min <= port <= (r.port_max if r.port_max is not None else r.port_min))
+        )  # fmt: skip
+
+
 def find_synth_json(root: Path) -> Path:
     """The one `cdktf.out/stacks/*/cdk.tf.json` under the project root."""
     found = sorted(root.glob("cdktf.out/stacks/*/cdk.tf.json"))
@@ -295,6 +313,27 @@ def with_docker_run(doc: dict, container: str, edit, what: str) -> dict:
         inst["user_data"] = "\n".join(lines)
         if docker_runs(inst["user_data"])[container].argv != tuple(edited):
             raise SynthError(f"{INSTANCE}.{name}: {what}: the edited line does not read back")
+    return out
+
+
+def with_file_line(doc: dict, path: str, old: str, new: str) -> dict:
+    """A copy of the JSON in which one line of the file `path` reads `new` instead of `old`, on every
+    node: a change as an edited template would make it. The line is found by its text without
+    indentation, must be the only such line of the user_data, and keeps its indentation; the
+    result is parsed back to check that only that file changed."""
+    out = copy.deepcopy(doc)
+    for name, inst in out["resource"].get(INSTANCE, {}).items():
+        where = f"{INSTANCE}.{name}"
+        lines = inst["user_data"].split("\n")
+        hits = [i for i, line in enumerate(lines) if line.strip() == old]
+        if len(hits) != 1:
+            raise SynthError(f"{where}: expected one line {old!r} in user_data, found {len(hits)}")
+        line = lines[hits[0]]
+        lines[hits[0]] = line[: len(line) - len(line.lstrip())] + new
+        before, after = written_files(inst["user_data"]), written_files("\n".join(lines))
+        if path not in before or {p for p in before if before[p] != after[p]} != {path}:
+            raise SynthError(f"{where}: the line {old!r} is not in {path} alone")
+        inst["user_data"] = "\n".join(lines)
     return out
 
 

@@ -75,7 +75,8 @@ class Topology:
         }
         taken = (gateway,) if gateway else ()
         self.client = Endpoint(CLIENT_NS, "eth0", CLIENT_IF, _MAC.format(0xC0), stack.client_address(taken))
-        # The subnet's router as the nodes' network check pings it: a port without port security.
+        # The subnet's router: the nodes' default route, and what their network check pings; a port
+        # without port security.
         self.gateway = Endpoint(GATEWAY_NS, "eth0", GATEWAY_IF, _MAC.format(0xFE), gateway) if gateway else None
         self.wirings = [
             neutron.Wiring(n.port, self.nodes[n.name].ifname, self.nodes[n.name].mac, i + 1)
@@ -90,6 +91,8 @@ class Topology:
         self.apply_firewall()
         for ep in self._endpoints():
             self._attach(ep)
+        for name in self.nodes:
+            self.route_default(name)
 
     def _endpoints(self) -> list[Endpoint]:
         return [*self.nodes.values(), self.client, *([self.gateway] if self.gateway else [])]
@@ -132,6 +135,12 @@ class Topology:
         ep = self.nodes[node]
         run(["ip", "-n", ep.ns, "addr", "flush", "dev", ep.inner])
         run(["ip", "-n", ep.ns, "addr", "add", f"{ep.address}/{self.prefixlen}", "dev", ep.inner])
+        self.route_default(node)
+
+    def route_default(self, node: str) -> None:
+        """The node's default route via the subnet's gateway, as Neutron's DHCP gives it (none without a gateway)."""
+        if self.gateway is not None:
+            run(["ip", "-n", self.nodes[node].ns, "route", "replace", "default", "via", self.gateway.address])
 
     def holders(self) -> list[str]:
         """The nodes whose interface carries the VIP right now."""

@@ -16,12 +16,11 @@ from pathlib import Path
 
 from cluster.plan import Plan
 from ops import OpsError
-from ops.docker import RunLine, parse_run_line
-from userdata.extract import INSTANCE_TYPE, WrittenFile, run_commands, with_port_addresses, written_files
+from userdata.extract import INSTANCE_TYPE, DockerRun, WrittenFile, docker_runs, with_port_addresses, written_files
+from userdata.render import CONTAINERS
 
 PORT_TYPE = "openstack_networking_port_v2"
 _PORT_REF = re.compile(rf"^\$\{{{PORT_TYPE}\.([A-Za-z0-9_-]+)\.id\}}$")
-CONTAINERS = ("haproxy", "keepalived")
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,9 @@ class Node:
     name: str
     address: str
     files: tuple[WrittenFile, ...]
-    runs: tuple[RunLine, ...]
+    runs: tuple[DockerRun, ...]
 
-    def run(self, container: str) -> RunLine:
+    def run(self, container: str) -> DockerRun:
         return next(r for r in self.runs if r.name == container)
 
 
@@ -113,10 +112,10 @@ def load_inventory(
         user_data = with_port_addresses(instances[node.name]["user_data"], {port_of[n]: a for n, a in addresses.items()})
         try:
             files = tuple(written_files(user_data).values())
-            runs = tuple(parse_run_line(cmd) for cmd in run_commands(user_data) if cmd[:2] == ["docker", "run"])
+            runs = tuple(docker_runs(user_data).values())
         except ValueError as err:
             raise OpsError(f"{stack_json}: {node.name}: {err}") from None
-        if sorted(r.name for r in runs) != sorted(CONTAINERS):
+        if sorted(str(r.name) for r in runs) != sorted(CONTAINERS):
             raise OpsError(f"{stack_json}: {node.name}: userdata runs {[r.name for r in runs]}, expected {list(CONTAINERS)}")
         nodes.append(Node(node.name, addresses[node.name], files, runs))
     return Inventory(plan.cluster, plan.vip, plan.interface, plan.health_port, tuple(nodes))

@@ -8,10 +8,10 @@ umask 022
 
 kha_section() { printf '@@ %s\n' "$*"; }
 
-# kha_report STATE_FILE HEALTH_PORT STATS_URI METRICS_URI FILE...: everything status needs.
+# kha_report STATE_FILE HEALTH_PORT STATS_URI METRICS_URI "CONTAINER..." FILE...: everything status needs.
 kha_report() {
-    state_file=$1 port=$2 stats=$3 metrics=$4
-    shift 4
+    state_file=$1 port=$2 stats=$3 metrics=$4 containers=$5
+    shift 5
     kha_section time
     date +%s
     kha_section state
@@ -21,7 +21,7 @@ kha_report() {
     printf '%s\n' "$(curl --silent --fail --max-time 2 "http://127.0.0.1:$port$stats;csv")"
     kha_section started
     printf '%s\n' "$(curl --silent --fail --max-time 2 "http://127.0.0.1:$port$metrics" | grep '^haproxy_process_start_time_seconds')"
-    for name in haproxy keepalived; do
+    for name in $containers; do
         kha_section container "$name"
         printf '%s\n' "$(docker inspect --type container --format '{{json .}}' "$name" 2>/dev/null)"
     done
@@ -81,8 +81,9 @@ kha_recreate() {
     "$@"
 }
 
-# keepalived reloads on SIGHUP to its main process; in osixia/keepalived that is not the container's
-# PID 1 (the image's run tool), so the signal goes to the pid keepalived records.
+# kha_reload_keepalived CONTAINER: keepalived reloads on SIGHUP to its main process; in
+# osixia/keepalived that is not the container's PID 1 (the image's run tool), so the signal goes to
+# the pid keepalived records.
 kha_reload_keepalived() {
-    docker exec keepalived sh -c 'kill -HUP "$(cat /var/run/keepalived.pid)"'
+    docker exec "$1" sh -c 'kill -HUP "$(cat /var/run/keepalived.pid)"'
 }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.plan import METRICS_URI, STATS_URI
-from userdata.render import RUN_LABEL, STATE_FILE
+from userdata.render import CONTAINERS, RUN_LABEL, STATE_FILE
 
 NODE_SH = Path(__file__).with_name("node.sh").read_text()
 CALLS_MARKER = "# --- calls"
@@ -46,7 +46,7 @@ class Script:
         return self
 
     def report(self, health_port: int, files: list[str]) -> Script:
-        return self.call("kha_report", STATE_FILE, str(health_port), STATS_URI, METRICS_URI, *files)
+        return self.call("kha_report", STATE_FILE, str(health_port), STATS_URI, METRICS_URI, " ".join(CONTAINERS), *files)
 
     def text(self) -> str:
         return f"{NODE_SH}\n{CALLS_MARKER}\n" + "\n".join(self.lines) + "\n"
@@ -196,6 +196,6 @@ def parse_report(stdout: str) -> Report:
         haproxy_answers=bool(stats),
         apiservers=parse_stats(stats),
         haproxy_started=started,
-        containers={name: parse_container(name, found.get(f"container {name}", [])) for name in ("haproxy", "keepalived")},
+        containers={name: parse_container(name, found.get(f"container {name}", [])) for name in CONTAINERS},
         files=parse_files(found.get("files", [])),
     )

@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ops.inventory import CONTAINERS, Inventory, Node
+from ops.docker import check_argv
+from ops.inventory import Inventory, Node
 from ops.remote import Report, ReportError, Script, failed_write, parse_addresses, parse_report, sections, steps
 from ops.ssh import Result, Ssh
 from ops.status import NodeStatus, diff, holders, report_script
 from userdata.extract import WrittenFile
-from userdata.render import HAPROXY_CFG, KEEPALIVED_CONF
+from userdata.render import CONTAINERS, HAPROXY_CFG, KEEPALIVED_CONF
+from userdata.render import HAPROXY_CONTAINER as HAPROXY
+from userdata.render import KEEPALIVED_CONTAINER as KEEPALIVED
 
 GATE_TIMEOUT_S = 60.0
 HANDOVER_TIMEOUT_S = 15.0
@@ -62,7 +65,7 @@ class NodeChange:
         """Containers that read a changed file and are neither recreated nor restarted."""
         out = []
         for name in CONTAINERS:
-            if name in self.recreate or (name == "keepalived" and self.hands_over):
+            if name in self.recreate or (name == KEEPALIVED and self.hands_over):
                 continue
             folders = [host for host, _, _ in self.node.run(name).mounts()]
             if any(f.path.startswith(tuple(d + "/" for d in folders)) for f, _ in self.files):
@@ -107,7 +110,7 @@ def describe(plan: RollPlan) -> list[str]:
         actions = [f"recreate {n}" for n in c.recreate] + [f"reload {n}" for n in c.reloads]
         if c.hands_over:
             actions.insert(0, "hand the VIP over (docker stop keepalived)")
-            if "keepalived" not in c.recreate:
+            if KEEPALIVED not in c.recreate:
                 actions.append("start keepalived")
         lines.append(f"  {i}. {c.node.name} ({role}): {c.kind}: {', '.join(actions) or 'write files only'}")
         lines += [f"       file {f.path}: {why}" for f, why in c.files]
@@ -151,11 +154,11 @@ class Roller:
         for f in node.files:
             script.put(stage + f.path, f.owner, f.permissions, f.content)
         staged = {host: stage + host for run in node.runs for host, _, _ in run.mounts()}
-        haproxy, keepalived = node.run("haproxy"), node.run("keepalived")
-        script.call("kha_step", "haproxy-check", *haproxy.check_argv(staged, "haproxy", "-c", "-f", HAPROXY_CFG.container_path))
+        haproxy, keepalived = node.run(HAPROXY), node.run(KEEPALIVED)
+        script.call("kha_step", "haproxy-check", *check_argv(haproxy, staged, "haproxy", "-c", "-f", HAPROXY_CFG.container_path))
         script.call(
             "kha_step", "keepalived-check",
-            *keepalived.check_argv(staged, "keepalived", "-t", "-f", KEEPALIVED_CONF.container_path),
+            *check_argv(keepalived, staged, "keepalived", "-t", "-f", KEEPALIVED_CONF.container_path),
         )  # fmt: skip
         return script
 
@@ -230,7 +233,7 @@ class Roller:
             if self.clock() >= deadline:
                 break
             self.sleep(0.2)
-        restart = Script().step("start-keepalived", "docker", "start", "keepalived")
+        restart = Script().step("start-keepalived", "docker", "start", KEEPALIVED)
         self.ssh.run(change.node.address, restart.text())
         raise RollStopped(
             f"{change.node.name}: no other node took the VIP within {self.handover_timeout:g} s of stopping keepalived "
@@ -246,13 +249,13 @@ class Roller:
         problems += [f"container {n}: {why}" for n, why in changes.containers]
         if not after.haproxy_answers:
             problems.append(f"haproxy does not answer on 127.0.0.1:{self.inv.health_port}")
-        if ("haproxy" in change.recreate or "haproxy" in change.reloads) and after.haproxy_started in (None, before.haproxy_started):
+        if (HAPROXY in change.recreate or HAPROXY in change.reloads) and after.haproxy_started in (None, before.haproxy_started):
             problems.append("haproxy has not reloaded yet (same process start time)")
         expected = "MASTER" if change.holder and not change.hands_over else "BACKUP"
         state = after.keepalived_state
         if state != expected:
             problems.append(f"keepalived is {state or 'without state'}, expected {expected}")
-        elif "keepalived" in change.recreate or change.hands_over:
+        elif KEEPALIVED in change.recreate or change.hands_over:
             if int(after.state.get("since", "0")) < before.time:
                 problems.append("keepalived's state is older than the change")
         if after.holds(self.inv.vip) != (expected == "MASTER"):
@@ -281,19 +284,19 @@ class Roller:
             write.put(f.path, f.owner, f.permissions, f.content)
         if change.hands_over:
             self.say(f"{node.name}: handing the VIP over (docker stop keepalived)")
-            self._run(node, write.step("handover", "docker", "stop", "keepalived"), "handing the VIP over")
+            self._run(node, write.step("handover", "docker", "stop", KEEPALIVED), "handing the VIP over")
             self.say(f"{node.name}: {self._wait_for_handover(change)} holds the VIP now")
             script = Script()
         else:
             script = write
         for name in change.recreate:
             script.step(f"recreate-{name}", "kha_recreate", name, *node.run(name).argv)
-        if change.hands_over and "keepalived" not in change.recreate:
-            script.step("start-keepalived", "docker", "start", "keepalived")
-        if "haproxy" in change.reloads:
-            script.step("reload-haproxy", "docker", "kill", "--signal", "USR2", "haproxy")
-        if "keepalived" in change.reloads:
-            script.step("reload-keepalived", "kha_reload_keepalived")
+        if change.hands_over and KEEPALIVED not in change.recreate:
+            script.step("start-keepalived", "docker", "start", KEEPALIVED)
+        if HAPROXY in change.reloads:
+            script.step("reload-haproxy", "docker", "kill", "--signal", "USR2", HAPROXY)
+        if KEEPALIVED in change.reloads:
+            script.step("reload-keepalived", "kha_reload_keepalived", KEEPALIVED)
         what = ", ".join([f"recreate {n}" for n in change.recreate] + [f"reload {n}" for n in change.reloads])
         self.say(f"{node.name}: {len(change.files)} file(s) written" + (f"; {what}" if what else ""))
         self._run(node, script, "applying the change")

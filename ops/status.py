@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ops.inventory import CONTAINERS, Inventory, Node
+from ops.inventory import Inventory, Node
 from ops.remote import Report, ReportError, Script, parse_report
 from ops.ssh import Ssh
 from userdata.extract import WrittenFile
+from userdata.render import CONTAINERS, HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,9 @@ def findings(inv: Inventory, statuses: list[NodeStatus]) -> list[str]:
         state = report.keepalived_state
         if state == "FAULT":
             out.append(f"{name}: keepalived is in FAULT")
-        elif state is None and report.containers["keepalived"].running:
+        elif state is None and report.containers[KEEPALIVED_CONTAINER].running:
             out.append(f"{name}: keepalived has recorded no state (no state file)")
-        if not report.haproxy_answers and report.containers["haproxy"].running:
+        if not report.haproxy_answers and report.containers[HAPROXY_CONTAINER].running:
             out.append(f"{name}: haproxy does not answer on 127.0.0.1:{inv.health_port}")
         for api in report.apiservers:
             if api.down:
@@ -179,8 +180,8 @@ def table(inv: Inventory, statuses: list[NodeStatus]) -> str:
             r.keepalived_state or "?",
             "yes" if r.holds(inv.vip) else "-",
             f"{up}/{len(r.apiservers)}" if r.haproxy_answers else "no answer",
-            _container_cell(r, "haproxy"),
-            _container_cell(r, "keepalived"),
+            _container_cell(r, HAPROXY_CONTAINER),
+            _container_cell(r, KEEPALIVED_CONTAINER),
             str(drifted) if drifted else "-",
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

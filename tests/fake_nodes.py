@@ -13,10 +13,10 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-from ops.docker import parse_run_line
 from ops.inventory import Inventory
 from ops.remote import CALLS_MARKER
 from ops.ssh import Result
+from userdata.extract import parse_docker_run
 from userdata.render import HAPROXY_CFG, KEEPALIVED_CONF
 
 STAGE = "/tmp/kubeadm-ha-validate."
@@ -119,7 +119,7 @@ class FakeCluster:
     def run(self, node: FakeNode, words: list[str], body: str | None, out: list[str]) -> int:
         fn, args = words[0], words[1:]
         if fn == "kha_report":
-            self.report(node, args[4:], out)
+            self.report(node, args[5:], out)
         elif fn == "kha_addresses":
             self.addresses(node, out)
         elif fn == "kha_put":
@@ -146,7 +146,7 @@ class FakeCluster:
             return self.check(node, command)
         self.changes.append((node.name, " ".join(command[:4])))
         if command[0] == "kha_recreate":
-            name, line = command[1], parse_run_line(command[2:])
+            name, line = command[1], parse_docker_run(command[2:])
             node.containers[name] = FakeContainer(line.image, line.label)
             self.started(node, name)
             return 0, ""
@@ -161,7 +161,7 @@ class FakeCluster:
         if command == ["docker", "kill", "--signal", "USR2", "haproxy"]:
             node.haproxy_started += 1
             return 0, ""
-        if command == ["kha_reload_keepalived"]:
+        if command == ["kha_reload_keepalived", "keepalived"]:
             return 0, ""
         raise AssertionError(f"unknown step {command}")
 

@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 
 from lab import configs, drills, engine, images, neutron, seed, soak, synth, topology
+from lab.admin import ADMIN_NS
 from lab.client import Attempt
 from lab.drills import Window
 from lab.harness import Lab, acquire_lock, synthesize
+from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI
 from userdata.extract import parse_docker_run
+from userdata.render import HAPROXY_CFG, STATE_FILE
 
 FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
 
@@ -190,6 +193,7 @@ def test_stand_in_images_carry_the_binaries_their_libraries_and_the_contracts_us
     assert "STOPSIGNAL SIGUSR1" in images.HAPROXY.dockerfile and "USER haproxy" in images.HAPROXY.dockerfile
     keepalived = {e.path for e in images.entries(images.KEEPALIVED)}
     assert {"/usr/local/sbin/keepalived", "/usr/bin/curl", "/bin/sleep", "/bin/sh", "/sbin/ip", "/container/tool/run"} <= keepalived
+    assert {"/bin/date", "/bin/mv"} <= keepalived, "the notify script writes its state with date and mv (busybox's in the real image)"
 
 
 # --- the Neutron emulation ------------------------------------------------------------------------
@@ -271,6 +275,11 @@ def test_a_move_is_a_new_single_holder_and_handover_instants_do_not_count():
     assert drills.vip_moves([("b",), ("b",)], "b") == 0
 
 
+def test_the_metrics_port_is_the_one_bound_on_the_node_address():
+    cfg = "frontend a\n    bind 127.0.0.1:9444\nfrontend metrics\n    bind 10.9.8.11:8405\nfrontend b\n    bind :9443\n"
+    assert configs.ports_bound_on(cfg, "10.9.8.11") == [8405]
+
+
 # --- the outage definition --------------------------------------------------------------------------
 def _a(start: float, ok: bool, dur: float = 0.01) -> Attempt:
     return Attempt(start, start + dur, ok, "n" if ok else None, None if ok else "x")
@@ -309,7 +318,7 @@ def _assert_nothing_left(doc: dict) -> None:
     under the lab lock: no other lab can be running then (other labs share the machine)."""
     names = [topology.node_ns(n.name) for n in synth.parse(doc).nodes]
     with acquire_lock(timeout=900):
-        assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS} == set()
+        assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS, topology.GATEWAY_NS, ADMIN_NS} == set()
         assert topology.WORKDIR_PREFIX not in Path("/proc/self/mounts").read_text()
         assert [d for d in engine.CGROUP_ROOT.glob(f"*/{topology.PREFIX}*") if d.name in names] == []
         assert subprocess.run(["pgrep", "-f", f"dockerd --data-root {topology.WORKDIR_PARENT}/{topology.WORKDIR_PREFIX}"],
@@ -363,6 +372,23 @@ def lab(real_doc):
     with Lab(real_doc) as built:
         built.wait_steady()
         yield built
+
+
+@pytest.mark.lab
+def test_every_node_records_its_vrrp_state_and_serves_it_with_the_vip_as_metrics(lab):
+    lab.wait_steady()
+    holder = lab.holders()[0]
+    for node in lab.nodes.values():
+        expected = "MASTER" if node.name == holder else "BACKUP"
+        state = dict(line.split("=", 1) for line in node.engine.run(["cat", STATE_FILE]).stdout.split())
+        assert (state["state"], state["since"].isdigit()) == (expected, True), f"{node.name}: {state}"
+        cfg = node.engine.run(["cat", HAPROXY_CFG.host_path]).stdout
+        [port] = configs.ports_bound_on(cfg, node.address)
+        metrics = node.engine.run(["curl", "-sf", f"http://{node.address}:{port}{KEEPALIVED_METRICS_URI}"]).stdout
+        assert f'state="{expected}"}} 1' in metrics
+        assert f'kubeadm_ha_vip_held{{vip="{lab.stack.vip}"}} {int(node.name == holder)}' in metrics
+        exporter = node.engine.run(["curl", "-sf", f"http://{node.address}:{port}{METRICS_URI}"]).stdout
+        assert 'haproxy_server_status{proxy="kube-apiserver",server="' in exporter
 
 
 @pytest.mark.lab

@@ -56,7 +56,8 @@ def test_report_prints_what_the_tool_parses(node_sh, tmp_path):
     present = tmp_path / "haproxy.cfg"
     present.write_text("global\n")
     present.chmod(0o640)
-    script = Script().call("kha_report", str(state), "9444", "/stats", "/metrics", str(present), str(tmp_path / "gone"))
+    script = Script().call("kha_report", str(state), "9444", "/stats", "/metrics", "haproxy keepalived", str(present),
+                           str(tmp_path / "gone"))  # fmt: skip
     result = node_sh(script)
     assert result.returncode == 0, result.stderr
     report = parse_report(result.stdout)

@@ -291,7 +291,7 @@ def test_config_only_roll_writes_reloads_and_never_moves_the_vip(capsys, deploye
     assert deployed.vip_moves == 0 and deployed.node("demo-cp-1").holds_vip
     done = [(n, c) for n, c in deployed.changes if not c.startswith("write")]
     assert done == [(n, c) for n in ("demo-cp-2", "demo-cp-3", "demo-cp-1")
-                    for c in ("docker kill --signal USR2", "kha_reload_keepalived")]  # fmt: skip
+                    for c in ("docker kill --signal USR2", "kha_reload_keepalived keepalived")]  # fmt: skip
     assert "now run `cdktf deploy`" in out and "no VM is replaced" in out
     code, out, _ = run_cli(capsys, deployed, stack, "status")
     assert code == 0, out

@@ -291,3 +291,16 @@ def test_extract_gives_back_each_nodes_files_from_the_synthesized_json(example_j
     assert extract([str(stack), "demo-cp-2", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / HAPROXY_CFG.host_path.lstrip("/")).read_text() == files["demo-cp-2"][HAPROXY_CFG.key]
     assert extract([str(stack), "nope", str(tmp_path / "out")]) == 2
+
+
+def test_a_docker_run_option_the_project_does_not_know_is_refused_not_guessed():
+    # --gpus takes a value: a guess that it is a flag would read "all" as the image
+    with pytest.raises(ValueError, match=r"docker run option --gpus is not one this project reads"):
+        parse_docker_run(["docker", "run", "--detach", "--gpus", "all", "haproxy:2.8.16"])
+
+
+def test_a_docker_run_line_gives_its_label_and_mounts(example_plan):
+    keepalived = parse_docker_run(container_commands(example_plan)[1])
+    assert keepalived.label is not None and len(keepalived.label) == 16
+    assert keepalived.mounts() == [("/etc/kubeadm-ha/keepalived", "/usr/local/etc/keepalived", "ro"),
+                                   ("/run/kubeadm-ha", "/run/kubeadm-ha", "rw")]  # fmt: skip

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from userdata.render import RUN_LABEL
+
 INSTANCE_TYPE = "openstack_compute_instance_v2"
 
 
@@ -99,10 +101,19 @@ def written_files(user_data: str) -> dict[str, WrittenFile]:
     return files
 
 
-# `docker run` options that take no value; every other option takes one (`--opt value` or `--opt=value`).
-_DOCKER_RUN_FLAGS = frozenset(
-    {"-d", "--detach", "--rm", "--init", "--privileged", "--read-only", "-i", "--interactive", "-t", "--tty",
-     "-P", "--publish-all", "--oom-kill-disable", "--no-healthcheck", "--sig-proxy"}
+# The `docker run` options a userdata line may use, by whether they take a value. Anything else is
+# refused, not guessed: a flag taken for an option with a value swallows the image name, and the
+# operator's tool must never recreate a container from a line it misread.
+_VALUE_OPTIONS = frozenset(
+    {"--restart", "--network", "--name", "--label", "-l", "--volume", "-v", "--mount", "--cap-add", "--cap-drop",
+     "--env", "-e", "--env-file", "--ulimit", "--user", "-u", "--stop-signal", "--stop-timeout", "--log-driver",
+     "--log-opt", "--entrypoint", "--pid", "--memory", "-m", "--cpus", "--sysctl", "--security-opt", "--tmpfs",
+     "--hostname", "-h", "--workdir", "-w", "--publish", "-p", "--device", "--add-host", "--dns", "--health-cmd",
+     "--health-interval", "--health-retries", "--health-timeout", "--health-start-period"}
+)  # fmt: skip
+_FLAG_OPTIONS = frozenset(
+    {"--detach", "-d", "--rm", "--init", "--read-only", "--privileged", "--interactive", "-i", "--tty", "-t",
+     "--publish-all", "-P", "--oom-kill-disable", "--no-healthcheck", "--sig-proxy"}
 )  # fmt: skip
 
 
@@ -121,41 +132,66 @@ class DockerRun:
     @property
     def name(self) -> str | None:
         names = self.values("--name")
-        return names[-1] if names else None
+        if len(names) > 1:
+            raise ValueError(f"docker run line with {len(names)} --name options: {' '.join(self.argv)}")
+        return names[0] if names else None
+
+    @property
+    def label(self) -> str | None:
+        """The value of the line's RUN_LABEL, which the container created from it carries."""
+        for label in self.values("--label") + self.values("-l"):
+            key, _, value = label.partition("=")
+            if key == RUN_LABEL:
+                return value
+        return None
+
+    def mounts(self) -> list[tuple[str, str, str]]:
+        """(host, container, mode) of each --volume."""
+        out = []
+        for volume in self.values("--volume") + self.values("-v"):
+            host, container, *mode = volume.split(":")
+            out.append((host, container, mode[0] if mode else "rw"))
+        return out
 
 
-def parse_docker_run(argv: list[str]) -> DockerRun:
-    """Split `docker run [options] image [args]`; raises ValueError when there is no image."""
+def parse_docker_run(argv: list[str] | tuple[str, ...]) -> DockerRun:
+    """Split `docker run [options] image [args]`; raises ValueError naming an option it does not know,
+    and for a line without an image."""
     if list(argv[:2]) != ["docker", "run"]:
-        raise ValueError(f"not a docker run command: {argv}")
+        raise ValueError(f"not a docker run command: {list(argv)}")
     options: list[tuple[str, str | None]] = []
     i = 2
     while i < len(argv) and argv[i].startswith("-"):
-        opt = argv[i]
-        if "=" in opt and opt.startswith("--"):
-            key, _, value = opt.partition("=")
-            options.append((key, value))
-        elif opt in _DOCKER_RUN_FLAGS:
-            options.append((opt, None))
-        elif i + 1 < len(argv):
-            options.append((opt, argv[i + 1]))
+        option, eq, inline = argv[i].partition("=")
+        if eq and not option.startswith("--"):
+            option, inline = argv[i], ""  # `-e=x` is not how docker reads short options: refused below
+        if option in _VALUE_OPTIONS and eq:
+            options.append((option, inline))
+        elif option in _VALUE_OPTIONS and i + 1 < len(argv):
+            options.append((option, argv[i + 1]))
             i += 1
+        elif option in _VALUE_OPTIONS:
+            raise ValueError(f"docker run option {option} has no value: {list(argv)}")
+        elif option in _FLAG_OPTIONS:
+            options.append((option, inline if eq else None))
         else:
-            raise ValueError(f"docker run option {opt} has no value: {argv}")
+            raise ValueError(f"docker run option {option} is not one this project reads (refused rather than guessed)")
         i += 1
     if i >= len(argv):
-        raise ValueError(f"docker run without an image: {argv}")
+        raise ValueError(f"docker run without an image: {list(argv)}")
     return DockerRun(tuple(argv), tuple(options), argv[i], tuple(argv[i + 1 :]))
 
 
 def docker_runs(user_data: str) -> dict[str, DockerRun]:
-    """The runcmd's `docker run` entries, keyed by container name."""
-    out = {}
+    """The runcmd's `docker run` entries, keyed by container name (each named, each name once)."""
+    out: dict[str, DockerRun] = {}
     for entry in cloud_config(user_data).get("runcmd", []) or []:
         if isinstance(entry, list) and entry[:2] == ["docker", "run"]:
-            run = parse_docker_run(entry)
+            run = parse_docker_run([str(a) for a in entry])
             if run.name is None:
                 raise ValueError(f"runcmd runs a container without --name: {entry}")
+            if run.name in out:
+                raise ValueError(f"runcmd runs two containers named {run.name}")
             out[run.name] = run
     return out
 
