@@ -58,30 +58,41 @@ class Proc:
                 if self.on_line:
                     self.on_line(now, line)
 
+    def _exited(self) -> bool:
+        """Whether the process has exited, without reaping it: until `stop` reaps it, its pid (the
+        group's id) stays reserved, so signalling the group can never reach a stranger that the
+        kernel gave the pid to since (pids wrap around quickly on a busy machine)."""
+        if self.popen is None or self.popen.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
     @property
     def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        return self.popen is not None and not self._exited()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (a daemon with its workers and helpers)."""
-        if self.popen is None:
-            return
+        if self.popen is None or self.popen.returncode is not None:
+            return  # reaped: the pid may belong to someone else by now
         try:
             os.killpg(self.popen.pid, sig)
         except ProcessLookupError:
             pass
 
     def stop(self, grace: float = 2.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds; wait for the output to drain."""
+        """SIGTERM, then SIGKILL after `grace` seconds; SIGKILL to stragglers of the group (check
+        scripts, workers) while the leader is unreaped; then reap it and let the output drain."""
         if self.popen is None:
             return
         self.kill(signal.SIGTERM)
-        try:
-            self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill(signal.SIGKILL)
-            self.popen.wait(5)
-        self.kill(signal.SIGKILL)  # stragglers of the group (check scripts, workers)
+        deadline = time.monotonic() + grace
+        while not self._exited() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.kill(signal.SIGKILL)
+        self.popen.wait(5)
         if self._reader is not None:
             self._reader.join(2)
         self.popen = None
