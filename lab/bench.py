@@ -165,23 +165,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {variant:<5} {name:<24} run {len(results[name][variant]) + len(errors[name].get(variant, []))}/{total}",
               file=sys.stderr, flush=True)  # fmt: skip
 
-    for variant in args.variants:
-        regular = [d for d in args.drills if d in drills.DRILLS]
-        if regular:
-            with Lab(doc, variant) as lab:
-                substitutions.update(lab.substitutions)
-                lab.wait_steady()
-                for name in regular:
-                    for _ in range(args.runs):
-                        attempt(name, variant, lambda: drills.DRILLS[name](lab))
-        for name in (d for d in args.drills if d in drills.CONTROLS):
-            for _ in range(args.control_runs):
-                attempt(name, variant, lambda: drills.CONTROLS[name](doc, variant))
+    interrupted = None
+    try:
+        for variant in args.variants:
+            regular = [d for d in args.drills if d in drills.DRILLS]
+            if regular:
+                with Lab(doc, variant) as lab:
+                    substitutions.update(lab.substitutions)
+                    lab.wait_steady()
+                    for name in regular:
+                        for _ in range(args.runs):
+                            attempt(name, variant, lambda: drills.DRILLS[name](lab))
+            for name in (d for d in args.drills if d in drills.CONTROLS):
+                for _ in range(args.control_runs):
+                    attempt(name, variant, lambda: drills.CONTROLS[name](doc, variant))
+    except (KeyboardInterrupt, SystemExit) as e:  # print what was measured; the lab is torn down
+        interrupted = f"INTERRUPTED ({type(e).__name__} {e}): the figures below are partial"
 
-    ops_lines, ops_errors = operate.bench(doc, args.ops_runs, lambda line: print(line, file=sys.stderr, flush=True)) if args.ops_runs else ([], [])
+    ops_lines, ops_errors = ([], []) if interrupted or not args.ops_runs else operate.bench(
+        doc, args.ops_runs, lambda line: print(line, file=sys.stderr, flush=True))
 
     print(f"command: {' '.join([Path(sys.executable).name, '-m', 'lab.bench', *(argv if argv is not None else sys.argv[1:])])}")
     print(f"date: {started} (took {time.monotonic() - t_start:.0f} s)")
+    if interrupted:
+        print(interrupted)
     print(f"input: {path} (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:16]})")
     print(f"software: {_versions()}")
     for line in sorted(substitutions):
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(f"error (ops): {e}" for e in ops_errors))
     if args.out:
         args.out.write_text(json.dumps({d: {v: [asdict(r) for r in rs] for v, rs in by.items()} for d, by in results.items()}, indent=1))
-    return 0 if not ops_errors and not any(errs for by in errors.values() for errs in by.values()) else 1
+    return 0 if not interrupted and not ops_errors and not any(errs for by in errors.values() for errs in by.values()) else 1
 
 
 if __name__ == "__main__":
