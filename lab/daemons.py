@@ -77,9 +77,11 @@ class Container:
     def follow(self) -> None:
         """Start following the log from the last line seen (the whole log the first time)."""
         with self._lock:
-            for f in [f for f in self._followers if not f.running]:
-                f.stop()  # reap the follower of an earlier run (its stream ended with the container)
-                self._followers.remove(f)
+            ended = [f for f in self._followers if not f.running]
+            self._followers = [f for f in self._followers if f not in ended]
+        for f in ended:
+            f.stop()  # reap the follower of an earlier run (its stream ended with the container)
+        with self._lock:
             since = [] if self._last is None else ["--since", f"{self._last[0]}.{self._last[1]:09d}Z"]
             proc = Proc(f"{self.engine.name}-{self.name}-logs", ["docker", "logs", "--follow", "--timestamps", *since, self.name],
                         self.log, self._read, env={**os.environ, **self.engine.env})  # fmt: skip
