@@ -64,15 +64,22 @@ class Container:
     _followers: list[Proc] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on_event(self, event: ContainerEvent) -> None:
+    def on_event(self, event: ContainerEvent) -> bool:
+        """Take a start or die of this container; False for a start already taken (the engine's
+        event and `sync` can both report the run that Docker began as the engine booted)."""
         if event.container != self.name:
-            return
-        self.history.append(event)
+            return False
+        with self._lock:
+            if event.action == "start" and self.running:
+                return False
+            if event.action == "start":
+                self.running = True
+            elif event.action == "die":
+                self.running = False
+            self.history.append(event)
         if event.action == "start":
-            self.running = True
             self.follow()
-        elif event.action == "die":
-            self.running = False
+        return True
 
     def follow(self) -> None:
         """Start following the log from the last line seen (the whole log the first time)."""
@@ -99,13 +106,11 @@ class Container:
             self._last = key
         self.on_line(t, m.group(3))
 
-    def sync(self) -> None:
-        """After an engine start: follow a container that Docker started before the lab listened."""
+    def sync(self) -> ContainerEvent | None:
+        """After an engine start: a start event for a container that Docker started before the
+        lab listened, or None when it is not running."""
         state = self.engine.docker("inspect", "--format", "{{.State.Running}}", self.name, check=False).strip()
-        if state == "true" and not self.running:
-            self.running = True
-            self.history.append(ContainerEvent(time.monotonic(), self.name, "start", None))
-            self.follow()
+        return ContainerEvent(time.monotonic(), self.name, "start", None) if state == "true" else None
 
     def restarts_after(self, t: float) -> list[tuple[float, float]]:
         """(die, next start) pairs after t: how long Docker left the container down each time."""
@@ -153,14 +158,17 @@ class NodeDaemons:
         return next(c for c in self.containers if c.name == name)
 
     def on_event(self, event: ContainerEvent) -> None:
+        for c in self.containers:
+            if c.on_event(event):
+                self._started_or_died(event)
+
+    def _started_or_died(self, event: ContainerEvent) -> None:
         if event.container == self.haproxy.name and event.action == "start":
             with self._lock:
                 self.servers_down.clear()  # haproxy starts with every server up
         if event.container == self.keepalived.name and event.action in ("start", "die"):
             self.vrrp_state = "INIT" if event.action == "start" else "STOPPED"
             self.vrrp_changed = event.t
-        for c in self.containers:
-            c.on_event(event)
 
     def _record(self, t: float, source: str, text: str) -> None:
         with self._lock:
@@ -191,12 +199,16 @@ class NodeDaemons:
             return [e for e in self.events if e.source == source and t0 <= e.t <= t1 and re.search(pattern, e.text)]
 
     def sync(self) -> None:
+        """After an engine start, take the starts that the engine's event stream may have missed."""
         for c in self.containers:
-            c.sync()
+            if event := c.sync():
+                self.on_event(event)
 
     def engine_gone(self) -> None:
         for c in self.containers:
             c.engine_gone()
+        with self._lock:
+            self.servers_down.clear()  # what a dead haproxy saw; the next start begins afresh
         self.vrrp_state = "STOPPED"
         self.vrrp_changed = time.monotonic()
 

@@ -20,6 +20,8 @@ import pytest
 from lab import configs, drills, engine, images, neutron, seed, soak, synth, topology
 from lab.admin import ADMIN_NS
 from lab.client import Attempt
+from lab.daemons import Container, NodeDaemons
+from lab.engine import ContainerEvent
 from lab.drills import Window
 from lab.harness import Lab, acquire_lock, synthesize
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI
@@ -278,6 +280,44 @@ def test_a_move_is_a_new_single_holder_and_handover_instants_do_not_count():
 def test_the_metrics_port_is_the_one_bound_on_the_node_address():
     cfg = "frontend a\n    bind 127.0.0.1:9444\nfrontend metrics\n    bind 10.9.8.11:8405\nfrontend b\n    bind :9443\n"
     assert configs.ports_bound_on(cfg, "10.9.8.11") == [8405]
+
+
+# --- what the lab reads of a node's containers -------------------------------------------------------
+class _Engine:
+    name = "n1"
+
+    def __init__(self, tmp: Path, running: bool):
+        self.nodedir, self._running = tmp, running
+
+    def docker(self, *args: str, check: bool = True) -> str:
+        return "true\n" if self._running else "false\n"
+
+
+def _daemons(tmp_path: Path, monkeypatch, running: bool) -> NodeDaemons:
+    monkeypatch.setattr(Container, "follow", lambda self: self.history.append(ContainerEvent(0, self.name, "followed", None)))
+    return NodeDaemons("n1", _Engine(tmp_path, running), "haproxy", "keepalived")
+
+
+def test_a_run_reported_by_both_the_event_stream_and_the_boot_sync_is_taken_once(tmp_path, monkeypatch):
+    d = _daemons(tmp_path, monkeypatch, running=True)
+    d.on_event(ContainerEvent(1.0, "haproxy", "start", None))
+    d._on_haproxy(1.1, "Server kube-apiserver/cp-2 is DOWN, reason: x")
+    d.sync()  # the same run, seen by inspect after the engine booted: no second follower, no reset
+    assert [e.action for e in d.haproxy.history] == ["start", "followed"]
+    assert d.servers_down == {"cp-2"}
+
+
+def test_a_haproxy_started_before_the_lab_listened_begins_with_every_server_up(tmp_path, monkeypatch):
+    d = _daemons(tmp_path, monkeypatch, running=True)
+    d.on_event(ContainerEvent(1.0, "haproxy", "start", None))
+    d._on_haproxy(1.1, "Server kube-apiserver/cp-1 is DOWN, reason: x")
+    d.engine_gone()  # a power cut: what the dead haproxy saw says nothing about the next boot
+    assert d.servers_down == set()
+    d._on_haproxy(1.2, "Server kube-apiserver/cp-1 is DOWN, reason: x")  # a late line of the dead run
+    d.sync()  # the next boot: Docker started the container before the event stream listened
+    assert (d.haproxy.running, d.servers_down, d.vrrp_state) == (True, set(), "INIT")
+    d.on_event(ContainerEvent(2.0, "haproxy", "start", None))  # the stream's late report of that start
+    assert [e.action for e in d.haproxy.history].count("followed") == 2
 
 
 # --- the outage definition --------------------------------------------------------------------------
