@@ -2,8 +2,9 @@
 
 Plan first (which nodes differ, in which files, config-only or container change; backups first, the
 VIP holder last), validate every changed node's new files inside its target images before the
-first change, then per node: write the files (renamed into place), reload or recreate, and wait
-until the node is healthy again before touching the next one. A container change on the VIP holder
+first change (all nodes at once: validation changes nothing), then per node: write the files
+(renamed into place), reload or recreate, and wait until the node is healthy again before
+touching the next one. A container change on the VIP holder
 hands the VIP over first: `docker stop keepalived` makes a MASTER send priority 0, and a backup
 takes over within a few advert intervals.
 """
@@ -14,6 +15,7 @@ import secrets
 import shlex
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ops.docker import check_argv
@@ -163,32 +165,34 @@ class Roller:
         return script
 
     def validate(self, plan: RollPlan) -> list[str]:
+        """Every changing node's problems, in plan order; the nodes are checked at once (nothing changes)."""
+        with ThreadPoolExecutor(max_workers=max(1, len(plan.changes))) as pool:
+            return [p for problems in pool.map(self.validate_node, [c.node for c in plan.changes]) for p in problems]
+
+    def validate_node(self, node: Node) -> list[str]:
+        result = self.ssh.run(node.address, self.validation_script(node).text())
+        if result.unreachable:
+            return [f"{node.name}: unreachable over SSH ({result.reason()})"]
         problems = []
-        for change in plan.changes:
-            node = change.node
-            result = self.ssh.run(node.address, self.validation_script(node).text())
-            if result.unreachable:
-                problems.append(f"{node.name}: unreachable over SSH ({result.reason()})")
-                continue
-            done = {s.name: s for s in steps(result.stdout)}
-            for run in node.runs:
-                step = done.get(f"image-{run.name}")
-                if step is None or step.returncode != 0:
-                    detail = _first_lines(step.output) if step else result.reason()
-                    problems.append(f"{node.name}: image {run.image} is not on the node and cannot be pulled: {detail}")
-            haproxy, keepalived = done.get("haproxy-check"), done.get("keepalived-check")
-            if haproxy and haproxy.returncode != 0:
-                problems.append(
-                    f"{node.name}: {HAPROXY_CFG.host_path}: haproxy -c in {node.run('haproxy').image} refuses it: "
-                    + _first_lines(haproxy.output, "[ALERT]")
-                )
-            if keepalived and (keepalived.returncode not in KEEPALIVED_TEST_OK or keepalived.output.strip()):
-                problems.append(
-                    f"{node.name}: {KEEPALIVED_CONF.host_path}: keepalived -t in {node.run('keepalived').image} reports: "
-                    + _first_lines(keepalived.output)
-                )
-            if (haproxy is None or keepalived is None) and not any(p.startswith(f"{node.name}:") for p in problems):
-                problems.append(f"{node.name}: validation did not run to the end ({failed_write(result.stdout) or result.reason()})")
+        done = {s.name: s for s in steps(result.stdout)}
+        for run in node.runs:
+            step = done.get(f"image-{run.name}")
+            if step is None or step.returncode != 0:
+                detail = _first_lines(step.output) if step else result.reason()
+                problems.append(f"{node.name}: image {run.image} is not on the node and cannot be pulled: {detail}")
+        haproxy, keepalived = done.get("haproxy-check"), done.get("keepalived-check")
+        if haproxy and haproxy.returncode != 0:
+            problems.append(
+                f"{node.name}: {HAPROXY_CFG.host_path}: haproxy -c in {node.run(HAPROXY).image} refuses it: "
+                + _first_lines(haproxy.output, "[ALERT]")
+            )
+        if keepalived and (keepalived.returncode not in KEEPALIVED_TEST_OK or keepalived.output.strip()):
+            problems.append(
+                f"{node.name}: {KEEPALIVED_CONF.host_path}: keepalived -t in {node.run(KEEPALIVED).image} reports: "
+                + _first_lines(keepalived.output)
+            )
+        if (haproxy is None or keepalived is None) and not problems:
+            problems.append(f"{node.name}: validation did not run to the end ({failed_write(result.stdout) or result.reason()})")
         return problems
 
     # --- Changing one node.
