@@ -33,15 +33,26 @@ CHECK_TIMEOUT_S = 3
 CHECK_HOLD_MS = 900  # below the interval: a run still going when the next is due skips that one
 CHECK_MAX_TIME = "1.5"
 CHECK_WEIGHT = 0
+# After a failed run, the next one is a recovery: it asks every CHECK_RECOVER_POLL_S, CHECK_RECOVER_POLLS
+# times, with a request that haproxy answers at once, so a node in FAULT leaves it as soon as its
+# haproxy serves again instead of up to a second later. The mark lives in the keepalived
+# container's /tmp (the script runs as script_user, which may write nowhere else).
+CHECK_RECOVER_POLL_S = "0.1"
+CHECK_RECOVER_POLLS = 8
+CHECK_FAILED_MARK = "/tmp/kubeadm-ha-check-haproxy.failed"
 
 # Cut off or survivor: every second the node pings its peers and the subnet gateway and fails
 # when none answers (twice in a row). A node that reaches nothing goes to FAULT, so it holds no
 # VIP in its island and cannot win the VIP back when the partition heals; one that still reaches
 # the gateway is the survivor and keeps the VIP. ping needs a raw socket: the script runs as root.
+# One run sends a round of pings every REACH_RETRY_S for REACH_ROUNDS rounds and succeeds at the
+# first answer: a node in FAULT sees its network come back within about REACH_RETRY_S of the
+# first answer (not at the next run, up to a second later), and a healthy node's run ends at once.
 REACH_INTERVAL_S = 1
 REACH_TIMEOUT_S = 3
 REACH_WAIT_S = 1  # ping -W takes whole seconds in busybox (the osixia image's ping) ...
-REACH_DEADLINE = "0.8"  # ... so the script stops waiting itself, before the next run is due
+REACH_RETRY_S = "0.2"  # ... so the script stops waiting itself, before the next run is due:
+REACH_ROUNDS = 4  # REACH_ROUNDS x REACH_RETRY_S = 0.8 s, below the 1 s interval
 REACH_FALL = 2
 
 HEALTH_URI = "/haproxy-ready"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, STATS_URI
+from cluster.plan import CHECK_FAILED_MARK, CHECK_HOLD_MS, KEEPALIVED_METRICS_URI, METRICS_URI, STATS_URI
 from tests.tools import in_mount_namespace, node_netns, placed, require
 from userdata.render import CHECK_SCRIPT, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_METRICS, STATE_DIR, STATE_FILE, render_node_files
 
@@ -99,6 +99,7 @@ class Node:
 def node(example_plan):
     require("haproxy", "keepalived", "curl")
     files = render_node_files(example_plan, NODE)
+    Path(CHECK_FAILED_MARK).unlink(missing_ok=True)  # the check script's mark lives in /tmp, here the host's
     # Alone but for its gateway: a node that reaches nothing at all would go to FAULT (cut off).
     with node_netns(example_plan.interface, ADDRESS, example_plan.gateway) as ns, placed(files) as (folders, mounts):
         running = Node(ns, folders, mounts, example_plan)
@@ -107,6 +108,7 @@ def node(example_plan):
         finally:
             for name in list(running.procs):
                 running.stop(name, signal.SIGKILL)
+            Path(CHECK_FAILED_MARK).unlink(missing_ok=True)
 
 
 def test_notify_script_keeps_the_state_and_metrics_follow_it(node, example_plan):
@@ -202,3 +204,23 @@ def test_the_haproxy_check_fails_when_haproxy_dies_during_its_held_request(node,
     assert node.curl(f"http://127.0.0.1:{example_plan.health_port}{STATS_URI};csv"), "stats are answered meanwhile"
     node.stop("haproxy", signal.SIGKILL)
     assert running.wait(timeout=10) == 52
+
+
+def test_after_a_failed_check_the_next_run_passes_as_soon_as_haproxy_serves_again(node, example_plan):
+    """A failed run leaves a mark; the next run polls with unheld requests, so keepalived learns
+    that haproxy is back within a poll instead of up to a second later. Then the held request
+    watches haproxy again."""
+    check = ["ip", "netns", "exec", node.ns, *in_mount_namespace(node.mounts, f"sh {CHECK_SCRIPT.container_path}")]
+    assert subprocess.run(check, timeout=10).returncode != 0, "no haproxy: the check fails"
+    assert Path(CHECK_FAILED_MARK).exists()
+    started = time.monotonic()
+    running = subprocess.Popen(check)
+    time.sleep(0.3)
+    node.start_haproxy()
+    assert running.wait(timeout=10) == 0
+    assert time.monotonic() - started < 0.85, "the recovery run ends when haproxy answers, not after a held request"
+    assert not Path(CHECK_FAILED_MARK).exists()
+    started = time.monotonic()
+    assert subprocess.run(check, timeout=10).returncode == 0
+    assert time.monotonic() - started >= CHECK_HOLD_MS / 1000 - 0.05, "the next run is the held request again"
+

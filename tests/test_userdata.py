@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import subprocess
 from pathlib import Path
 
@@ -124,21 +125,20 @@ def test_a_node_that_reaches_neither_the_gateway_nor_a_peer_goes_to_fault(files)
         assert script.value("user") == "root"  # ping's raw socket; script_user nobody has no NET_RAW
 
 
-def _run_network_check(script: str, targets: list[str], shell: str) -> int:
+def _run_network_check(script: str, targets: list[str], shell: str, before: str = "") -> int:
     """Exit status of the network check, run by `shell` in a throw-away namespace where 10.77.0.1
     is the namespace's own address (it answers) and 10.77.0.9 is nobody (no ARP reply)."""
     setup = (
         "ip link set lo up && ip link add kha-a type veth peer name kha-b && "
         "ip addr add 10.77.0.1/24 dev kha-a && ip link set kha-a up && ip link set kha-b up && "
-        f'exec {shell} -c "$0" check {" ".join(targets)}'
+        f'{before}{shell} -c "$0" check {" ".join(targets)}'
     )
     done = subprocess.run(["unshare", "--net", "sh", "-c", setup, script], capture_output=True, text=True, timeout=30)
     return done.returncode
 
 
-@pytest.mark.tools
-@pytest.mark.parametrize("shell", ["sh", "busybox sh"])
-def test_the_network_check_passes_while_one_target_answers_and_fails_when_none_does(files, shell, tmp_path):
+def _network_check_in(files, shell: str, tmp_path: Path) -> str:
+    """The rendered network check, as `shell` runs it (busybox's ping for busybox's sh)."""
     require("ping", "ip", "unshare", *shell.split()[:1])
     if os.geteuid() != 0:
         pytest.skip("needs root for a network namespace")
@@ -148,9 +148,28 @@ def test_the_network_check_passes_while_one_target_answers_and_fails_when_none_d
         (tmp_path / "ping").write_text('#!/bin/sh\nexec busybox ping "$@"\n')
         (tmp_path / "ping").chmod(0o755)
         script = f"PATH={tmp_path}:$PATH\n{script}"
+    return script
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("shell", ["sh", "busybox sh"])
+def test_the_network_check_passes_while_one_target_answers_and_fails_when_none_does(files, shell, tmp_path):
+    script = _network_check_in(files, shell, tmp_path)
     assert _run_network_check(script, ["10.77.0.9", "10.77.0.1"], shell) == 0
     assert _run_network_check(script, ["10.77.0.1"], shell) == 0
     assert _run_network_check(script, ["10.77.0.9", "10.77.0.8"], shell) == 1
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("shell", ["sh", "busybox sh"])
+def test_the_network_check_sees_a_target_that_starts_answering_during_its_run(files, shell, tmp_path):
+    """A node in FAULT must not wait for keepalived's next run (up to a second) to see its network
+    back: a target that starts answering 0.3 s into the run makes this run succeed, early."""
+    script = _network_check_in(files, shell, tmp_path)
+    late = "(sleep 0.3; ip addr add 10.77.0.5/24 dev kha-a) & "
+    started = time.monotonic()
+    assert _run_network_check(script, ["10.77.0.9", "10.77.0.5"], shell, before=late) == 0
+    assert time.monotonic() - started < 0.75, "the run ends at the first answer, before its last round"
 
 
 def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):

@@ -96,6 +96,9 @@ class _Check:
     weight: int = p.CHECK_WEIGHT
     hold_ms: int = p.CHECK_HOLD_MS
     max_time: str = p.CHECK_MAX_TIME
+    recover_poll: str = p.CHECK_RECOVER_POLL_S
+    recover_polls: int = p.CHECK_RECOVER_POLLS
+    failed_mark: str = p.CHECK_FAILED_MARK
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,12 @@ class _Reach:
     timeout: int = p.REACH_TIMEOUT_S
     fall: int = p.REACH_FALL
     wait: int = p.REACH_WAIT_S
-    deadline: str = p.REACH_DEADLINE
+    retry: str = p.REACH_RETRY_S
+    rounds: int = p.REACH_ROUNDS
+
+    @property
+    def deadline(self) -> str:
+        return f"{float(self.retry) * self.rounds:g}"
 
 
 def _literal_addresses(plan: p.Plan) -> dict[str, str]:
