@@ -48,6 +48,11 @@ CHECK_FAILED_MARK = "/tmp/kubeadm-ha-check-haproxy.failed"
 # One run sends a round of pings every REACH_RETRY_S for REACH_ROUNDS rounds and succeeds at the
 # first answer: a node in FAULT sees its network come back within about REACH_RETRY_S of the
 # first answer (not at the next run, up to a second later), and a healthy node's run ends at once.
+# ARP asks again every NEIGH_RETRANS_MS (Linux: every second) for a neighbour that has not answered.
+# After a partition heals, a node's first pings find the peer's entry still unresolved and wait
+# for the next ARP request: with the default, up to a second. Set at every boot (cloud-init
+# bootcmd) on the VIP's interface; costs a few more ARP requests while a neighbour is away.
+NEIGH_RETRANS_MS = 100
 REACH_INTERVAL_S = 1
 REACH_TIMEOUT_S = 3
 REACH_WAIT_S = 1  # ping -W takes whole seconds in busybox (the osixia image's ping) ...

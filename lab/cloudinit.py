@@ -1,6 +1,8 @@
 """Run a node's userdata with the real cloud-init (Debian's), inside the node, as at first boot.
 
-`cloud-init --file <user-data> single --name write_files` writes the files with their owner and
+`cloud-init --file <user-data> single --name bootcmd` runs the every-boot commands (at the first
+boot only: what they set lives in the node's network namespace, which the lab keeps across its
+reboots); `single --name write_files` writes the files with their owner and
 mode onto the node's disk; `single --name runcmd` turns runcmd into the instance's script; then
 cloud-init's own `runparts` runs that script, each entry verbatim and in order, with DOCKER_HOST
 set to the node's engine. That last step is all the `scripts_user` module does, but `single
@@ -26,7 +28,8 @@ from pathlib import Path
 
 from lab.engine import Engine
 
-MODULES = ("write_files", "runcmd")
+# In cloud-init's order: bootcmd (init stage, every boot), then write_files and runcmd (per instance).
+MODULES = ("bootcmd", "write_files", "runcmd")
 SCRIPTS = "/var/lib/cloud/instances/iid-datasource-none/scripts"
 _RUNPARTS = "import sys; from cloudinit import subp; subp.runparts(sys.argv[1])"
 
@@ -60,7 +63,7 @@ def shim_dir(nodedir: Path) -> Path:
 
 
 def run_userdata(engine: Engine, user_data: str) -> list[CloudInitRun]:
-    """write_files, then runcmd, as cloud-init does at first boot; raises on a failed module."""
+    """bootcmd, write_files, then runcmd, as cloud-init does at first boot; raises on a failed module."""
     path = engine.nodedir / "user-data"
     path.write_text(user_data)
     shims = shim_dir(engine.nodedir)

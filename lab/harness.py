@@ -279,9 +279,12 @@ class Lab:
         """Boot the node's engine, "pull" the images, run its user_data with cloud-init."""
         node.engine.boot(node.daemons.on_event)
         node.engine.docker("load", "--input", str(self.image_tarball))
-        cloudinit.run_userdata(node.engine, self.stack.nodes[list(self.nodes).index(node.name)].user_data)
+        cloudinit.run_userdata(node.engine, self._user_data(node.name))
         sshd.provision(node.engine, self.keys.public_key)
         node.sshd.start()
+
+    def _user_data(self, name: str) -> str:
+        return self.stack.nodes[list(self.nodes).index(name)].user_data
 
     def _each_node(self, step, names: list[str] | None = None) -> None:
         """Run `step(node)` for the nodes in parallel; raise the first failure."""
@@ -331,6 +334,9 @@ class Lab:
         node.daemons.sync()
         node.sshd.start()
         node.apiserver.start()
+        # cloud-init's bootcmd is not run again: what it set lives in the node's network
+        # namespace, which the lab keeps across reboots (a real VM's kernel forgets it, and
+        # cloud-init runs bootcmd at every boot).
 
     def reboot(self, name: str, down: float = 1.0) -> None:
         self.power_off(name)

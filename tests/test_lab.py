@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from lab import configs, drills, engine, images, neutron, seed, soak, synth, topology
+from lab import configs, contract, drills, engine, images, neutron, seed, soak, synth, topology
 from lab.admin import ADMIN_NS
 from lab.client import Attempt
 from lab.daemons import Container, NodeDaemons
 from lab.engine import ContainerEvent
 from lab.drills import Window
 from lab.harness import Lab, acquire_lock, synthesize
-from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI
+from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
 from userdata.extract import parse_docker_run
 from userdata.render import HAPROXY_CFG, STATE_FILE
 
@@ -606,3 +606,13 @@ def test_the_stand_ins_keep_the_images_user_and_reload_contracts(lab):
     assert reloaded == ["haproxy", "keepalived"]
     assert [e.action for c in node.daemons.containers for e in c.history if e.t >= t0 and e.action == "die"] == []
     lab.wait_steady()
+
+
+@pytest.mark.lab
+def test_cloud_init_bootcmd_set_arp_retransmission_on_every_node(lab):
+    """The userdata's bootcmd ran (cloud-init, first boot): an unanswered neighbour is asked again
+    every 100 ms on the VIP's interface, so a healed partition is seen within ~0.1 s."""
+    for node in lab.nodes.values():
+        interface = configs.vrrp_instance(node.engine.run(["cat", contract.KEEPALIVED_HOST_PATH]).stdout).interface
+        value = node.engine.run(["cat", f"/proc/sys/net/ipv4/neigh/{interface}/retrans_time_ms"]).stdout.strip()
+        assert value == str(NEIGH_RETRANS_MS), node.name

@@ -238,5 +238,10 @@ def render_cloud_config(plan: p.Plan, node_name: str, addresses: Mapping[str, st
         for f in CONTAINER_FILES
     ]
     return _ENV.get_template("cloud-config.yaml.j2").render(
-        plan=plan, node=plan.node(node_name), files=files, commands=container_commands(plan)
+        plan=plan, node=plan.node(node_name), files=files, boot_commands=boot_commands(plan), neigh_retrans_ms=p.NEIGH_RETRANS_MS, commands=container_commands(plan)
     )
+
+
+def boot_commands(plan: p.Plan) -> list[list[str]]:
+    """cloud-init's bootcmd, run at every boot: the kernel settings the failover timings rely on."""
+    return [["sysctl", "-w", f"net.ipv4.neigh.{plan.interface}.retrans_time_ms={p.NEIGH_RETRANS_MS}"]]
