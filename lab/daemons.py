@@ -66,7 +66,8 @@ class Container:
 
     def on_event(self, event: ContainerEvent) -> bool:
         """Take a start or die of this container; False for a start already taken (the engine's
-        event and `sync` can both report the run that Docker began as the engine booted)."""
+        event and `sync` can both report the run that Docker began as the engine booted). The
+        caller follows the log of a run it takes, after resetting what the last run said."""
         if event.container != self.name:
             return False
         with self._lock:
@@ -77,8 +78,6 @@ class Container:
             elif event.action == "die":
                 self.running = False
             self.history.append(event)
-        if event.action == "start":
-            self.follow()
         return True
 
     def follow(self) -> None:
@@ -161,6 +160,8 @@ class NodeDaemons:
         for c in self.containers:
             if c.on_event(event):
                 self._started_or_died(event)
+                if event.action == "start":
+                    c.follow()
 
     def _started_or_died(self, event: ContainerEvent) -> None:
         if event.container == self.haproxy.name and event.action == "start":
