@@ -24,14 +24,17 @@ VRRP_VERSION = 3
 ADVERT_INTERVAL = "0.1"
 
 # keepalived 2.2 runs a check script at most once a second. haproxy holds each request to its
-# health endpoint for HOLD before it answers, so one run of the script is one request that
-# watches haproxy for almost the whole second: haproxy's death closes the connection, and the
-# check fails at once instead of at the next poll. The weight 0 puts a failing node in FAULT: it
-# releases the VIP and ranks below every healthy node whatever the priorities are.
+# health endpoint for CHECK_HOLD_MS before it answers, and one run of the script makes
+# CHECK_HOLDS such requests in a row, so together they watch haproxy for almost the whole second:
+# haproxy's death closes the open one, and the check fails at once instead of at the next poll.
+# A graceful stop (docker stop: SIGUSR1) lets the open request finish but refuses the next one, so
+# it is seen within CHECK_HOLD_MS. The weight 0 puts a failing node in FAULT: it releases the VIP
+# and ranks below every healthy node whatever the priorities are.
 CHECK_INTERVAL_S = 1
 CHECK_TIMEOUT_S = 3
-CHECK_HOLD_MS = 900  # below the interval: a run still going when the next is due skips that one
-CHECK_MAX_TIME = "1.5"
+CHECK_HOLD_MS = 220
+CHECK_HOLDS = 4  # 4 x 220 ms, below the interval: a run still going when the next is due skips that one
+CHECK_MAX_TIME = "0.6"  # per request: a hung haproxy never answers
 CHECK_WEIGHT = 0
 # After a failed run, the next one is a recovery: it asks every CHECK_RECOVER_POLL_S, CHECK_RECOVER_POLLS
 # times, with a request that haproxy answers at once, so a node in FAULT leaves it as soon as its

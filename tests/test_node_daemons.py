@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.plan import CHECK_FAILED_MARK, CHECK_HOLD_MS, KEEPALIVED_METRICS_URI, METRICS_URI, STATS_URI
+from cluster.plan import CHECK_FAILED_MARK, CHECK_HOLD_MS, CHECK_HOLDS, KEEPALIVED_METRICS_URI, METRICS_URI, STATS_URI
 from tests.tools import in_mount_namespace, node_netns, placed, require
 from userdata.render import CHECK_SCRIPT, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_METRICS, STATE_DIR, STATE_FILE, render_node_files
 
@@ -200,11 +200,26 @@ def test_the_haproxy_check_fails_when_haproxy_dies_during_its_held_request(node,
     check = ["ip", "netns", "exec", node.ns, *in_mount_namespace(node.mounts, f"sh {CHECK_SCRIPT.container_path}")]
     assert subprocess.run(check, timeout=10).returncode == 0
     running = subprocess.Popen(check)
-    time.sleep(0.3)  # well inside the 900 ms hold
+    time.sleep(0.3)  # inside the run's held requests (the second one)
     assert node.curl(f"http://127.0.0.1:{example_plan.health_port}{STATS_URI};csv"), "stats are answered meanwhile"
     node.stop("haproxy", signal.SIGKILL)
     assert running.wait(timeout=10) == 52
 
+
+
+def test_the_haproxy_check_fails_within_one_hold_of_a_graceful_stop(node, example_plan):
+    """docker stop sends haproxy SIGUSR1: a graceful stop closes the listeners but lets the open
+    held request finish with 200. The run's next request is refused, so the check fails within
+    one hold, not at keepalived's next run."""
+    node.start_haproxy()
+    wait_for("haproxy", lambda: node.curl(f"http://127.0.0.1:{example_plan.health_port}/haproxy-ready"))
+    check = ["ip", "netns", "exec", node.ns, *in_mount_namespace(node.mounts, f"sh {CHECK_SCRIPT.container_path}")]
+    running = subprocess.Popen(check)
+    time.sleep(0.1)
+    stopped = time.monotonic()
+    os.killpg(node.procs["haproxy"].pid, signal.SIGUSR1)
+    assert running.wait(timeout=10) != 0
+    assert time.monotonic() - stopped < CHECK_HOLD_MS / 1000 + 0.2, "seen at the next held request, not the next run"
 
 def test_after_a_failed_check_the_next_run_passes_as_soon_as_haproxy_serves_again(node, example_plan):
     """A failed run leaves a mark; the next run polls with unheld requests, so keepalived learns
@@ -222,5 +237,5 @@ def test_after_a_failed_check_the_next_run_passes_as_soon_as_haproxy_serves_agai
     assert not Path(CHECK_FAILED_MARK).exists()
     started = time.monotonic()
     assert subprocess.run(check, timeout=10).returncode == 0
-    assert time.monotonic() - started >= CHECK_HOLD_MS / 1000 - 0.05, "the next run is the held request again"
+    assert time.monotonic() - started >= CHECK_HOLDS * CHECK_HOLD_MS / 1000 - 0.05, "the next run is the held requests again"
 

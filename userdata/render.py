@@ -95,6 +95,7 @@ class _Check:
     timeout: int = p.CHECK_TIMEOUT_S
     weight: int = p.CHECK_WEIGHT
     hold_ms: int = p.CHECK_HOLD_MS
+    holds: int = p.CHECK_HOLDS
     max_time: str = p.CHECK_MAX_TIME
     recover_poll: str = p.CHECK_RECOVER_POLL_S
     recover_polls: int = p.CHECK_RECOVER_POLLS
