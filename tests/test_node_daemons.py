@@ -44,9 +44,13 @@ class Node:
         self.state_dir = folders[STATE_DIR]
         self.procs: dict[str, subprocess.Popen] = {}
 
+    def command(self, command: str) -> list[str]:
+        """argv that runs `command` on the node: its network namespace, its files where the containers see them."""
+        return ["ip", "netns", "exec", self.ns, *in_mount_namespace(self.mounts, command)]
+
     def start(self, name: str, command: str) -> None:
         self.procs[name] = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, *in_mount_namespace(self.mounts, command)],
+            self.command(command),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -197,7 +201,7 @@ def test_the_haproxy_check_fails_when_haproxy_dies_during_its_held_request(node,
     (curl 52), not at a later poll; a live haproxy answers it (0). Other requests are not held."""
     node.start_haproxy()
     wait_for("haproxy", lambda: node.curl(f"http://127.0.0.1:{example_plan.health_port}/haproxy-ready"))
-    check = ["ip", "netns", "exec", node.ns, *in_mount_namespace(node.mounts, f"sh {CHECK_SCRIPT.container_path}")]
+    check = node.command(f"sh {CHECK_SCRIPT.container_path}")
     assert subprocess.run(check, timeout=10).returncode == 0
     running = subprocess.Popen(check)
     time.sleep(0.3)  # inside the run's held requests (the second one)
@@ -213,7 +217,7 @@ def test_the_haproxy_check_fails_within_one_hold_of_a_graceful_stop(node, exampl
     one hold, not at keepalived's next run."""
     node.start_haproxy()
     wait_for("haproxy", lambda: node.curl(f"http://127.0.0.1:{example_plan.health_port}/haproxy-ready"))
-    check = ["ip", "netns", "exec", node.ns, *in_mount_namespace(node.mounts, f"sh {CHECK_SCRIPT.container_path}")]
+    check = node.command(f"sh {CHECK_SCRIPT.container_path}")
     running = subprocess.Popen(check)
     time.sleep(0.1)
     stopped = time.monotonic()
@@ -225,7 +229,7 @@ def test_after_a_failed_check_the_next_run_passes_as_soon_as_haproxy_serves_agai
     """A failed run leaves a mark; the next run polls with unheld requests, so keepalived learns
     that haproxy is back within a poll instead of up to a second later. Then the held request
     watches haproxy again."""
-    check = ["ip", "netns", "exec", node.ns, *in_mount_namespace(node.mounts, f"sh {CHECK_SCRIPT.container_path}")]
+    check = node.command(f"sh {CHECK_SCRIPT.container_path}")
     assert subprocess.run(check, timeout=10).returncode != 0, "no haproxy: the check fails"
     assert Path(CHECK_FAILED_MARK).exists()
     started = time.monotonic()
