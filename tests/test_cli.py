@@ -41,7 +41,7 @@ def test_main_rejects_bad_config_without_traceback_and_writes_nothing(tmp_path):
     lines = result.stderr.splitlines()
     assert lines[0] == "error: invalid config:"
     assert any("nodes.flavour: unknown key" in line for line in lines)
-    assert any("ports.frontend: 70000 — Input should be less than or equal to 65535" in line for line in lines)
+    assert any("ports.frontend: 70000 — must be at most 65535" in line for line in lines)
     assert not (tmp_path / "cdktf.out").exists()
 
 
