@@ -69,8 +69,8 @@ class HaControlPlane(Construct):
         self.security_group = self._security_group(config)
         # No plan may destroy or replace what holds etcd and the endpoint unless the config says
         # so (allow_destroy: a planned teardown or a node replacement). Terraform then refuses such
-        # a plan by itself and names the resource; the node roster below covers nodes that leave
-        # the config, which prevent_destroy cannot (README, "Day 2").
+        # a plan by itself and names the resource; the roster below covers nodes (and the floating
+        # IP) that leave the config, which prevent_destroy cannot (README, "Day 2").
         keep = not config.allow_destroy
 
         self.vip_port = NetworkingPortV2(
@@ -158,13 +158,17 @@ class HaControlPlane(Construct):
             tracker.override_logical_id(f"userdata_{node.name}")
 
         # prevent_destroy guards only resources still in the config: a node whose name leaves the
-        # config (a lower nodes.count, a renamed member) would be destroyed without a word. The
-        # roster is replaced whenever the set of node names changes, and it is protected like the
-        # nodes, so Terraform refuses that plan too, unless allow_destroy says it is meant.
-        roster = TerraformResource(self, "node-roster", terraform_resource_type="terraform_data")
-        roster.add_override("triggers_replace", sorted(n.name for n in plan.nodes))
+        # config (a lower nodes.count, a renamed member), or the floating IP when floating_ip_pool
+        # goes, would be destroyed without a word. The roster is replaced whenever the set of node
+        # names or the floating IP's presence changes, and it is protected like them, so Terraform
+        # refuses that plan too, unless allow_destroy says it is meant.
+        roster = TerraformResource(self, "roster", terraform_resource_type="terraform_data")
+        roster.add_override(
+            "triggers_replace",
+            {"nodes": sorted(n.name for n in plan.nodes), "floating_ip": config.vip.floating_ip_pool is not None},
+        )
         roster.add_override("lifecycle", {"prevent_destroy": keep})
-        roster.override_logical_id("node_roster")
+        roster.override_logical_id("roster")
 
         self.floating_ip: NetworkingFloatingipV2 | None = None
         if config.vip.floating_ip_pool:

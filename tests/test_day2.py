@@ -69,38 +69,42 @@ def test_allow_destroy_changes_nothing_but_the_protection(with_fip):
             assert body == {**before, "lifecycle": lifecycle}
 
 
-def test_the_node_roster_is_protected_and_lists_the_node_names(with_fip):
-    roster = with_fip["resource"][TRACKER]["node_roster"]
-    assert roster == {"triggers_replace": ["demo-cp-1", "demo-cp-2", "demo-cp-3"], "lifecycle": {"prevent_destroy": True}}
+def test_the_roster_is_protected_and_lists_the_nodes_and_the_floating_ip(with_fip, example_json):
+    roster = with_fip["resource"][TRACKER]["roster"]
+    nodes = ["demo-cp-1", "demo-cp-2", "demo-cp-3"]
+    assert roster == {"triggers_replace": {"nodes": nodes, "floating_ip": True}, "lifecycle": {"prevent_destroy": True}}
+    assert example_json["resource"][TRACKER]["roster"]["triggers_replace"] == {"nodes": nodes, "floating_ip": False}
 
 
 def _roster_doc(changes):
-    return {"resource": {TRACKER: {"node_roster": synth(config_from(changes))["resource"][TRACKER]["node_roster"]}}}
+    return {"resource": {TRACKER: {"roster": synth(config_from(changes))["resource"][TRACKER]["roster"]}}}
 
 
 FIVE = {"nodes.count": 5, "nodes.members": [{"name": f"demo-cp-{i}", "address": f"192.0.2.{10 + i}"} for i in range(1, 6)]}
 TWO_RENAMED = {"nodes.members.2.name": "demo-cp-9"}
 
 
-@pytest.mark.parametrize("changes", [FIVE, TWO_RENAMED, {"nodes.members": DELETE, "nodes.count": 5}], ids=["more-nodes", "renamed-member", "count"])
-def test_terraform_refuses_a_plan_that_changes_the_set_of_nodes_unless_allowed(tmp_path, changes):
+@pytest.mark.parametrize(
+    "changes", [FIVE, TWO_RENAMED, {"nodes.members": DELETE, "nodes.count": 5}, WITH_FIP], ids=["more-nodes", "renamed-member", "count", "floating-ip"]
+)
+def test_terraform_refuses_a_plan_that_changes_the_set_of_nodes_or_the_floating_ip_unless_allowed(tmp_path, changes):
     """Run by Terraform itself: the roster is built in (terraform_data), no cloud needed."""
     if shutil.which("terraform") is None:
         pytest.skip("terraform not installed")
     _terraform(tmp_path, _roster_doc({}), "apply", "-auto-approve")
     refused = _terraform(tmp_path, _roster_doc(changes), "plan", check=False)
     assert refused.returncode == 1
-    assert "Resource terraform_data.node_roster has lifecycle.prevent_destroy set" in " ".join(refused.stderr.split())
+    assert "Resource terraform_data.roster has lifecycle.prevent_destroy set" in " ".join(refused.stderr.split())
     allowed = _terraform(tmp_path, _roster_doc({**changes, "allow_destroy": True}), "plan")
     assert "Plan: 1 to add, 0 to change, 1 to destroy." in allowed.stdout
 
 
 def test_the_same_nodes_in_another_order_plan_no_change(tmp_path):
-    """Negative control: the roster itself plans nothing while the set of names stays."""
+    """Negative control: the roster plans nothing while the set of names stays (and an unrelated change)."""
     if shutil.which("terraform") is None:
         pytest.skip("terraform not installed")
     _terraform(tmp_path, _roster_doc({}), "apply", "-auto-approve")
-    reordered = {"nodes.members": list(reversed(example_data()["nodes"]["members"]))}
+    reordered = {"nodes.members": list(reversed(example_data()["nodes"]["members"])), "ports.apiserver": 6444}
     assert "No changes." in _terraform(tmp_path, _roster_doc(reordered), "plan").stdout
 
 

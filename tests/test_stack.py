@@ -252,10 +252,10 @@ def test_a_new_container_image_changes_user_data_trackers_not_instances(example_
         assert differing == {"user_data"}
     trackers_before = example_json["resource"]["terraform_data"]
     trackers_after = changed["resource"]["terraform_data"]
-    assert set(trackers_before) == {f"userdata_{n}" for n in NODES} | {"node_roster"}
-    for name in trackers_before.keys() - {"node_roster"}:
+    assert set(trackers_before) == {f"userdata_{n}" for n in NODES} | {"roster"}
+    for name in trackers_before.keys() - {"roster"}:
         assert trackers_before[name]["input"] != trackers_after[name]["input"]
-    assert trackers_before["node_roster"] == trackers_after["node_roster"]
+    assert trackers_before["roster"] == trackers_after["roster"]
 
 
 def test_adding_nodes_renames_nothing(example_json):
