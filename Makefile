@@ -69,12 +69,13 @@ deploy: setup-python setup-node setup-terraform
 
 # Operate a deployed cluster over ssh (CONFIG as for synth; ARGS passes options, e.g. ARGS=--json,
 # ARGS=--dry-run, ARGS="--ssh-user ubuntu"). Both synthesize first: the nodes are compared with
-# the stack the config gives now.
+# the stack the config gives now. make itself exits 2 whenever the tool fails, so the recipe names
+# the tool's code; bin/ops status|roll ... keeps it as the exit code (for monitoring and CI).
 status: setup-python setup-node synth
-	python -m ops status $(ARGS)
+	@python -m ops status $(ARGS) || { rc=$$?; echo "python -m ops status exited $$rc (make exits 2 on any failure; bin/ops status keeps the code)" >&2; exit $$rc; }
 
 roll: setup-python setup-node synth
-	python -m ops roll $(ARGS)
+	@python -m ops roll $(ARGS) || { rc=$$?; echo "python -m ops roll exited $$rc (make exits 2 on any failure; bin/ops roll keeps the code)" >&2; exit $$rc; }
 
 # make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
 lab: setup synth lab-images
@@ -139,7 +140,7 @@ $(STAMPS)/terraform: tfcheck/requirements.txt
 
 $(PROVIDER_BIN):
 	@test -n "$(PROVIDER_VERSION)" || { echo "error: no OPENSTACK_PROVIDER_VERSION line in stacks/cluster_stack.py"; exit 1; }
-	@command -v $(GO) >/dev/null || { echo "error: go not found: the OpenStack provider is built with go install (Go 1.22 or newer)"; exit 1; }
+	@command -v $(GO) >/dev/null || { echo "error: go not found: the OpenStack provider is built with go install (Go 1.24 or newer)"; exit 1; }
 	@mkdir -p $(@D) .tools/gobin
 	@echo "building terraform-provider-openstack v$(PROVIDER_VERSION) (go install; minutes the first time, seconds from Go's cache)"
 	@start=$$(date +%s); \
