@@ -502,12 +502,12 @@ def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], None], resto
 
 
 def apiserver_stop(lab: Lab) -> DrillResult:
-    """Stop the holder's apiserver: haproxy must send clients elsewhere."""
-    return _backend_fault(lab, "apiserver-stop", lambda n: n.apiserver.stop(), lambda n: n.apiserver.start())
+    """The holder's apiserver dies (SIGKILL: nothing drains): haproxy must send clients elsewhere."""
+    return _backend_fault(lab, "apiserver-stop", lambda n: n.kill_apiserver(), lambda n: n.apiserver.start())
 
 
 def apiserver_unhealthy(lab: Lab) -> DrillResult:
-    """Make the holder's apiserver answer /healthz with 500 while it keeps running."""
+    """Make the holder's apiserver answer /readyz and /healthz with 500 while it keeps running."""
     return _backend_fault(lab, "apiserver-unhealthy", lambda n: n.set_healthy(False), lambda n: n.set_healthy(True))
 
 

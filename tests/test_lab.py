@@ -558,7 +558,7 @@ def test_client_traffic_continues_when_an_apiserver_is_unhealthy(lab):
 def test_the_vip_is_up_and_haproxy_accepts_on_it_before_any_apiserver_exists(lab):
     """`kubeadm init --control-plane-endpoint VIP:9443` runs before any apiserver is there."""
     for node in lab.nodes.values():
-        node.apiserver.stop()
+        node.kill_apiserver()
     try:
         names = set(lab.nodes)
 
