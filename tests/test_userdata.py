@@ -186,10 +186,11 @@ def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):
     assert len(set(priorities)) == len(priorities)
 
 
-def test_haproxy_balances_over_every_apiserver_with_https_healthz(files):
+def test_haproxy_balances_over_every_apiserver_with_https_readyz(files):
     cfg = files["demo-cp-1"][HAPROXY_CFG.key]
     assert "bind :9443" in cfg and "balance roundrobin" in cfg
-    assert "http-check connect ssl" in cfg and "http-check send meth GET uri /healthz" in cfg
+    assert "http-check connect ssl" in cfg and "http-check send meth GET uri /readyz" in cfg
+    assert "/healthz" not in cfg, "a draining apiserver answers /healthz until it stops: haproxy must not ask it"
     assert re.findall(r"^\s*server (\S+) (\S+)", cfg, re.M) == [
         ("demo-cp-1", "192.0.2.11:6443"), ("demo-cp-2", "192.0.2.12:6443"), ("demo-cp-3", "192.0.2.13:6443")
     ]
