@@ -32,7 +32,7 @@ HEALTH_PATH = "/healthz"
 # longer than haproxy's worst case to mark a backend down (2.85 s) plus a margin. The lab runs those
 # settings, so it needs the same.
 SHUTDOWN_DELAY_S = 5.0
-# What the shutdown prints, in order (the lab reads the first two).
+# What the shutdown prints, in order (the drain drill finds NOT_ACCEPTING in the log).
 DRAINING = "shutdown: /readyz fails"
 NOT_ACCEPTING = "shutdown: no longer accepting"
 DRAINED = "shutdown: requests in flight finished"
