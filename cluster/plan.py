@@ -63,6 +63,13 @@ REACH_RETRY_S = "0.2"  # ... so the script stops waiting itself, before the next
 REACH_ROUNDS = 4  # REACH_ROUNDS x REACH_RETRY_S = 0.8 s, below the 1 s interval
 REACH_FALL = 2
 
+# haproxy's HTTPS check of each apiserver. /readyz, not the /healthz of kubeadm's recipe: on SIGTERM
+# (kubelet stopping the static pod, an upgrade, a certificate renewal) kube-apiserver fails /readyz
+# at once and keeps serving for --shutdown-delay-duration, so that load balancers stop sending it
+# new connections before it goes; /healthz stays ok until the process stops. Both fail while the
+# apiserver cannot work (etcd unreachable), and both are readable without credentials.
+APISERVER_CHECK_URI = "/readyz"
+
 HEALTH_URI = "/haproxy-ready"
 # haproxy's view of every apiserver (CSV: append ";csv"), on the loopback health frontend only.
 STATS_URI = "/stats"

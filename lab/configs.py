@@ -127,3 +127,15 @@ def global_maxconn(haproxy_cfg: str) -> int | None:
     """`maxconn` of haproxy.cfg's global section, if set."""
     m = _GLOBAL_MAXCONN.search(haproxy_cfg)
     return int(m.group(1)) if m else None
+
+
+_CHECK_SEND = re.compile(r"^[ \t]*http-check[ \t]+send[ \t].*?\buri[ \t]+(\S+).*$", re.MULTILINE)
+
+
+def check_send(haproxy_cfg: str) -> tuple[str, str]:
+    """The one `http-check send ... uri X` line of haproxy.cfg (stripped) and its URI: what haproxy
+    asks each apiserver."""
+    found = list(_CHECK_SEND.finditer(haproxy_cfg))
+    if len(found) != 1:
+        raise ValueError(f"haproxy.cfg: expected one 'http-check send ... uri' line, found {len(found)}")
+    return found[0].group(0).strip(), found[0].group(1)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab import contract, synth
+from lab import apiserver, contract, synth
 from lab.client import TIMEOUT, Attempt
 from lab.harness import Lab, LabNode
 
@@ -70,6 +70,8 @@ class DrillResult:
     vip_moves: int | None = None  # VIP moves watched: after a cut heals; all along while the gateway is down
     served_after_s: float | None = None  # cold start: client served again, from the first haproxy's start
     double_holder_s: float | None = None  # the longest time two nodes held the VIP at once
+    not_accepting_s: float | None = None  # drain: SIGTERM -> the apiserver stopped accepting
+    last_served_s: float | None = None  # drain: SIGTERM -> start of the last attempt that apiserver answered
     answered_by: dict[str, int] = field(default_factory=dict)
     slowest_s: float | None = None  # the longest attempt that started after the fault (failed ones: the timeout)
     master_transitions: int = 0  # "Entering MASTER STATE" lines, all nodes, during the drill
@@ -477,16 +479,9 @@ def gateway_down(lab: Lab) -> DrillResult:
     return result
 
 
-def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], None], restore: Callable[[LabNode], None]) -> DrillResult:
-    """A fault of the holder's apiserver; detection = holder's haproxy logs the backend DOWN."""
-    lab.wait_steady()
-    holder = _one_holder(lab)
-    node = lab.nodes[holder]
-    t0 = time.monotonic()
-    inject(node)
-    t1 = _settle(lab, t0)
-    result = _result(lab, name, t0, t1, holder)
-    down = node.daemons.first_event("haproxy", rf"/{holder} is DOWN", t0)
+def _detection(lab: Lab, result: DrillResult, holder: str, t0: float, t1: float) -> None:
+    """Detection = the holder's haproxy logs the backend DOWN; and the failures after it."""
+    down = lab.nodes[holder].daemons.first_event("haproxy", rf"/{holder} is DOWN", t0)
     if down is not None:
         result.detection_s = down.t - t0
     else:  # haproxy logged nothing: take the time failures stopped
@@ -496,19 +491,68 @@ def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], None], resto
     result.failed_after_detection = sum(
         1 for a in lab.client.between(t0, t1) if not a.ok and a.start >= t0 + result.detection_s
     )
+
+
+def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], None], restore: Callable[[LabNode], None]) -> DrillResult:
+    """A fault of the holder's apiserver; detection = holder's haproxy logs the backend DOWN."""
+    lab.wait_steady()
+    holder = _one_holder(lab)
+    node = lab.nodes[holder]
+    t0 = time.monotonic()
+    inject(node)
+    t1 = _settle(lab, t0)
+    result = _result(lab, name, t0, t1, holder)
+    _detection(lab, result, holder, t0, t1)
     restore(node)
     lab.wait_steady()
     return result
 
 
 def apiserver_stop(lab: Lab) -> DrillResult:
-    """Stop the holder's apiserver: haproxy must send clients elsewhere."""
-    return _backend_fault(lab, "apiserver-stop", lambda n: n.apiserver.stop(), lambda n: n.apiserver.start())
+    """The holder's apiserver dies (SIGKILL: nothing drains): haproxy must send clients elsewhere."""
+    return _backend_fault(lab, "apiserver-stop", lambda n: n.kill_apiserver(), lambda n: n.apiserver.start())
 
 
 def apiserver_unhealthy(lab: Lab) -> DrillResult:
-    """Make the holder's apiserver answer /healthz with 500 while it keeps running."""
+    """Make the holder's apiserver answer /readyz and /healthz with 500 while it keeps running."""
     return _backend_fault(lab, "apiserver-unhealthy", lambda n: n.set_healthy(False), lambda n: n.set_healthy(True))
+
+
+DRAIN_MAX = 30.0  # the stand-in's shutdown delay, then the requests in flight (5 s at most each)
+
+
+def _drain(lab: Lab, name: str) -> DrillResult:
+    """SIGTERM to the holder's apiserver, then watch from its exit on as any fault is watched."""
+    lab.wait_steady()
+    holder = _one_holder(lab)
+    node = lab.nodes[holder]
+    t0 = time.monotonic()
+    node.drain_apiserver()
+    exited = _wait_for(lambda: not node.apiserver.running, t0 + DRAIN_MAX)
+    t_exit = time.monotonic()
+    t1 = _settle(lab, t_exit)
+    result = _result(lab, name, t0, t1, holder)
+    _detection(lab, result, holder, t0, t1)
+    closed = node.apiserver_said(apiserver.NOT_ACCEPTING, t0)
+    result.not_accepting_s = None if closed is None else closed - t0
+    answered = [a.start - t0 for a in lab.client.between(t0, t1) if a.ok and a.node == holder and a.start >= t0]
+    result.last_served_s = max(answered, default=None)
+    state = "exited" if exited else "was still running"
+    result.notes.append(f"{holder}'s apiserver {state} {t_exit - t0:.1f} s after SIGTERM; it answered {len(answered)} "
+                        f"attempts started after SIGTERM")
+    node.kill_apiserver()  # reaps it (or ends it, had it not exited)
+    node.apiserver.start()
+    lab.wait_steady()
+    if not exited:
+        raise AssertionError(f"{holder}'s apiserver did not exit within {DRAIN_MAX} s of SIGTERM (log: {node.apiserver.log})")
+    return result
+
+
+def apiserver_drain(lab: Lab) -> DrillResult:
+    """The holder's apiserver stopped gracefully (SIGTERM, as kubelet stops kube-apiserver for an
+    upgrade): /readyz fails at once, it serves on for its shutdown delay, then stops accepting and
+    exits. haproxy must have taken it out of rotation before it stops accepting: nothing fails."""
+    return _drain(lab, "apiserver-drain")
 
 
 # --- negative controls: the lab must show the failure ----------------------------------------
@@ -564,6 +608,17 @@ def without_vip_pair(doc: dict, variant: str = "ours") -> DrillResult:
     return _control(synth.without_vip_pairs(doc), variant, "no-vip-pair", "VIP removed from allowed_address_pairs")
 
 
+def apiserver_drain_healthz(doc: dict, variant: str = "ours") -> DrillResult:
+    """Negative control: the drain with haproxy checking /healthz (kubeadm's recipe), which a
+    draining apiserver passes until it stops: haproxy sees it DOWN only once it has stopped accepting."""
+    edited = synth.with_check_uri(doc, contract.HAPROXY_HOST_PATH, apiserver.HEALTH_PATH)
+    with Lab(edited, variant) as lab:
+        lab.wait_steady()
+        result = _drain(lab, "apiserver-drain-healthz")
+        result.notes.append(f"haproxy checks {apiserver.HEALTH_PATH} (edited in the lab's copy of the JSON)")
+        return result
+
+
 DRILLS: dict[str, Callable[[Lab], DrillResult]] = {
     "haproxy-kill": haproxy_kill,
     "haproxy-stop": haproxy_stop,
@@ -579,10 +634,12 @@ DRILLS: dict[str, Callable[[Lab], DrillResult]] = {
     "cold-start-staggered": cold_start_staggered,
     "apiserver-stop": apiserver_stop,
     "apiserver-unhealthy": apiserver_unhealthy,
+    "apiserver-drain": apiserver_drain,
 }
 CONTROLS: dict[str, Callable[[dict, str], DrillResult]] = {
     "no-vrrp-rule": without_vrrp_rule,
     "no-vip-pair": without_vip_pair,
     "haproxy-network-none": haproxy_network_none,
     "keepalived-no-net-admin": keepalived_without_net_admin,
+    "apiserver-drain-healthz": apiserver_drain_healthz,
 }

@@ -14,6 +14,9 @@ Entry points for drills and tools, beside `Lab(doc, variant)`, `wait_steady`, `h
   policy brings it back (`docker kill` would not: Docker counts it as a stop by hand);
 - `lab.nodes[n].stop_container(c)` / `start_container(c)`: `docker stop` / `docker start`;
 - `lab.nodes[n].docker(...)`: the docker CLI against that node's engine;
+- `lab.nodes[n].kill_apiserver()` / `drain_apiserver()`: the stand-in apiserver gone at once
+  (SIGKILL) or shut down gracefully (SIGTERM: /readyz fails, it serves on for its shutdown delay);
+  `apiserver.start()` brings it back;
 - `lab.power_off(n)` / `lab.power_on(n)` / `lab.reboot(n)`: a hard reset of the node (every
   process at once, the VIP with them) and a boot in order: network, engine, containers by their
   restart policy, apiserver.
@@ -96,11 +99,31 @@ class LabNode:
     sshd: sshd.Sshd
 
     def set_healthy(self, healthy: bool) -> None:
-        """Make the apiserver's /healthz answer 200 (healthy) or 500."""
+        """Make the apiserver's /readyz and /healthz answer 200 (healthy) or 500."""
         if healthy:
             self.unhealthy_file.unlink(missing_ok=True)
         else:
             self.unhealthy_file.touch()
+
+    def kill_apiserver(self) -> None:
+        """The apiserver gone at once (SIGKILL), as in a crash or a power cut: nothing drains."""
+        self.apiserver.stop(sig=signal.SIGKILL)
+
+    def drain_apiserver(self) -> None:
+        """SIGTERM, as kubelet stops kube-apiserver: the stand-in's graceful shutdown (`lab.apiserver`).
+        Returns at once; the process exits after its shutdown delay."""
+        self.apiserver.kill(signal.SIGTERM)
+
+    def apiserver_said(self, prefix: str, t0: float) -> float | None:
+        """When the apiserver first printed a line starting with `prefix` at or after t0 (the
+        monotonic stamp its log line got when it was read), or None."""
+        if not self.apiserver.log.exists():
+            return None
+        for raw in self.apiserver.log.read_text(errors="replace").splitlines():
+            stamp, _, line = raw.partition(" ")
+            if line.startswith(prefix) and float(stamp) >= t0:
+                return float(stamp)
+        return None
 
     def docker(self, *args: str, check: bool = True) -> str:
         return self.engine.docker(*args, check=check)
@@ -230,7 +253,7 @@ class Lab:
                 node.sshd.stop()
                 node.engine.power_off()
                 node.engine.remove_cgroups()
-                node.apiserver.stop()
+                node.kill_apiserver()
             if self.admin:
                 self.admin.down()
             self.topology.down()
@@ -322,7 +345,7 @@ class Lab:
         node.sshd.stop()
         node.engine.power_off()
         node.daemons.engine_gone()
-        node.apiserver.stop()
+        node.kill_apiserver()
         self.topology.reset_addresses(name)
 
     def power_on(self, name: str) -> None:

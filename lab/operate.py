@@ -278,7 +278,7 @@ def _stop_haproxy(lab: Lab) -> str:
 
 def _stop_apiserver(lab: Lab) -> str:
     node = _a_backup(lab)
-    lab.nodes[node].apiserver.stop()
+    lab.nodes[node].kill_apiserver()
     return node
 
 

@@ -82,12 +82,12 @@ class Proc:
         except ProcessLookupError:
             pass
 
-    def stop(self, grace: float = 2.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds; SIGKILL to stragglers of the group (check
-        scripts, workers) while the leader is unreaped; then reap it and let the output drain."""
+    def stop(self, grace: float = 2.0, sig: int = signal.SIGTERM) -> None:
+        """`sig` (SIGTERM), then SIGKILL after `grace` seconds; SIGKILL to stragglers of the group
+        (check scripts, workers) while the leader is unreaped; then reap it and let the output drain."""
         if self.popen is None:
             return
-        self.kill(signal.SIGTERM)
+        self.kill(sig)
         deadline = time.monotonic() + grace
         while not self._exited() and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -337,7 +337,7 @@ class LabOperations:
         elif fault.kind == "keepalived-crash":
             node.crash(contract.KEEPALIVED_CONTAINER)
         elif fault.kind == "apiserver-stop":
-            node.apiserver.stop()
+            node.kill_apiserver()
         elif fault.kind == "apiserver-unhealthy":
             node.set_healthy(False)
         elif fault.kind == "cut":

@@ -337,6 +337,15 @@ def with_file_line(doc: dict, path: str, old: str, new: str) -> dict:
     return out
 
 
+def with_check_uri(doc: dict, haproxy_cfg: str, uri: str) -> dict:
+    """A copy of the JSON whose haproxy checks each apiserver's `uri` instead (the `http-check send`
+    line of the file `haproxy_cfg`), on every node."""
+    line, current = configs.check_send(parse(doc).nodes[0].file(haproxy_cfg).content)
+    if current == uri:
+        raise SynthError(f"haproxy already checks {uri}: {line!r}")
+    return with_file_line(doc, haproxy_cfg, line, re.sub(rf"(\buri\s+){re.escape(current)}(?=\s|$)", rf"\g<1>{uri}", line))
+
+
 def _replace_pair(argv: list[str], option: str, old: str, new: str | None) -> list[str]:
     """`option old` -> `option new` (or removed when new is None), exactly once."""
     at = [i for i in range(len(argv) - 1) if argv[i] == option and argv[i + 1] == old]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import configs, contract, drills, engine, images, neutron, seed, soak, synth, topology
+from lab import bench, configs, contract, drills, engine, images, neutron, seed, soak, synth, topology
 from lab.admin import ADMIN_NS
 from lab.client import Attempt
 from lab.daemons import Container, NodeDaemons
@@ -29,6 +29,7 @@ from userdata.extract import parse_docker_run
 from userdata.render import HAPROXY_CFG, STATE_FILE
 
 FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
+SNAPSHOT = Path(__file__).resolve().parent / "snapshots" / "demo.cdk.tf.json"
 
 
 @pytest.fixture
@@ -141,6 +142,30 @@ def test_network_none_control_changes_only_the_haproxy_network(doc):
 def test_net_admin_control_drops_only_that_capability(doc):
     for node in synth.parse(synth.without_net_admin(doc)).nodes:
         assert node.containers["keepalived"].values("--cap-add") == ["NET_BROADCAST", "NET_RAW"]
+
+
+def test_the_check_uri_variant_changes_only_haproxys_check_line():
+    doc = synth.load(SNAPSHOT)  # the example as synthesized: the fixture has no backend
+    path = contract.HAPROXY_HOST_PATH
+    before = synth.parse(doc)
+    edited = synth.parse(synth.with_check_uri(doc, path, "/healthz"))
+    for old, new in zip(before.nodes, edited.nodes):
+        assert configs.check_send(old.file(path).content) == ("http-check send meth GET uri /readyz", "/readyz")
+        assert configs.check_send(new.file(path).content) == ("http-check send meth GET uri /healthz", "/healthz")
+        assert old.file(path).content.replace("uri /readyz", "uri /healthz") == new.file(path).content
+        assert [f for f in new.files if f.path != path] == [f for f in old.files if f.path != path]
+    with pytest.raises(synth.SynthError, match=r"haproxy already checks /readyz: 'http-check send meth GET uri /readyz'"):
+        synth.with_check_uri(doc, path, "/readyz")
+
+
+def test_a_haproxy_cfg_without_one_check_line_is_an_error():
+    with pytest.raises(ValueError, match=r"expected one 'http-check send \.\.\. uri' line, found 0"):
+        configs.check_send("backend b\n    option httpchk\n")
+
+
+def test_every_drill_and_control_has_a_title_and_a_goal_for_the_bench():
+    names = {*drills.DRILLS, *drills.CONTROLS}
+    assert names <= set(bench.TITLES) and names <= set(bench.GOALS)
 
 
 def test_a_control_that_changes_nothing_is_an_error(doc):
@@ -407,6 +432,16 @@ def test_keepalived_without_net_admin_cannot_add_the_vip(real_doc):
     _assert_nothing_left(real_doc)
 
 
+@pytest.mark.lab
+def test_with_the_old_healthz_check_haproxy_sees_a_draining_apiserver_down_only_once_it_stopped_accepting(real_doc):
+    """Negative control of the drain drill: /healthz stays ok while the apiserver drains."""
+    r = drills.apiserver_drain_healthz(real_doc)
+    assert r.not_accepting_s is not None and r.detection_s is not None
+    assert r.detection_s >= r.not_accepting_s, r.notes
+    assert (r.recovered, r.holder_after) == (True, r.holder_before)
+    _assert_nothing_left(real_doc)
+
+
 @pytest.fixture(scope="module")
 def lab(real_doc):
     with Lab(real_doc) as built:
@@ -555,10 +590,19 @@ def test_client_traffic_continues_when_an_apiserver_is_unhealthy(lab):
 
 
 @pytest.mark.lab
+def test_an_apiserver_drained_by_sigterm_leaves_haproxys_rotation_before_it_goes_and_no_attempt_fails(lab):
+    r = drills.apiserver_drain(lab)
+    assert r.not_accepting_s is not None and r.detection_s is not None
+    assert r.detection_s < r.not_accepting_s, "haproxy must mark it DOWN while it still serves (its /readyz fails)"
+    assert r.failed == 0, r.notes
+    assert r.holder_after == r.holder_before, "an apiserver fault must not move the VIP"
+
+
+@pytest.mark.lab
 def test_the_vip_is_up_and_haproxy_accepts_on_it_before_any_apiserver_exists(lab):
     """`kubeadm init --control-plane-endpoint VIP:9443` runs before any apiserver is there."""
     for node in lab.nodes.values():
-        node.apiserver.stop()
+        node.kill_apiserver()
     try:
         names = set(lab.nodes)
 

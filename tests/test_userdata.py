@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from cluster import plan
+from lab import apiserver
 from lab.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
@@ -186,13 +187,37 @@ def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):
     assert len(set(priorities)) == len(priorities)
 
 
-def test_haproxy_balances_over_every_apiserver_with_https_healthz(files):
+def test_haproxy_balances_over_every_apiserver_with_https_readyz(files):
     cfg = files["demo-cp-1"][HAPROXY_CFG.key]
     assert "bind :9443" in cfg and "balance roundrobin" in cfg
-    assert "http-check connect ssl" in cfg and "http-check send meth GET uri /healthz" in cfg
+    assert "http-check connect ssl" in cfg and "http-check send meth GET uri /readyz" in cfg
+    assert "/healthz" not in cfg, "a draining apiserver answers /healthz until it stops: haproxy must not ask it"
     assert re.findall(r"^\s*server (\S+) (\S+)", cfg, re.M) == [
         ("demo-cp-1", "192.0.2.11:6443"), ("demo-cp-2", "192.0.2.12:6443"), ("demo-cp-3", "192.0.2.13:6443")
     ]
+
+
+def _ms(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(ms|s)", value).groups()
+    return int(number) * (1 if unit == "ms" else 1000)
+
+
+def test_the_documented_apiserver_shutdown_delay_outlasts_haproxys_worst_case_detection(files):
+    """docs/design.md's --shutdown-delay-duration, from the timings haproxy really gets: the next check
+    within inter, then fall failed checks fastinter apart, each allowed min(timeout connect, inter)
+    to connect and timeout check to answer. The lab's stand-in drains for as long."""
+    cfg = files["demo-cp-1"][HAPROXY_CFG.key]
+    server = dict(re.findall(r"\b(inter|fastinter|fall) (\w+)", re.search(r"^\s*default-server .*$", cfg, re.M).group(0)))
+    inter, fastinter, fall = _ms(server["inter"]), _ms(server["fastinter"]), int(server["fall"])
+    connect, check = (_ms(re.search(rf"^\s*timeout {t} (\w+)$", cfg, re.M).group(1)) for t in ("connect", "check"))
+    worst_ms = inter + fall * (min(connect, inter) + check) + (fall - 1) * fastinter
+    assert worst_ms == 2850
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "design.md").read_text()
+    assert re.search(r"0\.25 \+ 2 × \(0\.25 \+ 1\) \+ 0\.1 =\s+\*\*2\.85 s\*\*", readme), "the documented arithmetic"
+    [delay] = re.findall(r"- name: shutdown-delay-duration\n\s+value: (\d+)s\n", readme)
+    assert int(delay) * 1000 >= worst_ms + 2000, "a margin of 2 s at least"
+    assert f"--shutdown-delay-duration={delay}s" in readme
+    assert float(delay) == apiserver.SHUTDOWN_DELAY_S, "the lab must drain as long as the README recommends"
 
 
 def test_haproxy_health_and_stats_are_on_loopback_only_and_metrics_on_the_nodes_address(files):

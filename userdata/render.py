@@ -131,6 +131,7 @@ def render_haproxy_cfg(plan: p.Plan, node_name: str, addresses: Mapping[str, str
         servers=servers,
         node_address=addresses[node_name],
         health_uri=p.HEALTH_URI,
+        apiserver_check_uri=p.APISERVER_CHECK_URI,
         hold_ms=p.CHECK_HOLD_MS,
         check_request_line=f"GET {p.HEALTH_URI} ",  # as curl sends it: the check script's request
         stats_uri=p.STATS_URI,
