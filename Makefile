@@ -18,7 +18,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast bench soak lab lab-images diff deploy status roll setup setup-python setup-node setup-system setup-checkov clean
+.PHONY: synth test test-fast bench soak lab lab-images diff deploy status roll cloud setup-cloud setup-python setup-node setup-system setup-checkov clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -101,6 +101,21 @@ $(STAMPS)/checkov: Makefile
 	python3 -m venv .tools/checkov
 	.tools/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
 	@touch $@
+
+# The cloud for deploy tests (cloud/): Keystone, Neutron, uwsgi and openstacksdk in a virtualenv of
+# their own, every dependency pinned with its hash in cloud/requirements.txt, apart from the Pipfile.
+setup-cloud: $(STAMPS)/cloud-venv
+$(STAMPS)/cloud-venv: cloud/requirements.txt
+	@mkdir -p $(STAMPS)
+	python3 -m venv .tools/cloud
+	nice -n 19 .tools/cloud/bin/pip install --quiet --disable-pip-version-check --require-hashes -r cloud/requirements.txt
+	@touch $@
+
+# make cloud: Keystone, Neutron and the compute emulation on loopback, in the foreground. Writes
+# .stamps/cloud/clouds.yaml (OS_CLOUD=kha-test) and prints "cloud ready"; Ctrl-C or SIGTERM stops
+# everything it started and removes what it wrote.
+cloud: setup-cloud
+	exec .tools/cloud/bin/python -m cloud
 
 clean:
 	rm -rf cdktf.out $(STAMPS) .tools
