@@ -195,6 +195,8 @@ class Server:
     group_id: str | None
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
+    # Nova writes this one without a zone, and gophercloud parses it so: "2026-12-01T20:00:00.000000"
+    launched_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f"))
     status: str = "BUILD"
     next_status: str = "ACTIVE"
     until: float = field(default_factory=lambda: time.time() + BOOT_SECONDS)
@@ -691,7 +693,7 @@ class Compute:
             "security_groups": [{"name": n} for n in s.security_groups],
             "OS-EXT-STS:task_state": None, "OS-EXT-STS:vm_state": vm_state,
             "OS-EXT-STS:power_state": 1 if status == "ACTIVE" else 0,
-            "os-extended-volumes:volumes_attached": [], "OS-SRV-USG:launched_at": s.created,
+            "os-extended-volumes:volumes_attached": [], "OS-SRV-USG:launched_at": s.launched_at,
             "OS-SRV-USG:terminated_at": None,
         }
         if s.fault:

@@ -224,6 +224,10 @@ s = conn.compute.wait_for_server(conn.compute.get_server({server_id!r}), wait=30
 result = conn.compute.get_server(s.id)
 """, admin=True))
     assert server["status"] == "ACTIVE" and server["user_data"] == user_data
+    # gophercloud (the provider) parses launched_at without a zone, as Nova writes it: a "Z" fails the wait
+    view = raw(cloud, "GET", f"/servers/{server_id}")["body"]["server"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", view["OS-SRV-USG:launched_at"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", view["created"])
     assert server["addresses"]["demo-net"][0]["addr"] == port["fixed_ips"][0]["ip_address"]
     members = raw(cloud, "GET", f"/os-server-groups/{group_id}")["body"]["server_group"]["members"]
     assert members == [server_id]
