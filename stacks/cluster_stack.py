@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from cdktf import LocalBackend, S3Backend, S3BackendEndpointConfig, TerraformOutput, TerraformStack
+import json
+
+from cdktf import LocalBackend, S3Backend, S3BackendEndpointConfig, TerraformLocal, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_openstack.provider import OpenstackProvider
 from constructs import Construct
 
 from cluster.config import ClusterConfig
-from stacks.ha_control_plane import HaControlPlane
 from cluster.plan import make_plan
+from stacks.ha_control_plane import CLOUD_SETTINGS, HaControlPlane
+
+# The lowest Terraform each feature of the JSON needs: lifecycle preconditions came with 1.2 and
+# terraform_data with 1.4. The S3 backend's use_lockfile (written either way) came with 1.10 as an
+# experiment and is generally available since 1.11: S3 state asks for 1.11, the version checked here.
+REQUIRED_VERSION = {"local": ">= 1.4", "s3": ">= 1.11"}
+
+
+# The provider version Terraform installs, pinned here and nowhere else (the Makefile reads this
+# line to build the same version into the project's mirror). The bindings were generated for
+# 3.0.0, but the Go module proxy the project's machines reach serves only 3.4.0: `make validate`
+# and tests/test_terraform.py hold every attribute the bindings set against 3.4.0's own schema.
+OPENSTACK_PROVIDER_VERSION = "3.4.0"
 
 
 class ClusterStack(TerraformStack):
@@ -16,12 +30,14 @@ class ClusterStack(TerraformStack):
         super().__init__(scope, id_)
         # No credentials here: the provider reads OS_CLOUD / clouds.yaml like every OpenStack tool.
         OpenstackProvider(self, "openstack")
+        self.add_override("terraform.required_providers.openstack.version", OPENSTACK_PROVIDER_VERSION)
         # State holds the userdata and every address: the config says where it lives (README, "Team use").
         if config.state.backend == "s3":
             self._s3_backend(config)
         else:
             # The relative path keeps the synthesized JSON portable.
             LocalBackend(self, path=f"../../../terraform.{id_}.tfstate")
+        self.add_override("terraform.required_version", REQUIRED_VERSION[config.state.backend])
         plan = make_plan(config)
         self.control_plane = HaControlPlane(self, "control-plane", config=config, plan=plan)
         cp = self.control_plane
@@ -35,6 +51,23 @@ class ClusterStack(TerraformStack):
         )
         TerraformOutput(
             self, "node_addresses", value=dict(cp.addresses), description="Control-plane node addresses by name"
+        )
+        # Image, flavor and key pair apply to nodes created later (the instances ignore changes to
+        # them): what each node runs, as the last refresh read it, and the nodes that differ from
+        # the config, i.e. still to be moved one at a time (README, "Day 2").
+        running = TerraformLocal(
+            self,
+            "node-cloud-settings",
+            {name: {attr: getattr(vm, attr) for attr in CLOUD_SETTINGS} for name, vm in cp.instances.items()},
+        )
+        running.override_logical_id("node_cloud_settings")
+        configured = {attr: getattr(config.nodes, field.removeprefix("nodes.")) for attr, field in CLOUD_SETTINGS.items()}
+        TerraformOutput(self, "node_cloud_settings", value=running.expression, description="Image, flavor and key pair each node runs")
+        TerraformOutput(
+            self,
+            "nodes_behind_config",
+            value=f"${{[for name, vm in local.{running.friendly_unique_id} : name if vm != {_hcl_object(configured)}]}}",
+            description="Nodes whose image, flavor or key pair differs from the config: replace them one at a time",
         )
         sans = [plan.vip]
         if cp.floating_ip is not None:
@@ -70,3 +103,8 @@ class ClusterStack(TerraformStack):
         )
         # cdktf 0.20.12's S3Backend predates Terraform 1.10's S3 lock file.
         self.add_override("terraform.backend.s3.use_lockfile", state.use_lockfile)
+
+
+def _hcl_object(values: dict[str, str]) -> str:
+    """A literal HCL object of strings (json.dumps quotes them as HCL does; the config refuses `${` and `%{`)."""
+    return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + "}"

@@ -6,7 +6,7 @@ from node names, never from list positions, so adding or reordering nodes recrea
 
 from __future__ import annotations
 
-import hashlib
+import json
 
 from cdktf import Fn, Op, Precondition, TerraformResource, TerraformResourceLifecycle, Token
 from cdktf_cdktf_provider_openstack.compute_instance_v2 import (
@@ -36,6 +36,10 @@ VRRP_PROTOCOL = "112"
 ICMP_ECHO_REQUEST = (8, 0)  # for ICMP, Neutron's port range is (type, code)
 ETCD_PORTS = (2379, 2380)
 SSH_PORT = 22
+# What the cloud or the operator may change under a running control-plane node without Terraform
+# touching it; each maps to the config field whose new value applies to nodes created later.
+CLOUD_SETTINGS = {"image_name": "nodes.image", "flavor_name": "nodes.flavor", "key_pair": "nodes.key_pair"}
+IGNORED_ON_INSTANCES = ["user_data", *CLOUD_SETTINGS]
 
 
 def _cidr_id(cidr: object) -> str:
@@ -63,6 +67,11 @@ class HaControlPlane(Construct):
         )
 
         self.security_group = self._security_group(config)
+        # No plan may destroy or replace what holds etcd and the endpoint unless the config says
+        # so (allow_destroy: a planned teardown or a node replacement). Terraform then refuses such
+        # a plan by itself and names the resource; the roster below covers nodes (and the floating
+        # IP) that leave the config, which prevent_destroy cannot (README, "Day 2").
+        keep = not config.allow_destroy
 
         self.vip_port = NetworkingPortV2(
             self,
@@ -73,12 +82,20 @@ class HaControlPlane(Construct):
             admin_state_up=True,
             fixed_ip=[NetworkingPortV2FixedIp(subnet_id=self.subnet.id, ip_address=plan.vip)],
             security_group_ids=[self.security_group.id],
-            lifecycle=TerraformResourceLifecycle(precondition=[subnet_matches]),
+            lifecycle=TerraformResourceLifecycle(precondition=[subnet_matches], prevent_destroy=keep),
         )
         self.vip_port.override_logical_id("vip_port")
 
         policy = "anti-affinity" if config.nodes.anti_affinity == "hard" else "soft-anti-affinity"
-        self.server_group = ComputeServergroupV2(self, "server-group", name=f"{plan.cluster}-control-plane", policies=[policy])
+        # Its name and policies are ForceNew, and each instance's scheduler hint names it: a
+        # replaced group would replace every VM at once.
+        self.server_group = ComputeServergroupV2(
+            self,
+            "server-group",
+            name=f"{plan.cluster}-control-plane",
+            policies=[policy],
+            lifecycle=TerraformResourceLifecycle(prevent_destroy=keep),
+        )
         self.server_group.override_logical_id("server_group")
 
         self.ports: dict[str, NetworkingPortV2] = {}
@@ -94,7 +111,10 @@ class HaControlPlane(Construct):
                 security_group_ids=[self.security_group.id, *config.nodes.extra_security_groups],
                 # The exact VIP (/32): a wider prefix does not make OVN treat the VIP as virtual.
                 allowed_address_pairs=[NetworkingPortV2AllowedAddressPairs(ip_address=plan.vip)],
-                lifecycle=TerraformResourceLifecycle(precondition=[subnet_matches]),
+                lifecycle=TerraformResourceLifecycle(precondition=[subnet_matches], prevent_destroy=keep),
+                # Created in parallel, Neutron could hand a node the VIP's address before the VIP
+                # port reserves it, and the VIP port would then fail: reserve the VIP first.
+                depends_on=[self.vip_port] if node.address is None else None,
             )
             port.override_logical_id(f"port_{node.name}")
             self.ports[node.name] = port
@@ -120,23 +140,46 @@ class HaControlPlane(Construct):
                 scheduler_hints=[ComputeInstanceV2SchedulerHints(group=self.server_group.id)],
                 metadata={"cluster": plan.cluster, "role": "control-plane"},
                 # Day 2: a new haproxy/keepalived config must not replace control-plane VMs. The
-                # change shows up on the userdata tracker below; nodes are rolled one by one.
-                lifecycle=TerraformResourceLifecycle(ignore_changes=["user_data"]),
+                # change shows up on the userdata tracker below; nodes are rolled one by one. A new
+                # image, flavor or key pair would rebuild, resize or replace every node at once
+                # (and the provider re-reads image and flavor from the cloud): they apply to nodes
+                # created later, and one node at a time with `terraform apply -replace` (README).
+                lifecycle=TerraformResourceLifecycle(ignore_changes=IGNORED_ON_INSTANCES, prevent_destroy=keep),
                 # Soft anti-affinity is ignored for VMs created in parallel: create them in turn.
                 depends_on=[previous] if previous is not None and policy == "soft-anti-affinity" else None,
             )
             instance.override_logical_id(f"instance_{node.name}")
             self.instances[node.name] = instance
             previous = instance
+            # Terraform hashes the very expression that becomes user_data, Neutron's addresses
+            # included: the tracker changes exactly when this node's rendered userdata does.
             tracker = TerraformResource(self, f"userdata-{node.name}", terraform_resource_type="terraform_data")
-            tracker.add_override("input", {"node": node.name, "user_data_sha256": _sha256(user_data)})
+            tracker.add_override("input", {"node": node.name, "user_data_sha256": _terraform_sha256(user_data)})
             tracker.override_logical_id(f"userdata_{node.name}")
+
+        # prevent_destroy guards only resources still in the config: a node whose name leaves the
+        # config (a lower nodes.count, a renamed member), or the floating IP when floating_ip_pool
+        # goes, would be destroyed without a word. The roster is replaced whenever the set of node
+        # names or the floating IP's presence changes, and it is protected like them, so Terraform
+        # refuses that plan too, unless allow_destroy says it is meant.
+        roster = TerraformResource(self, "roster", terraform_resource_type="terraform_data")
+        roster.add_override(
+            "triggers_replace",
+            {"nodes": sorted(n.name for n in plan.nodes), "floating_ip": config.vip.floating_ip_pool is not None},
+        )
+        roster.add_override("lifecycle", {"prevent_destroy": keep})
+        roster.override_logical_id("roster")
 
         self.floating_ip: NetworkingFloatingipV2 | None = None
         if config.vip.floating_ip_pool:
             # On the VIP port, never on a VM: it follows the VIP wherever keepalived moves it.
+            # Its address is in the apiservers' certificates (certificate_sans): keep it too.
             self.floating_ip = NetworkingFloatingipV2(
-                self, "floating-ip", pool=config.vip.floating_ip_pool, description=f"{plan.cluster} control-plane endpoint"
+                self,
+                "floating-ip",
+                pool=config.vip.floating_ip_pool,
+                description=f"{plan.cluster} control-plane endpoint",
+                lifecycle=TerraformResourceLifecycle(prevent_destroy=keep),
             )
             self.floating_ip.override_logical_id("vip_floating_ip")
             assoc = NetworkingFloatingipAssociateV2(
@@ -184,5 +227,16 @@ class HaControlPlane(Construct):
         return group
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _terraform_sha256(text: str) -> str:
+    """`${sha256("<text>")}`: Terraform hashes the text as it evaluates it, references included.
+
+    cdktf's Fn.sha256 refuses a string with double quotes in it, and Fn.rawString would escape the
+    references away. A JSON string literal is an HCL one here: the escapes json.dumps writes for
+    this text (\\ \" \n \t \r) mean the same in HCL, and `$${` / `%%{` stay template escapes, as in
+    user_data. Token placeholders pass through unchanged and become `${...}` interpolations.
+    """
+    if any(ord(c) < 0x20 and c not in "\n\t\r" for c in text):
+        raise ValueError("userdata holds a control character HCL cannot escape as JSON does")
+    return "${sha256(" + json.dumps(text, ensure_ascii=False) + ")}"

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-# jsii starts Node: use the project's Node 22 when the tests run outside `make`.
+# jsii starts Node and ops starts Terraform: the project's own ones, as under `make`.
 ROOT = Path(__file__).resolve().parent.parent
-os.environ["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["PATH"] = os.pathsep.join([str(ROOT / ".tools" / "bin"), str(ROOT / "node_modules" / ".bin"), os.environ.get("PATH", "")])
+os.environ["TF_CLI_CONFIG_FILE"] = str(ROOT / ".stamps" / "terraformrc")
 os.environ.setdefault("NODE_OPTIONS", "--no-deprecation")
 
 from cluster.config import ClusterConfig, parse_config  # noqa: E402

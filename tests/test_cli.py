@@ -41,7 +41,7 @@ def test_main_rejects_bad_config_without_traceback_and_writes_nothing(tmp_path):
     lines = result.stderr.splitlines()
     assert lines[0] == "error: invalid config:"
     assert any("nodes.flavour: unknown key" in line for line in lines)
-    assert any("ports.frontend: 70000 — Input should be less than or equal to 65535" in line for line in lines)
+    assert any("ports.frontend: 70000 — must be at most 65535" in line for line in lines)
     assert not (tmp_path / "cdktf.out").exists()
 
 
@@ -74,3 +74,44 @@ def test_cdktf_synth_rejects_bad_config_without_traceback(tmp_path):
     assert "Traceback" not in output
     assert "nodes.flavour: unknown key" in output
     assert not (tmp_path / "cdktf.out" / "stacks").exists()
+
+
+# --- make status / bin/ops: the tool's exit code ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory):
+    """The project in a temporary folder (its own cdktf.out), sharing the installed venv and node_modules."""
+    if shutil.which("cdktf", path=str(ROOT / "node_modules" / ".bin")) is None or shutil.which("make") is None:
+        pytest.skip("cdktf CLI or make missing: `make test` sets them up")
+    copy = tmp_path_factory.mktemp("project")
+    for name in ("Makefile", "cdktf.json", "main.py", "Pipfile", "Pipfile.lock", "package.json", "package-lock.json"):
+        shutil.copy2(ROOT / name, copy / name)  # mtimes kept: make's setup stamps stay fresh
+    for name in ("cluster", "stacks", "userdata", "ops", "bin", "config"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in (".venv", "node_modules", ".stamps"):
+        (copy / name).symlink_to((ROOT / name).resolve())
+    return copy
+
+
+# ssh runs `false` instead of connecting: every node is unreachable, no packet leaves the machine.
+UNREACHABLE = "--ssh-option ProxyCommand=false"
+
+
+def test_bin_ops_status_exits_with_the_tools_code_for_an_unhealthy_cluster(project_copy):
+    result = run([str(project_copy / "bin" / "ops"), "status", *UNREACHABLE.split()], project_copy, EXAMPLE)
+    assert result.returncode == 1, result.stderr
+    assert "demo-cp-1: unreachable over SSH" in result.stdout
+    assert "cdk.tf.json" in result.stderr  # make's synth output goes to stderr ...
+    assert result.stdout.startswith("NODE ")  # ... and only the tool's to stdout
+
+
+def test_bin_ops_exits_2_when_the_tool_cannot_start(project_copy, tmp_path):
+    result = run([str(project_copy / "bin" / "ops"), "status"], project_copy, bad_config(tmp_path))
+    assert result.returncode == 2 and "nodes.flavour: unknown key" in result.stderr
+
+
+def test_make_status_names_the_tools_exit_code(project_copy):
+    result = run(["make", "--no-print-directory", "status", f"ARGS={UNREACHABLE}"], project_copy, EXAMPLE)
+    assert result.returncode == 2  # make's own code for any failed recipe
+    assert "python -m ops status exited 1 (make exits 2 on any failure; bin/ops status keeps the code)" in result.stderr

@@ -38,20 +38,20 @@ REJECTED = [
     ("node-count-two", {"nodes.count": 2, M: DELETE}, r"^nodes\.count: 2 — allowed: 3, 5, 7 \(stacked etcd needs an odd count"),
     ("node-count-four", {"nodes.count": 4, M: DELETE}, r"^nodes\.count: 4 — allowed: 3, 5, 7"),
     ("node-count-one", {"nodes.count": 1, M: DELETE}, r"^nodes\.count: 1 — allowed: 3, 5, 7"),
-    ("node-name-not-dns", {f"{M}.0.name": "CP_1"}, r"^nodes\.members\[0\]\.name: 'CP_1' — String should match pattern"),
-    ("cluster-name-not-dns", {"name": "Demo Cluster"}, r"^name: 'Demo Cluster' — String should match pattern"),
-    ("vrid-zero", {"vip.virtual_router_id": 0}, r"^vip\.virtual_router_id: 0 — Input should be greater than or equal to 1"),
-    ("vrid-256", {"vip.virtual_router_id": 256}, r"^vip\.virtual_router_id: 256 — Input should be less than or equal to 255"),
-    ("vrid-not-a-number", {"vip.virtual_router_id": "fifty"}, r"^vip\.virtual_router_id: 'fifty' — Input should be a valid integer"),
+    ("node-name-not-dns", {f"{M}.0.name": "CP_1"}, r"^nodes\.members\[0\]\.name: 'CP_1' — a DNS label: lowercase letters, digits and '-', starting with a letter, ending with a letter or digit, at most 32 characters$"),
+    ("cluster-name-not-dns", {"name": "Demo Cluster"}, r"^name: 'Demo Cluster' — a DNS label: lowercase letters"),
+    ("vrid-zero", {"vip.virtual_router_id": 0}, r"^vip\.virtual_router_id: 0 — must be at least 1$"),
+    ("vrid-256", {"vip.virtual_router_id": 256}, r"^vip\.virtual_router_id: 256 — must be at most 255$"),
+    ("vrid-not-a-number", {"vip.virtual_router_id": "fifty"}, r"^vip\.virtual_router_id: 'fifty' — must be a whole number, unquoted$"),
     ("frontend-equals-apiserver", {"ports.frontend": 6443}, r"^ports\.frontend: 6443 — must differ from ports\.apiserver \(6443\)"),
     ("health-equals-frontend", {"ports.health": 9443}, r"^ports\.health: 9443 — must differ from ports\.frontend and ports\.apiserver"),
     ("metrics-equals-health", {"ports.metrics": 9444}, r"^ports\.metrics: 9444 — must differ from ports\.frontend, ports\.apiserver and ports\.health"),
     ("metrics-equals-apiserver", {"ports.metrics": 6443}, r"^ports\.metrics: 6443 — must differ from ports\.frontend, ports\.apiserver and ports\.health"),
-    ("metrics-port-too-high", {"ports.metrics": 65536}, r"^ports\.metrics: 65536 — Input should be less than or equal to 65535"),
+    ("metrics-port-too-high", {"ports.metrics": 65536}, r"^ports\.metrics: 65536 — must be at most 65535$"),
     ("metrics-from-anywhere", {"access.monitoring_cidrs": ["0.0.0.0/0"]}, r"^access\.monitoring_cidrs: 0\.0\.0\.0/0 — opens the metrics to the whole internet; name the CIDR of your Prometheus"),
     ("malformed-monitoring-cidr", {"access.monitoring_cidrs": ["10.0.0.1/8"]}, r"^access\.monitoring_cidrs\[0\]: '10\.0\.0\.1/8' — host bits are set; did you mean 10\.0\.0\.0/8\?"),
-    ("port-too-high", {"ports.frontend": 70000}, r"^ports\.frontend: 70000 — Input should be less than or equal to 65535"),
-    ("port-zero", {"ports.apiserver": 0}, r"^ports\.apiserver: 0 — Input should be greater than or equal to 1"),
+    ("port-too-high", {"ports.frontend": 70000}, r"^ports\.frontend: 70000 — must be at most 65535$"),
+    ("port-zero", {"ports.apiserver": 0}, r"^ports\.apiserver: 0 — must be at least 1$"),
     ("image-without-tag", {"containers.haproxy": "haproxy"}, r"^containers\.haproxy: 'haproxy' — pin the image with a version tag or, better, a digest"),
     ("image-latest", {"containers.keepalived": "osixia/keepalived:latest"}, r"^containers\.keepalived: 'osixia/keepalived:latest' — pin the image"),
     ("image-bad-digest", {"containers.haproxy": "haproxy@sha256:1234"}, r"^containers\.haproxy: 'haproxy@sha256:1234' — not an image reference"),
@@ -63,9 +63,9 @@ REJECTED = [
     ("ssh-from-anywhere", {"access.admin_cidrs": ["0.0.0.0/0"]}, r"^access\.admin_cidrs: 0\.0\.0\.0/0 — opens SSH to the whole internet; set access\.allow_ssh_from_anywhere: true"),
     ("api-from-anywhere", {"access.client_cidrs": ["0.0.0.0/0"]}, r"^access\.client_cidrs: 0\.0\.0\.0/0 — opens the API to the whole internet; set access\.allow_api_from_anywhere: true"),
     ("no-client-cidrs", {"access.client_cidrs": []}, r"^access\.client_cidrs: empty — name at least one CIDR that may reach the API"),
-    ("anti-affinity-typo", {"nodes.anti_affinity": "strict"}, r"^nodes\.anti_affinity: 'strict' — Input should be 'hard' or 'soft'"),
-    ("interface-too-long", {"network.interface": "a-very-long-interface-name"}, r"^network\.interface: 'a-very-long-interface-name' — String should match pattern"),
-    ("state-unknown-backend", {"state": {"backend": "gcs"}}, r"^state\.backend: 'gcs' — Input should be 'local' or 's3'"),
+    ("anti-affinity-typo", {"nodes.anti_affinity": "strict"}, r"^nodes\.anti_affinity: 'strict' — allowed: 'hard' or 'soft'$"),
+    ("interface-too-long", {"network.interface": "a-very-long-interface-name"}, r"^network\.interface: 'a-very-long-interface-name' — an interface name: 1-15 letters, digits, '_', '\.' or '-'$"),
+    ("state-unknown-backend", {"state": {"backend": "gcs"}}, r"^state\.backend: 'gcs' — allowed: 'local' or 's3'$"),
     ("state-s3-without-region", {"state": {k: v for k, v in S3.items() if k != "region"}}, r"^state\.region: missing — required with state\.backend: s3"),
     ("state-bucket-on-local", {"state": {"bucket": "kha-state"}}, r"^state\.bucket: kha-state — only used with state\.backend: s3"),
     ("bucket-uppercase", {"state": {**S3, "bucket": "Kha_State"}}, r"^state\.bucket: 'Kha_State' — not an S3 bucket name: may hold only lowercase letters, digits, dots and hyphens"),
@@ -83,6 +83,24 @@ REJECTED = [
     ("state-secret-key", {"state": {**S3, "secret_key": "hunter2"}}, r"^state\.secret_key: \(value hidden\) — secrets never go in this file; the state backend reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"),
     ("state-access-key", {"state": {**S3, "access_key": "AKIAEXAMPLE"}}, r"^state\.access_key: \(value hidden\) — secrets never go in this file"),
     ("state-token", {"state": {**S3, "token": "hunter2"}}, r"^state\.token: \(value hidden\) — secrets never go in this file"),
+    ("name-too-long-without-members", {"name": "a" * 28, M: DELETE}, r"^name: a{28} \(28 characters\) — at most 27 characters without nodes\.members: the nodes are named a{28}-cp-<n>, a DNS label of at most 32"),
+    ("name-too-long", {"name": "a" * 33}, r"^name: 'a{33}' — a DNS label: .* at most 32 characters$"),
+    ("allow-destroy-quoted", {"allow_destroy": "true"}, r"^allow_destroy: 'true' — must be true or false, unquoted$"),
+    ("allow-destroy-number", {"allow_destroy": 1}, r"^allow_destroy: 1 — must be true or false, unquoted$"),
+    ("vip-ipv6", {"vip.address": "2001:db8::10"}, r"^vip\.address: '2001:db8::10' — an IPv6 address; only IPv4 is supported"),
+    ("vip-integer", {"vip.address": 3221225994}, r"^vip\.address: 3221225994 — not an IPv4 address; write one such as 192\.0\.2\.10$"),
+    ("client-cidr-ipv6", {"access.client_cidrs": ["2001:db8::/64"]}, r"^access\.client_cidrs\[0\]: '2001:db8::/64' — an IPv6 CIDR; only IPv4 is supported$"),
+    ("client-cidr-integer", {"access.client_cidrs": [5]}, r"^access\.client_cidrs\[0\]: 5 — not an IPv4 CIDR; write one such as 10\.0\.0\.0/8$"),
+    ("duplicate-client-cidr", {"access.client_cidrs": ["192.0.2.0/24", "10.0.0.0/8", "192.0.2.0/24"]}, r"^access\.client_cidrs\[2\]: 192\.0\.2\.0/24 — duplicate of access\.client_cidrs\[0\]; list each entry once$"),
+    ("duplicate-admin-cidr", {"access.admin_cidrs": ["198.51.100.0/24", "198.51.100.0/24"]}, r"^access\.admin_cidrs\[1\]: 198\.51\.100\.0/24 — duplicate of access\.admin_cidrs\[0\]"),
+    ("duplicate-extra-group", {"nodes.extra_security_groups": ["cni", "cni"]}, r"^nodes\.extra_security_groups\[1\]: cni — duplicate of nodes\.extra_security_groups\[0\]"),
+    ("members-not-a-list", {M: "demo-cp-1"}, r"^nodes\.members: 'demo-cp-1' — must be a list \(- item lines, or \[a, b\]\)$"),
+    ("vip-not-a-mapping", {"vip": "192.0.2.10"}, r"^vip: '192\.0\.2\.10' — must be a mapping with the keys address, floating_ip_pool, virtual_router_id$"),
+    ("port-quoted", {"ports.frontend": "9443"}, r"^ports\.frontend: '9443' — must be a whole number, unquoted$"),
+    ("count-fraction", {"nodes.count": 3.5}, r"^nodes\.count: 3\.5 — must be a whole number, unquoted$"),
+    ("image-empty", {"nodes.image": ""}, r"^nodes\.image: '' — must not be empty$"),
+    ("image-a-number", {"nodes.image": 2404}, r"^nodes\.image: 2404 — must be text \(quote it"),
+    ("flavor-template", {"nodes.flavor": "m1.${var.size}"}, r"^nodes\.flavor: 'm1\.\$\{var\.size\}' — must not contain '\$\{' or '%\{': Terraform would read it as a template$"),
     ("state-typo", {"state": {**S3, "encrpyt": True}}, r"^state\.encrpyt: unknown key — allowed keys here: backend, bucket, key, region, endpoint, use_path_style, encrypt, use_lockfile, allow_insecure_endpoint"),
 ]
 
@@ -171,9 +189,13 @@ def test_rejects_missing_config_file(tmp_path):
 def test_two_clusters_on_one_network_must_not_share_a_vrid(tmp_path):
     data = example_data()
     a = _write(tmp_path, yaml.safe_dump(with_changes(data, {"vip.virtual_router_id": 42})), "a.yaml")
-    b = _write(tmp_path, yaml.safe_dump(with_changes(data, {"name": "prod", "vip.virtual_router_id": 42})), "b.yaml")
-    with pytest.raises(ConfigError, match=r"vip\.virtual_router_id: 42 — cluster prod and cluster demo share network demo-net"):
+    b = _write(tmp_path, yaml.safe_dump(with_changes(data, {"name": "prod", "vip.virtual_router_id": 42, **OTHER_ADDRESSES})), "b.yaml")
+    with pytest.raises(ConfigError) as err:
         load_configs(f"{a},{b}")
+    assert err.value.problems == [
+        "vip.virtual_router_id: 42 — cluster prod and cluster demo share network demo-net and this VRID; "
+        "set a distinct vip.virtual_router_id (1-255) on one of them"
+    ]
 
 
 def test_two_clusters_on_different_networks_may_share_a_vrid(tmp_path):
@@ -181,6 +203,85 @@ def test_two_clusters_on_different_networks_may_share_a_vrid(tmp_path):
     a = _write(tmp_path, yaml.safe_dump(with_changes(data, {"vip.virtual_router_id": 42})), "a.yaml")
     b = _write(tmp_path, yaml.safe_dump(with_changes(data, {"name": "prod", "network.name": "prod-net", "vip.virtual_router_id": 42})), "b.yaml")
     assert [c.name for c in load_configs(f"{a},{b}")] == ["demo", "prod"]
+
+
+# A second cluster on demo-net with addresses of its own.
+OTHER_ADDRESSES = {"vip.address": "192.0.2.20", **{f"{M}.{i}.address": f"192.0.2.{21 + i}" for i in range(3)}}
+
+
+def _second_cluster(tmp_path, changes):
+    data = example_data()
+    a = _write(tmp_path, yaml.safe_dump(data), "a.yaml")
+    b = _write(tmp_path, yaml.safe_dump(with_changes(data, {"name": "prod", **OTHER_ADDRESSES, **changes})), "b.yaml")
+    return f"{a},{b}"
+
+
+def test_two_clusters_on_one_network_with_addresses_of_their_own_synthesize_together(tmp_path):
+    assert [c.name for c in load_configs(_second_cluster(tmp_path, {}))] == ["demo", "prod"]
+
+
+def test_two_clusters_on_one_network_must_not_share_the_vip(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_configs(_second_cluster(tmp_path, {"vip.address": "192.0.2.10"}))
+    assert err.value.problems == [
+        "vip.address: 192.0.2.10 — cluster prod and cluster demo (vip.address) both use this address on network "
+        "demo-net; each address belongs to one cluster"
+    ]
+
+
+def test_two_clusters_on_one_network_must_not_share_a_member_address(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_configs(_second_cluster(tmp_path, {f"{M}.2.address": "192.0.2.11"}))
+    assert err.value.problems == [
+        "nodes.members[2].address: 192.0.2.11 — cluster prod and cluster demo (nodes.members[0].address) both use "
+        "this address on network demo-net; each address belongs to one cluster"
+    ]
+
+
+def test_one_clusters_node_must_not_take_another_clusters_vip(tmp_path):
+    with pytest.raises(ConfigError, match=r"nodes\.members\[0\]\.address: 192\.0\.2\.10 — cluster prod and cluster demo \(vip\.address\)"):
+        load_configs(_second_cluster(tmp_path, {f"{M}.0.address": "192.0.2.10"}))
+
+
+def test_the_same_addresses_on_two_networks_are_no_collision(tmp_path):
+    data = example_data()
+    a = _write(tmp_path, yaml.safe_dump(data), "a.yaml")
+    b = _write(tmp_path, yaml.safe_dump(with_changes(data, {"name": "prod", "network.name": "prod-net"})), "b.yaml")
+    assert len(load_configs(f"{a},{b}")) == 2
+
+
+def test_a_duplicated_key_is_refused_with_its_line(tmp_path):
+    text = EXAMPLE.read_text() + "vip:\n  address: 192.0.2.99\n"
+    first = next(i for i, line in enumerate(EXAMPLE.read_text().splitlines(), 1) if line.startswith("vip:"))
+    last = len(text.splitlines()) - 1
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text))
+    assert err.value.problems == [
+        f"line {last}: key 'vip' repeats the one at line {first} of the same mapping — "
+        "YAML would silently keep only the last; give each key once"
+    ]
+
+
+def test_a_duplicated_nested_key_is_refused_too(tmp_path):
+    text = EXAMPLE.read_text().replace("  count: 3\n", "  count: 3\n  count: 5\n")
+    with pytest.raises(ConfigError, match=r"^invalid config .*:\n  - line \d+: key 'count' repeats the one at line \d+"):
+        load_config(_write(tmp_path, text))
+
+
+def test_the_same_key_in_two_mappings_is_no_duplicate(tmp_path):
+    """Negative control: `name` in the cluster, the network and each member is allowed."""
+    assert load_config(_write(tmp_path, EXAMPLE.read_text())).name == "demo"
+
+
+def test_a_32_character_name_is_accepted_with_members_and_27_without():
+    assert parse_config(with_changes(example_data(), {"name": "a" * 32})).name == "a" * 32
+    cfg = parse_config(with_changes(example_data(), {"name": "a" * 27, M: DELETE}))
+    assert [len(m.name) for m in cfg.member_list()] == [32, 32, 32]
+
+
+def test_allow_destroy_is_off_unless_the_config_says_true():
+    assert parse_config(example_data()).allow_destroy is False
+    assert parse_config(with_changes(example_data(), {"allow_destroy": True})).allow_destroy is True
 
 
 def test_two_configs_may_not_name_the_same_cluster(tmp_path):
@@ -221,7 +322,9 @@ def test_state_secret_value_never_appears_in_the_message(state):
 
 
 def _with_state(tmp_path, name, cluster, state):
-    return _write(tmp_path, yaml.safe_dump(with_changes(example_data(), {"name": cluster, "vip.virtual_router_id": None, "state": state})), name)
+    # Each cluster on its own network: these tests are about the state object alone.
+    changes = {"name": cluster, "network.name": f"{cluster}-net", "vip.virtual_router_id": None, "state": state}
+    return _write(tmp_path, yaml.safe_dump(with_changes(example_data(), changes)), name)
 
 
 def test_two_clusters_must_not_share_one_state_object(tmp_path):

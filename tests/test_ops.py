@@ -420,3 +420,48 @@ def test_terraform_output_failure_is_one_line_naming_the_folder(tmp_path):
 
     with pytest.raises(OpsError, match=rf"^terraform output node_addresses in {tmp_path}: Error: No outputs found \(deploy first"):
         terraform_node_addresses(tmp_path, run)
+
+
+# Terraform 1.11's own answer when the stack was never applied: plain (-no-color) and boxed.
+NOT_DEPLOYED_PLAIN = """
+Error: Output "node_addresses" not found
+
+The output variable requested could not be found in the state file. If you
+recently added this to your configuration, be sure to run `terraform apply`,
+since the state won't be updated with new output variables until that command
+is run.
+"""
+NOT_DEPLOYED_BOXED = (
+    "\x1b[31m╷\x1b[0m\x1b[0m\n\x1b[31m│\x1b[0m \x1b[0m\x1b[1m\x1b[31mError: \x1b[0m\x1b[0m\x1b[1mOutput \"node_addresses\" not found\x1b[0m\n"
+    "\x1b[31m│\x1b[0m \x1b[0m\n\x1b[31m│\x1b[0m \x1b[0m\x1b[0mThe output variable requested could not be found in the state file. If you\n"
+    "\x1b[31m│\x1b[0m \x1b[0mrecently added this to your configuration, be sure to run `terraform\n\x1b[31m╵\x1b[0m\x1b[0m\n"
+)
+
+
+@pytest.mark.parametrize("stderr", [NOT_DEPLOYED_PLAIN, NOT_DEPLOYED_BOXED], ids=["no-color", "boxed"])
+def test_terraform_output_failure_shows_terraforms_own_message(tmp_path, stderr):
+    from subprocess import CompletedProcess
+
+    from ops import OpsError
+    from ops.inventory import terraform_node_addresses
+
+    ran = []
+
+    def run(argv, **kw):
+        ran.append(argv)
+        return CompletedProcess(argv, 1, "", stderr)
+
+    with pytest.raises(OpsError) as err:
+        terraform_node_addresses(tmp_path, run)
+    assert str(err.value) == (
+        f'terraform output node_addresses in {tmp_path}: Error: Output "node_addresses" not found — The output '
+        "variable requested could not be found in the state file. (deploy first, or give every member an address in the config)"
+    )
+    assert all("-no-color" in argv for argv in ran)
+
+
+def test_terraform_error_keeps_a_message_without_an_error_line():
+    from ops.inventory import terraform_error
+
+    assert terraform_error("\n  something odd happened \n") == "something odd happened"
+    assert terraform_error("") == "failed"

@@ -142,6 +142,10 @@ def test_outputs_give_kubeadm_its_endpoint_and_sans(example_json):
         "control_plane_endpoint": "192.0.2.10:9443",
         "node_addresses": NODES,
         "certificate_sans": ["192.0.2.10"],
+        # Day 2: what each node runs, and which nodes still differ from the config (tests/test_day2.py).
+        "node_cloud_settings": "${local.node_cloud_settings}",
+        "nodes_behind_config": '${[for name, vm in local.node_cloud_settings : name if vm != '
+        '{image_name = "ubuntu-24.04", flavor_name = "m1.large", key_pair = "demo-admin"}]}',
     }
 
 
@@ -234,9 +238,9 @@ def test_the_team_example_is_the_example_cluster_with_its_state_in_s3(example_js
 # --- Day 2 -------------------------------------------------------------------------------------
 
 
-def test_instances_ignore_user_data_changes(example_json):
+def test_instances_ignore_user_data_image_flavor_and_key_pair_changes(example_json):
     for vm in resources(example_json, ComputeInstanceV2).values():
-        assert vm["lifecycle"]["ignore_changes"] == ["user_data"]
+        assert vm["lifecycle"]["ignore_changes"] == ["user_data", "image_name", "flavor_name", "key_pair"]
 
 
 def test_a_new_container_image_changes_user_data_trackers_not_instances(example_json):
@@ -248,9 +252,10 @@ def test_a_new_container_image_changes_user_data_trackers_not_instances(example_
         assert differing == {"user_data"}
     trackers_before = example_json["resource"]["terraform_data"]
     trackers_after = changed["resource"]["terraform_data"]
-    assert set(trackers_before) == {f"userdata_{n}" for n in NODES}
-    for name in trackers_before:
+    assert set(trackers_before) == {f"userdata_{n}" for n in NODES} | {"roster"}
+    for name in trackers_before.keys() - {"roster"}:
         assert trackers_before[name]["input"] != trackers_after[name]["input"]
+    assert trackers_before["roster"] == trackers_after["roster"]
 
 
 def test_adding_nodes_renames_nothing(example_json):
