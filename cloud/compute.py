@@ -605,7 +605,8 @@ class Compute:
 
     def list_groups(self, req: Request):
         with self.state.lock:
-            groups = [g for g in self.state.groups.values() if g["project_id"] == req.ctx.project_id]
+            every = req.ctx.is_admin and (req.arg("all_projects") or "").lower() in ("true", "1")
+            groups = [g for g in self.state.groups.values() if every or g["project_id"] == req.ctx.project_id]
             return 200, {}, {"server_groups": [self._group_view(req, g) for g in groups]}
 
     def create_group(self, req: Request):
@@ -723,8 +724,9 @@ class Compute:
     def list_servers(self, req: Request, detail: bool = False):
         name = req.arg("name")
         with self.state.lock:
+            every = req.ctx.is_admin and (req.arg("all_tenants") or "").lower() in ("true", "1")
             servers = [s for s in self.state.servers.values()
-                       if s.project_id == req.ctx.project_id and (name is None or re.search(name, s.name))]
+                       if (every or s.project_id == req.ctx.project_id) and (name is None or re.search(name, s.name))]
             if detail:
                 return 200, {}, {"servers": [self._server_view(req, s) for s in servers]}
             return 200, {}, {"servers": [{"id": s.id, "name": s.name,

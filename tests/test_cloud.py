@@ -278,3 +278,14 @@ def names(query):
 result = [names('name=ubuntu-24.04'), names('name=nothing')]
 """))
     assert got == [["ubuntu-24.04"], []]
+
+
+def test_a_new_security_group_gets_neutrons_default_egress_rules(cloud):
+    # Neutron seeds these templates in a migration; the sqlite schema is built from the models, so
+    # cloud/neutron_db.py replays that migration's rows. Without them every group starts empty.
+    got = ok(cloud.sdk("""
+sg = conn.network.create_security_group(name='fresh')
+result = sorted([r.direction, r.ether_type, r.remote_ip_prefix] for r in conn.network.security_group_rules(security_group_id=sg.id))
+conn.network.delete_security_group(sg)
+"""))
+    assert got == [["egress", "IPv4", None], ["egress", "IPv6", None]]
