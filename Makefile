@@ -29,7 +29,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast validate bench soak lab lab-images diff deploy status roll setup setup-python setup-node setup-system setup-checkov setup-terraform clean
+.PHONY: synth test test-fast validate bench soak lab lab-images diff deploy status roll cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -81,7 +81,7 @@ roll: setup-python setup-node synth
 lab: setup synth lab-images
 	python -m lab $(if $(DRILL),drill $(DRILL),show)
 
-setup: setup-python setup-node setup-system setup-checkov setup-terraform
+setup: setup-python setup-node setup-system setup-checkov setup-terraform setup-cloud
 
 # The lab's stand-in images (haproxy, osixia/keepalived) from this machine's binaries, built once
 # and cached under /var/cache/kha-lab; seconds when missing. Needs root, like the lab.
@@ -147,6 +147,21 @@ $(PROVIDER_BIN):
 	GOTOOLCHAIN=local GOBIN=$(CURDIR)/.tools/gobin $(GO) install $(PROVIDER_MODULE)@v$(PROVIDER_VERSION) && \
 	mv .tools/gobin/terraform-provider-openstack $@ && \
 	echo "built terraform-provider-openstack v$(PROVIDER_VERSION) in $$(( $$(date +%s) - start )) s"
+
+# The cloud for deploy tests (cloud/): Keystone, Neutron, uwsgi and openstacksdk in a virtualenv of
+# their own, every dependency pinned with its hash in cloud/requirements.txt, apart from the Pipfile.
+setup-cloud: $(STAMPS)/cloud-venv
+$(STAMPS)/cloud-venv: cloud/requirements.txt
+	@mkdir -p $(STAMPS)
+	python3 -m venv .tools/cloud
+	.tools/cloud/bin/pip install --quiet --disable-pip-version-check --require-hashes -r cloud/requirements.txt
+	@touch $@
+
+# make cloud: Keystone, Neutron and the compute emulation on loopback, in the foreground. Writes
+# .stamps/cloud/clouds.yaml (OS_CLOUD=kha-test) and prints "cloud ready"; Ctrl-C or SIGTERM stops
+# everything it started and removes what it wrote.
+cloud: setup-cloud
+	exec .tools/cloud/bin/python -m cloud
 
 clean:
 	rm -rf cdktf.out $(STAMPS) .tools

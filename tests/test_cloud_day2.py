@@ -1,0 +1,96 @@
+"""Day 2 by Terraform's own plan: after a real deploy of the example on the loopback cloud, change one
+thing at a time (in the config, or in the cloud) and read `terraform show -json` of the plan:
+exactly which resources are created, updated in place, replaced or deleted, or that Terraform
+refuses the plan and names the protected resource. These are the README's day-2 table's rows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import config_from, synth
+from tests.test_cloud_deploy import cloud, terraform, workdir_for, write_config  # noqa: F401 (cloud is a fixture)
+
+pytestmark = pytest.mark.cloud
+
+TRACKERS = {f"terraform_data.userdata_demo-cp-{i}": ["update"] for i in (1, 2, 3)}
+
+
+@pytest.fixture(scope="module")
+def deployed(cloud, tmp_path_factory):  # noqa: F811
+    work = workdir_for(synth(config_from()), tmp_path_factory.mktemp("day2"))
+    terraform(work, "apply", "-auto-approve", "-input=false")
+    return work
+
+
+def plan(work, changes: dict | None = None) -> dict | str:
+    """The plan's non-trivial resource changes {address: actions}, or Terraform's refusal text."""
+    write_config(synth(config_from(changes or {})), work)
+    proc = terraform(work, "plan", "-input=false", "-out=plan.bin", check=False)
+    if proc.returncode != 0:
+        return proc.stderr
+    shown = json.loads(terraform(work, "show", "-json", "plan.bin").stdout)
+    return {rc["address"]: rc["change"]["actions"] for rc in shown.get("resource_changes", [])
+            if rc["change"]["actions"] != ["no-op"]}
+
+
+def refused(result, address: str) -> None:
+    assert isinstance(result, str), f"expected Terraform to refuse, it planned {result}"
+    assert "prevent_destroy" in result and address in result, result
+
+
+def test_nothing_changed_plans_nothing(deployed):
+    assert plan(deployed) == {}
+
+
+def test_a_haproxy_port_rolls_the_trackers_and_replaces_its_member_rule(deployed):
+    got = plan(deployed, {"ports.apiserver": 6444})
+    assert got == {**TRACKERS, "openstack_networking_secgroup_rule_v2.rule_apiserver_from_members": ["delete", "create"]}
+
+
+def test_a_client_cidr_added_creates_exactly_its_rule(deployed):
+    got = plan(deployed, {"access.client_cidrs": ["192.0.2.0/24", "203.0.113.0/24"]})
+    assert got == {"openstack_networking_secgroup_rule_v2.rule_frontend_from_203_0_113_0-24": ["create"]}
+
+
+def test_a_client_cidr_swapped_deletes_and_creates_exactly_those_rules(deployed):
+    got = plan(deployed, {"access.client_cidrs": ["203.0.113.0/24"]})
+    assert got == {"openstack_networking_secgroup_rule_v2.rule_frontend_from_192_0_2_0-24": ["delete"],
+                   "openstack_networking_secgroup_rule_v2.rule_frontend_from_203_0_113_0-24": ["create"]}
+
+
+def test_one_members_address_updates_its_port_in_place_and_every_tracker(deployed):
+    got = plan(deployed, {"nodes.members.1.address": "192.0.2.22"})
+    assert got == {**TRACKERS, "openstack_networking_port_v2.port_demo-cp-2": ["update"]}
+
+
+def test_a_new_key_pair_name_touches_no_running_node(deployed):
+    assert plan(deployed, {"nodes.key_pair": "other-key"}) == {}
+
+
+def test_switching_anti_affinity_is_refused_naming_the_server_group(deployed):
+    refused(plan(deployed, {"nodes.anti_affinity": "soft"}), "openstack_compute_servergroup_v2.server_group")
+
+
+def test_renaming_the_cluster_on_the_same_state_is_refused(deployed):
+    # every name changes; Terraform names the first protected resource it would destroy
+    refused(plan(deployed, {"name": "prod"}), "openstack_compute_servergroup_v2.server_group")
+
+
+def test_three_to_five_nodes_is_refused_by_the_roster(deployed):
+    members = [{"name": f"demo-cp-{i}", "address": f"192.0.2.{10 + i}"} for i in range(1, 6)]
+    refused(plan(deployed, {"nodes.count": 5, "nodes.members": members}), "terraform_data.roster")
+
+
+def test_the_image_renamed_then_deleted_in_the_cloud_touches_no_running_node(cloud, deployed):  # noqa: F811
+    cloud.sdk("conn.image.update_image(conn.image.find_image('ubuntu-24.04'), name='ubuntu-24.04-old')", admin=True)
+    assert plan(deployed) == {}
+    cloud.sdk("conn.image.delete_image(conn.image.find_image('ubuntu-24.04-old'))", admin=True)
+    assert plan(deployed) == {}
+
+
+def test_the_flavor_deleted_in_the_cloud_touches_no_running_node(cloud, deployed):  # noqa: F811
+    cloud.sdk("conn.compute.delete_flavor(conn.compute.find_flavor('m1.large'))", admin=True)
+    assert plan(deployed) == {}
