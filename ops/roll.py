@@ -19,14 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ops.docker import check_argv
-from ops.inventory import Inventory, Node
+from ops.inventory import Inventory
 from ops.remote import Report, ReportError, Script, failed_write, parse_addresses, parse_report, sections, steps
 from ops.ssh import Result, Ssh
 from ops.status import NodeStatus, diff, holders, report_script
-from userdata.extract import WrittenFile
+from userdata.cloudconfig import WrittenFile
 from userdata.render import CONTAINERS, HAPROXY_CFG, KEEPALIVED_CONF
 from userdata.render import HAPROXY_CONTAINER as HAPROXY
 from userdata.render import KEEPALIVED_CONTAINER as KEEPALIVED
+from userdata.stack import Node
 
 GATE_TIMEOUT_S = 60.0
 HANDOVER_TIMEOUT_S = 15.0

@@ -10,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ops.inventory import Inventory, Node
+from ops.inventory import Inventory
 from ops.remote import Report, ReportError, Script, parse_report
 from ops.ssh import Ssh
-from userdata.extract import WrittenFile
+from userdata.cloudconfig import WrittenFile
 from userdata.render import CONTAINERS, HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
+from userdata.stack import Node
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from ops.ssh import Ssh, SshOptions, ssh_argv
 from ops.status import collect, findings
 from tests.conftest import config_from
 from tests.fake_nodes import FakeCluster
-from userdata.extract import INSTANCE_TYPE
 from userdata.render import HAPROXY_CFG, KEEPALIVED_CONF, render_cloud_config
+from userdata.stack import INSTANCE
 
 NODES = ["demo-cp-1", "demo-cp-2", "demo-cp-3"]
 
@@ -27,7 +27,7 @@ def stack_for(example_json, changes=None):
     """The example's synthesized JSON with each node's user_data rendered from a changed config."""
     doc = copy.deepcopy(example_json)
     plan = make_plan(config_from(changes or {}))
-    for vm in doc["resource"][INSTANCE_TYPE].values():
+    for vm in doc["resource"][INSTANCE].values():
         vm["user_data"] = render_cloud_config(plan, vm["name"])
     return doc
 
@@ -234,7 +234,7 @@ def test_roll_refuses_to_start_without_exactly_one_holder(capsys, deployed, exam
 
 def test_a_config_that_does_not_parse_stops_the_roll_before_any_change(capsys, deployed, example_json, write_stack):
     doc = stack_for(example_json, CONFIG_CHANGE)
-    vm = doc["resource"][INSTANCE_TYPE]["instance_demo-cp-3"]
+    vm = doc["resource"][INSTANCE]["instance_demo-cp-3"]
     vm["user_data"] = vm["user_data"].replace("    maxconn 20000\n", "    maxconn 20000\n          BROKEN\n", 1)
     code, _, err = run_cli(capsys, deployed, write_stack(doc), "roll")
     assert code == 1
@@ -262,7 +262,7 @@ def test_validation_runs_the_target_image_with_the_lines_options_and_staged_fold
 
 def test_a_keepalived_conf_keepalived_rejects_stops_the_roll_before_any_change(deployed, example_json, write_stack):
     doc = stack_for(example_json, CONFIG_CHANGE)
-    vm = doc["resource"][INSTANCE_TYPE]["instance_demo-cp-1"]
+    vm = doc["resource"][INSTANCE]["instance_demo-cp-1"]
     vm["user_data"] = vm["user_data"].replace("    vrrp_version 3\n", "    vrrp_version 3\n          BROKEN\n", 1)
     inv = load_inventory(make_plan(config_from(CONFIG_CHANGE)), write_stack(doc))
     r, _ = roller(deployed, inv)
