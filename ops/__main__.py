@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:
         else:
             print(table(inv, statuses))
             print()
-            print("\n".join(found) if found else "healthy: one VIP holder, every node as its userdata says")
+            print("\n".join(f.message for f in found) if found else "healthy: one VIP holder, every node as its userdata says")
         return 1 if found else 0
     try:
         roll_plan = make_roll_plan(inv, statuses)

@@ -12,9 +12,9 @@ import pytest
 from cluster.plan import make_plan
 from ops.__main__ import main
 from ops.inventory import load_inventory
-from ops.roll import Roller, RollStopped, make_roll_plan
+from ops.roll import ChangeKind, Roller, RollStopped, describe, make_roll_plan
 from ops.ssh import Ssh, SshOptions, ssh_argv
-from ops.status import collect, findings
+from ops.status import Drift, FindingKind, collect, findings
 from tests.conftest import config_from
 from tests.fake_nodes import FakeCluster
 from userdata.render import HAPROXY_CFG, KEEPALIVED_CONF, render_cloud_config
@@ -420,3 +420,34 @@ def test_terraform_output_failure_is_one_line_naming_the_folder(tmp_path):
 
     with pytest.raises(OpsError, match=rf"^terraform output node_addresses in {tmp_path}: Error: No outputs found \(deploy first"):
         terraform_node_addresses(tmp_path, run)
+
+
+# --- findings as data ----------------------------------------------------------------------------
+
+FINDING_KINDS = [
+    (break_no_holder, FindingKind.NO_HOLDER),
+    (break_two_holders, FindingKind.SEVERAL_HOLDERS),
+    (break_fault, FindingKind.KEEPALIVED_FAULT),
+    (break_apiserver, FindingKind.APISERVER_DOWN),
+    (break_container, FindingKind.CONTAINER_STOPPED),
+    (break_file, FindingKind.DRIFT),
+    (break_image, FindingKind.DRIFT),
+    (break_reachability, FindingKind.UNREACHABLE),
+]
+
+
+@pytest.mark.parametrize(("fault", "kind"), FINDING_KINDS, ids=[f[0].__name__ for f in FINDING_KINDS])
+def test_each_fault_is_one_finding_of_its_kind(deployed, fault, kind):
+    assert findings(deployed.inv, collect(deployed.inv, Ssh(runner=deployed))) == []
+    fault(deployed)
+    found = findings(deployed.inv, collect(deployed.inv, Ssh(runner=deployed)))
+    assert [f.kind for f in found] == [kind]
+
+
+def test_the_roll_decides_from_the_kind_of_change_not_from_its_wording(deployed, example_json, write_stack, monkeypatch):
+    inv = inventory(example_json, write_stack, IMAGE_CHANGE)
+    monkeypatch.setattr(Drift, "why", property(lambda self: "reworded"))
+    plan = plan_for(deployed, inv)
+    assert {c.kind for c in plan.changes} == {ChangeKind.IMAGE}
+    assert "container haproxy: reworded" in "\n".join(describe(plan))
+
