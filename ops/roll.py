@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ops import GATE_TIMEOUT_S, HANDOVER_TIMEOUT_S, POLL_S
 from ops.docker import check_argv
 from ops.inventory import Inventory
 from ops.remote import Report, Script, failed_write, parse_addresses, sections, steps
@@ -30,9 +31,6 @@ from userdata.render import HAPROXY_CONTAINER as HAPROXY
 from userdata.render import KEEPALIVED_CONTAINER as KEEPALIVED
 from userdata.stack import Node
 
-GATE_TIMEOUT_S = 60.0
-HANDOVER_TIMEOUT_S = 15.0
-POLL_S = 0.5
 # keepalived 2.2.7 (Debian) ends `-t` by SIGTERM-ing itself: 143 is `docker run`'s status for that.
 KEEPALIVED_TEST_OK = (0, 143)
 

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from cluster.plan import make_plan
+from ops import Exit
 from ops.__main__ import main
 from ops.inventory import load_inventory
 from ops.roll import ChangeKind, Roller, RollStopped, describe, make_roll_plan
@@ -155,6 +156,16 @@ def test_status_exits_1_with_one_line_per_finding(capsys, deployed, example_json
     for pattern in expected:
         assert any(re.search(pattern, line) for line in found), found
     assert "healthy" not in out
+
+
+def test_an_error_before_any_node_answers_is_one_line_and_exit_2(capsys, example_json, write_stack):
+    from ops import OpsError
+
+    def no_ssh(argv, stdin, timeout):
+        raise OpsError("ssh: command not found; install the OpenSSH client")
+
+    code, out, err = run_cli(capsys, no_ssh, write_stack(example_json))
+    assert (code, out, err) == (Exit.BAD_INPUT, "", "error: ssh: command not found; install the OpenSSH client\n")
 
 
 def test_status_json_has_a_fixed_shape(capsys, deployed, example_json, write_stack):
