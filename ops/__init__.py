@@ -1,5 +1,6 @@
 """The operator's tool: `python -m ops status` shows the HA endpoint as the nodes see it, `python -m ops roll`
-brings every node to the synthesized userdata one node at a time, without an outage.
+brings every node to the synthesized userdata one node at a time, without an outage, and `python -m ops
+userdata NODE` prints one node's cloud-config from the synthesized stack.
 
 It reads the synthesized stack (cdktf.out) and the nodes (over the system's ssh); it imports the
 model (cluster/) and userdata's readers, never stacks/ or lab/. Its exit codes and defaults are here.

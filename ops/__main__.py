@@ -1,4 +1,4 @@
-"""python -m ops status|roll: see and change the HA endpoint of one cluster (CONFIG chooses it, as for synth)."""
+"""python -m ops status|roll|userdata: see and change the HA endpoint of one cluster (CONFIG chooses it, as for synth)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pathlib import Path
 from cluster.config import ConfigError, load_configs
 from cluster.plan import Plan, make_plan
 from ops import CONNECT_TIMEOUT_S, GATE_TIMEOUT_S, Exit, OpsError
-from ops.inventory import Inventory, load_inventory, stack_json_path
+from ops.inventory import Inventory, load_inventory, read_stack, stack_json_path
 from ops.roll import Roller, RollStopped, describe, make_roll_plan
 from ops.ssh import Ssh, SshOptions
 from ops.status import as_json, collect, findings, table
+from userdata.cloudconfig import unescape
+from userdata.stack import PORT_ADDRESS, StackError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     roll.add_argument(
         "--timeout", type=float, default=GATE_TIMEOUT_S, metavar="S", help=f"health gate per node (default: {GATE_TIMEOUT_S:g})"
     )
+    userdata = sub.add_parser("userdata", parents=[cluster], help="print one node's cloud-config from the synthesized stack")
+    userdata.add_argument("node", help="the node's name, as in the config")
     return top
 
 
@@ -98,7 +102,23 @@ def roll(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
     return Exit.OK
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Ssh | None], Exit]] = {"status": status, "roll": roll}
+def userdata(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
+    """The node's user_data as its VM receives it; a note on stderr where Terraform still fills
+    in addresses (Neutron allocates them: the synthesized JSON only refers to them)."""
+    plan = cluster_plan(args)
+    path = stack_path(args, plan)
+    try:
+        user_data = read_stack(plan, path).instance(args.node).user_data
+    except StackError as err:
+        raise OpsError(f"{path}: {err}") from None
+    print(unescape(user_data), end="")
+    if refs := len(PORT_ADDRESS.findall(user_data)):
+        note = f"{refs} addresses are Terraform references (${{element(...)}}): Neutron allocates them at deploy"
+        print(f"note: {note}", file=sys.stderr)
+    return Exit.OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Ssh | None], Exit]] = {"status": status, "roll": roll, "userdata": userdata}
 
 
 def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:

@@ -462,3 +462,32 @@ def test_the_roll_decides_from_the_kind_of_change_not_from_its_wording(deployed,
     assert {c.kind for c in plan.changes} == {ChangeKind.IMAGE}
     assert "container haproxy: reworded" in "\n".join(describe(plan))
 
+
+# --- userdata ------------------------------------------------------------------------------------
+
+
+def test_userdata_prints_the_nodes_cloud_config_as_its_vm_receives_it(capsys, example_json, example_plan, write_stack):
+    code = main(["userdata", "--stack", str(write_stack(example_json)), "demo-cp-2"])
+    out = capsys.readouterr()
+    assert code == 0 and out.err == ""
+    assert out.out == render_cloud_config(example_plan, "demo-cp-2")
+    assert out.out != render_cloud_config(example_plan, "demo-cp-1")
+
+
+def test_userdata_of_an_unknown_node_is_one_line_naming_the_known_ones(capsys, example_json, write_stack):
+    stack = write_stack(example_json)
+    code = main(["userdata", "--stack", str(stack), "demo-cp-9"])
+    out = capsys.readouterr()
+    assert code == 2 and out.out == ""
+    assert out.err == f"error: {stack}: no node is named 'demo-cp-9'; its nodes: demo-cp-1, demo-cp-2, demo-cp-3\n"
+
+
+def test_userdata_says_where_terraform_still_fills_in_neutron_allocated_addresses(capsys, write_stack):
+    from tests.conftest import DELETE, synth
+
+    cfg = config_from({"nodes.members": DELETE})
+    code = main(["userdata", "--stack", str(write_stack(synth(cfg))), "demo-cp-1"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert "unicast_src_ip ${element(openstack_networking_port_v2.port_demo-cp-1.all_fixed_ips, 0)}" in out.out
+    assert re.fullmatch(r"note: \d+ addresses are Terraform references .*\n", out.err)
