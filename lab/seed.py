@@ -72,8 +72,8 @@ def seed_doc(doc: dict, keepalived_conf_path: str, keepalived_container: str) ->
             cfg = next(f["content"] for p, f in files.items() if p.endswith("/haproxy.cfg"))
             files[keepalived_conf_path]["content"] = keepalived_conf(ours, first=inst.name == first)
             host_script = str(PurePosixPath(keepalived_conf_path).parent / PurePosixPath(CHECK_SCRIPT).name)
-            script = {"path": host_script, "owner": "root:root", "permissions": "0755", "content": check_script(frontend_port(cfg))}
-            config["write_files"].append(script)
+            script = check_script(frontend_port(cfg))
+            config["write_files"].append({"path": host_script, "owner": "root:root", "permissions": "0755", "content": script})
             entry = cloudconfig.runcmd_docker_run(config, keepalived_container)
             at = entry.index(cloudconfig.parse_docker_run(entry).image)
             entry[at:at] = ["--volume", f"{host_script}:{CHECK_SCRIPT}:ro"]

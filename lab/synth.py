@@ -18,7 +18,8 @@ from pathlib import Path
 
 from lab import configs
 from userdata import cloudconfig
-from userdata.stack import INSTANCE, PORT, RULE, VRRP, Instance, Node, Port, Rule, SynthesizedStack, protocol, read, with_user_data
+from userdata.stack import INSTANCE, PORT, RULE, VRRP, Instance, Node, Port, Rule, SynthesizedStack
+from userdata.stack import protocol, read, with_user_data
 from userdata.stack import StackError as SynthError  # the lab's name for it: what the lab cannot build
 
 

@@ -118,7 +118,8 @@ def userdata(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
     return Exit.OK
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Ssh | None], Exit]] = {"status": status, "roll": roll, "userdata": userdata}
+Command = Callable[[argparse.Namespace, Ssh | None], Exit]
+COMMANDS: dict[str, Command] = {"status": status, "roll": roll, "userdata": userdata}
 
 
 def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:

@@ -124,7 +124,8 @@ def _file_drift(want: WrittenFile, report: Report) -> Drift | None:
     if have.sha256 != sha256(want.content):
         return Drift(DriftKind.FILE_CONTENT, want.path)
     if have.owner != want.owner or have.mode != want.permissions.zfill(4):
-        return Drift(DriftKind.FILE_OWNER_MODE, want.path, f"{have.owner} {have.mode}", f"{want.owner} {want.permissions}")
+        seen, said = f"{have.owner} {have.mode}", f"{want.owner} {want.permissions}"
+        return Drift(DriftKind.FILE_OWNER_MODE, want.path, seen, said)
     return None
 
 
@@ -232,7 +233,8 @@ def findings(inv: Inventory, statuses: list[NodeStatus]) -> list[Finding]:
     unreachable = [s for s in statuses if s.report is None]
     held_by = holders(inv, statuses)
     if not held_by and len(unreachable) < len(statuses):
-        out.append(Finding(FindingKind.NO_HOLDER, subject=inv.vip, detail="among the reachable nodes" if unreachable else ""))
+        among = "among the reachable nodes" if unreachable else ""
+        out.append(Finding(FindingKind.NO_HOLDER, subject=inv.vip, detail=among))
     elif len(held_by) > 1:
         out.append(Finding(FindingKind.SEVERAL_HOLDERS, subject=inv.vip, holders=tuple(held_by)))
     for s in statuses:

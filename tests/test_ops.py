@@ -455,7 +455,7 @@ def test_each_fault_is_one_finding_of_its_kind(deployed, fault, kind):
     assert [f.kind for f in found] == [kind]
 
 
-def test_the_roll_decides_from_the_kind_of_change_not_from_its_wording(deployed, example_json, write_stack, monkeypatch):
+def test_the_roll_decides_from_the_kind_of_change_not_its_wording(deployed, example_json, write_stack, monkeypatch):
     inv = inventory(example_json, write_stack, IMAGE_CHANGE)
     monkeypatch.setattr(Drift, "why", property(lambda self: "reworded"))
     plan = plan_for(deployed, inv)
