@@ -29,7 +29,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast validate bench soak lab lab-images diff deploy status roll cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
+.PHONY: synth test test-fast validate bench soak lab lab-images diff deploy status roll show-userdata cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -76,6 +76,14 @@ status: setup-python setup-node synth
 
 roll: setup-python setup-node synth
 	@python -m ops roll $(ARGS) || { rc=$$?; echo "python -m ops roll exited $$rc (make exits 2 on any failure; bin/ops roll keeps the code)" >&2; exit $$rc; }
+
+# make show-userdata NODE=demo-cp-1: that node's cloud-config as its VM receives it, from a fresh
+# synth (CONFIG as for synth; ARGS as above, e.g. ARGS="--cluster b"). Only the cloud-config goes to
+# stdout, the synth's output to stderr: `make show-userdata NODE=... > node.yaml` keeps it alone.
+show-userdata: setup-python setup-node
+	@if [ -z "$(NODE)" ]; then echo "error: NODE: not set; e.g. make show-userdata NODE=demo-cp-1" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory synth >&2
+	@python -m ops userdata $(ARGS) "$(NODE)"
 
 # make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
 lab: setup synth lab-images

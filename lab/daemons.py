@@ -19,7 +19,7 @@ from pathlib import Path
 from lab.engine import ContainerEvent, Engine
 from lab.procs import LineHook, Proc
 from lab.synth import SynthError
-from userdata.extract import WrittenFile
+from userdata.cloudconfig import WrittenFile
 
 _SERVER = re.compile(r"Server ([^/\s]+)/(\S+) is (UP|DOWN)")
 _VRRP = re.compile(r"\((\S+)\) Entering (\w+) STATE")

@@ -8,14 +8,12 @@ differ) and haproxy.cfg unchanged.
 
 from __future__ import annotations
 
-import copy
 from pathlib import PurePosixPath
 
-import yaml
-
-from lab import synth
 from lab.configs import VrrpInstance, frontend_port, vrrp_instance
-from userdata.extract import cloud_config, parse_docker_run
+from lab.synth import SynthError
+from userdata import cloudconfig
+from userdata.stack import Instance, SynthesizedStack, with_user_data
 
 CHECK_SCRIPT = "/etc/keepalived/seed_check.sh"
 
@@ -62,26 +60,25 @@ def seed_doc(doc: dict, keepalived_conf_path: str, keepalived_container: str) ->
     Each node's cloud-config gets the seed's keepalived.conf in place of ours (same VIP,
     interface, VRID and peers), writes the seed's check script next to it, and mounts that script
     into the keepalived container where the conf names it. Everything else stays as synthesized."""
-    out = copy.deepcopy(doc)
-    instances = sorted(out["resource"][synth.INSTANCE].values(), key=lambda i: i.get("name", ""))
-    port = None
-    for i, inst in enumerate(instances):
-        config = cloud_config(inst["user_data"])
-        files = {f["path"]: f for f in config["write_files"]}
-        if keepalived_conf_path not in files:
-            raise synth.SynthError(f"{inst.get('name')}: user_data writes no {keepalived_conf_path}")
-        ours = vrrp_instance(files[keepalived_conf_path]["content"])
-        cfg = next(f["content"] for p, f in files.items() if p.endswith("/haproxy.cfg"))
-        port = frontend_port(cfg)
-        files[keepalived_conf_path]["content"] = keepalived_conf(ours, first=i == 0)
-        host_script = str(PurePosixPath(keepalived_conf_path).parent / PurePosixPath(CHECK_SCRIPT).name)
-        config["write_files"].append({"path": host_script, "owner": "root:root", "permissions": "0755",
-                                      "content": check_script(port)})  # fmt: skip
-        for entry in config["runcmd"]:
-            if isinstance(entry, list) and entry[:2] == ["docker", "run"] and parse_docker_run(entry).name == keepalived_container:
-                image = parse_docker_run(entry).image
-                at = entry.index(image)
-                entry[at:at] = ["--volume", f"{host_script}:{CHECK_SCRIPT}:ro"]
-        text = "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, width=1000)
-        inst["user_data"] = text.replace("${", "$${").replace("%{", "%%{")
-    return out
+    first = SynthesizedStack(doc).instances[0].name
+
+    def seeded(inst: Instance) -> str:
+        try:
+            config = cloudconfig.load(inst.user_data)
+            files = {f["path"]: f for f in config["write_files"]}
+            if keepalived_conf_path not in files:
+                raise SynthError(f"{inst.name}: user_data writes no {keepalived_conf_path}")
+            ours = vrrp_instance(files[keepalived_conf_path]["content"])
+            cfg = next(f["content"] for p, f in files.items() if p.endswith("/haproxy.cfg"))
+            files[keepalived_conf_path]["content"] = keepalived_conf(ours, first=inst.name == first)
+            host_script = str(PurePosixPath(keepalived_conf_path).parent / PurePosixPath(CHECK_SCRIPT).name)
+            script = check_script(frontend_port(cfg))
+            config["write_files"].append({"path": host_script, "owner": "root:root", "permissions": "0755", "content": script})
+            entry = cloudconfig.runcmd_docker_run(config, keepalived_container)
+            at = entry.index(cloudconfig.parse_docker_run(entry).image)
+            entry[at:at] = ["--volume", f"{host_script}:{CHECK_SCRIPT}:ro"]
+        except cloudconfig.CloudConfigError as err:
+            raise SynthError(f"{inst.where}: {err}") from None
+        return cloudconfig.dump(config)
+
+    return with_user_data(doc, seeded)

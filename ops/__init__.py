@@ -1,9 +1,28 @@
 """The operator's tool: `python -m ops status` shows the HA endpoint as the nodes see it, `python -m ops roll`
-brings every node to the synthesized userdata one node at a time, without an outage.
+brings every node to the synthesized userdata one node at a time, without an outage, and `python -m ops
+userdata NODE` prints one node's cloud-config from the synthesized stack.
 
 It reads the synthesized stack (cdktf.out) and the nodes (over the system's ssh); it imports the
-model (cluster/) and userdata's readers, never stacks/ or lab/.
+model (cluster/) and userdata's readers, never stacks/ or lab/. Its exit codes and defaults are here.
 """
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """What the tool exits with, for a monitoring check or a CI step to act on."""
+
+    OK = 0
+    UNHEALTHY = 1  # status: at least one finding
+    STOPPED = 1  # roll: refused to start, or stopped at a node (the message says which and why)
+    BAD_INPUT = 2  # an OpsError or ConfigError (config, stack, arguments, no ssh): argparse's code too
+
+
+CONNECT_TIMEOUT_S = 5  # ssh's ConnectTimeout
+SSH_TIMEOUT_S = 120.0  # one round trip to a node, its script included
+GATE_TIMEOUT_S = 60.0  # roll: how long a changed node may take to be healthy again
+HANDOVER_TIMEOUT_S = 15.0  # roll: how long a backup may take to hold the VIP once the holder's keepalived stops
+POLL_S = 0.5  # roll: between two reports of a node under its health gate
 
 
 class OpsError(Exception):

@@ -1,4 +1,4 @@
-"""python -m ops status|roll: see and change the HA endpoint of one cluster (CONFIG chooses it, as for synth)."""
+"""python -m ops status|roll|userdata: see and change the HA endpoint of one cluster (CONFIG chooses it, as for synth)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cluster.config import ConfigError, load_configs
-from cluster.plan import make_plan
-from ops import OpsError
-from ops.inventory import load_inventory, stack_json_path
+from cluster.plan import Plan, make_plan
+from ops import CONNECT_TIMEOUT_S, GATE_TIMEOUT_S, Exit, OpsError
+from ops.inventory import Inventory, load_inventory, read_stack, stack_json_path
 from ops.roll import Roller, RollStopped, describe, make_roll_plan
 from ops.ssh import Ssh, SshOptions
 from ops.status import as_json, collect, findings, table
+from userdata.cloudconfig import unescape
+from userdata.stack import PORT_ADDRESS, StackError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,64 +28,110 @@ DEPLOY_HINT = (
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="the cluster's YAML (default: $CONFIG, else config/example.yaml)")
-    common.add_argument("--cluster", help="which cluster, when CONFIG names several")
-    common.add_argument("--stack", type=Path, help="the synthesized cdk.tf.json (default: cdktf.out/stacks/<cluster>/cdk.tf.json)")
-    common.add_argument("--ssh-user", help="log in as this user (default: ssh's, e.g. from ~/.ssh/config)")
-    common.add_argument("--ssh-option", action="append", default=[], metavar="OPTION", help="an ssh -o option; repeatable")
-    common.add_argument("--connect-timeout", type=int, default=5, metavar="S", help="ssh connect timeout (default: 5)")
-    common.add_argument("--no-sudo", action="store_true", help="the login is root: run the node scripts without sudo")
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("--config", help="the cluster's YAML (default: $CONFIG, else config/example.yaml)")
+    cluster.add_argument("--cluster", help="which cluster, when CONFIG names several")
+    cluster.add_argument("--stack", type=Path, help="the synthesized cdk.tf.json (default: cdktf.out/stacks/<cluster>/cdk.tf.json)")
+    remote = argparse.ArgumentParser(add_help=False, parents=[cluster])
+    remote.add_argument("--ssh-user", help="log in as this user (default: ssh's, e.g. from ~/.ssh/config)")
+    remote.add_argument("--ssh-option", action="append", default=[], metavar="OPTION", help="an ssh -o option; repeatable")
+    remote.add_argument(
+        "--connect-timeout", type=int, default=CONNECT_TIMEOUT_S, metavar="S", help=f"ssh connect timeout (default: {CONNECT_TIMEOUT_S})"
+    )
+    remote.add_argument("--no-sudo", action="store_true", help="the login is root: run the node scripts without sudo")
     top = argparse.ArgumentParser(prog="python -m ops", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", parents=[common], help="each node's keepalived, VIP, haproxy view, images and drift")
+    status = sub.add_parser("status", parents=[remote], help="each node's keepalived, VIP, haproxy view, images and drift")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    roll = sub.add_parser("roll", parents=[common], help="bring every node to the synthesized userdata, one at a time")
+    roll = sub.add_parser("roll", parents=[remote], help="bring every node to the synthesized userdata, one at a time")
     roll.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
-    roll.add_argument("--timeout", type=float, default=60.0, metavar="S", help="health gate per node (default: 60)")
+    roll.add_argument(
+        "--timeout", type=float, default=GATE_TIMEOUT_S, metavar="S", help=f"health gate per node (default: {GATE_TIMEOUT_S:g})"
+    )
+    userdata = sub.add_parser("userdata", parents=[cluster], help="print one node's cloud-config from the synthesized stack")
+    userdata.add_argument("node", help="the node's name, as in the config")
     return top
+
+
+def cluster_plan(args: argparse.Namespace) -> Plan:
+    configs = load_configs(args.config or os.environ.get("CONFIG"))
+    if args.cluster:
+        configs = [c for c in configs if c.name == args.cluster]
+        if not configs:
+            raise OpsError(f"--cluster: {args.cluster!r} is not a cluster CONFIG names")
+    if len(configs) != 1:
+        raise OpsError(f"CONFIG names {len(configs)} clusters ({', '.join(c.name for c in configs)}); choose one with --cluster")
+    return make_plan(configs[0])
+
+
+def stack_path(args: argparse.Namespace, plan: Plan) -> Path:
+    return args.stack or stack_json_path(plan, ROOT)
+
+
+def inventory(args: argparse.Namespace) -> Inventory:
+    plan = cluster_plan(args)
+    return load_inventory(plan, stack_path(args, plan))
+
+
+def node_ssh(args: argparse.Namespace) -> Ssh:
+    return Ssh(SshOptions(args.ssh_user, tuple(args.ssh_option), args.connect_timeout, not args.no_sudo))
+
+
+def status(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
+    inv = inventory(args)
+    statuses = collect(inv, ssh or node_ssh(args))
+    found = findings(inv, statuses)
+    if args.json:
+        print(json.dumps(as_json(inv, statuses, found), indent=2))
+    else:
+        print(table(inv, statuses))
+        print()
+        print("\n".join(f.message for f in found) if found else "healthy: one VIP holder, every node as its userdata says")
+    return Exit.UNHEALTHY if found else Exit.OK
+
+
+def roll(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
+    inv = inventory(args)
+    ssh = ssh or node_ssh(args)
+    roll_plan = make_roll_plan(inv, collect(inv, ssh))
+    print("\n".join(describe(roll_plan)))
+    if args.dry_run or not roll_plan.changes:
+        return Exit.OK
+    Roller(inv, ssh, gate_timeout=args.timeout).roll(roll_plan)
+    print(f"rolled {len(roll_plan.changes)} node(s); {DEPLOY_HINT}")
+    return Exit.OK
+
+
+def userdata(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
+    """The node's user_data as its VM receives it; a note on stderr where Terraform still fills
+    in addresses (Neutron allocates them: the synthesized JSON only refers to them)."""
+    plan = cluster_plan(args)
+    path = stack_path(args, plan)
+    try:
+        user_data = read_stack(plan, path).instance(args.node).user_data
+    except StackError as err:
+        raise OpsError(f"{path}: {err}") from None
+    print(unescape(user_data), end="")
+    if refs := len(PORT_ADDRESS.findall(user_data)):
+        note = f"{refs} addresses are Terraform references (${{element(...)}}): Neutron allocates them at deploy"
+        print(f"note: {note}", file=sys.stderr)
+    return Exit.OK
+
+
+Command = Callable[[argparse.Namespace, Ssh | None], Exit]
+COMMANDS: dict[str, Command] = {"status": status, "roll": roll, "userdata": userdata}
 
 
 def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        configs = load_configs(args.config or os.environ.get("CONFIG"))
-        if args.cluster:
-            configs = [c for c in configs if c.name == args.cluster] or configs[:0]
-            if not configs:
-                raise OpsError(f"--cluster: {args.cluster!r} is not a cluster CONFIG names")
-        if len(configs) != 1:
-            raise OpsError(f"CONFIG names {len(configs)} clusters ({', '.join(c.name for c in configs)}); choose one with --cluster")
-        plan = make_plan(configs[0])
-        inv = load_inventory(plan, args.stack or stack_json_path(plan, ROOT))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OpsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    ssh = ssh or Ssh(SshOptions(args.ssh_user, tuple(args.ssh_option), args.connect_timeout, not args.no_sudo))
-    statuses = collect(inv, ssh)
-    if args.command == "status":
-        found = findings(inv, statuses)
-        if args.json:
-            print(json.dumps(as_json(inv, statuses, found), indent=2))
-        else:
-            print(table(inv, statuses))
-            print()
-            print("\n".join(found) if found else "healthy: one VIP holder, every node as its userdata says")
-        return 1 if found else 0
-    try:
-        roll_plan = make_roll_plan(inv, statuses)
-        print("\n".join(describe(roll_plan)))
-        if args.dry_run or not roll_plan.changes:
-            return 0
-        Roller(inv, ssh, gate_timeout=args.timeout).roll(roll_plan)
+        return COMMANDS[args.command](args, ssh)
+    except (ConfigError, OpsError) as err:
+        code, message = Exit.BAD_INPUT, str(err)
     except RollStopped as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"rolled {len(roll_plan.changes)} node(s); {DEPLOY_HINT}")
-    return 0
+        code, message = Exit.STOPPED, str(err)
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

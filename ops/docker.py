@@ -3,12 +3,12 @@
 The validation runs the target image with the line's own network, capabilities, environment and
 mounts, except that each host folder the userdata writes is replaced by a staged copy: so a file
 is checked where and how its container will read it. The line itself is read by
-`userdata.extract.parse_docker_run`, which refuses options it does not know rather than guess.
+`userdata.cloudconfig.parse_docker_run`, which refuses options it does not know rather than guess.
 """
 
 from __future__ import annotations
 
-from userdata.extract import DockerRun
+from userdata.cloudconfig import DockerRun
 
 # Options that belong to the long-running container, not to a throw-away check.
 _NOT_FOR_CHECKS = frozenset({"--detach", "-d", "--restart", "--name", "--label", "-l", "--entrypoint", "--rm"})

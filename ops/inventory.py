@@ -16,22 +16,8 @@ from pathlib import Path
 
 from cluster.plan import Plan
 from ops import OpsError
-from userdata.extract import INSTANCE_TYPE, DockerRun, WrittenFile, docker_runs, with_port_addresses, written_files
 from userdata.render import CONTAINERS
-
-PORT_TYPE = "openstack_networking_port_v2"
-_PORT_REF = re.compile(rf"^\$\{{{PORT_TYPE}\.([A-Za-z0-9_-]+)\.id\}}$")
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    address: str
-    files: tuple[WrittenFile, ...]
-    runs: tuple[DockerRun, ...]
-
-    def run(self, container: str) -> DockerRun:
-        return next(r for r in self.runs if r.name == container)
+from userdata.stack import Node, StackError, SynthesizedStack, read
 
 
 @dataclass(frozen=True)
@@ -100,46 +86,42 @@ def terraform_error(stderr: str) -> str:
     return text or "failed"
 
 
+def read_stack(plan: Plan, stack_json: Path) -> SynthesizedStack:
+    """The synthesized stack, checked to come from this config (the same nodes and VIP)."""
+    try:
+        stack = SynthesizedStack(read(stack_json))
+        names = sorted(i.name for i in stack.instances)
+    except FileNotFoundError:
+        raise OpsError(f"{stack_json}: no such file; run `make synth` (CONFIG as for this cluster) first") from None
+    except StackError as err:
+        raise OpsError(f"{stack_json}: {err}") from None
+    except ValueError as err:
+        raise OpsError(f"{stack_json}: not JSON ({err})") from None
+    if names != sorted(n.name for n in plan.nodes) or stack.outputs.get("vip") != plan.vip:
+        raise OpsError(f"{stack_json} was not synthesized from this config (nodes or VIP differ); run `make synth`")
+    return stack
+
+
 def load_inventory(
     plan: Plan, stack_json: Path, node_addresses: Callable[[Path], dict[str, str]] = terraform_node_addresses
 ) -> Inventory:
-    try:
-        doc = json.loads(Path(stack_json).read_text())
-    except FileNotFoundError:
-        raise OpsError(f"{stack_json}: no such file; run `make synth` (CONFIG as for this cluster) first") from None
-    except ValueError as err:
-        raise OpsError(f"{stack_json}: not JSON ({err})") from None
-    resources = doc.get("resource", {})
-    instances = {vm["name"]: vm for vm in resources.get(INSTANCE_TYPE, {}).values()}
-    vip = doc.get("output", {}).get("vip", {}).get("value")
-    if sorted(instances) != sorted(n.name for n in plan.nodes) or vip != plan.vip:
-        raise OpsError(f"{stack_json} was not synthesized from this config (nodes or VIP differ); run `make synth`")
-
-    port_of = {}
-    for name, vm in instances.items():
-        ref = _PORT_REF.match(str(vm.get("network", [{}])[0].get("port", "")))
-        if not ref:
-            raise OpsError(f"{stack_json}: instance {name} is not attached to one {PORT_TYPE}")
-        port_of[name] = ref.group(1)
-    ports = resources.get(PORT_TYPE, {})
-    literal = {name: ports.get(port, {}).get("fixed_ip", [{}])[0].get("ip_address") for name, port in port_of.items()}
-    addresses = {k: v for k, v in literal.items() if v}
-    if len(addresses) < len(instances):
+    stack = read_stack(plan, stack_json)
+    missing = [i.name for i in stack.instances if stack.literal_address(i) is None]
+    allocated: dict[str, str] = {}
+    if missing:
         deployed = node_addresses(Path(stack_json).parent)
-        addresses.update({name: deployed[name] for name in instances if name not in addresses and name in deployed})
-        missing = sorted(set(instances) - set(addresses))
-        if missing:
-            raise OpsError(f"the deployed stack's node_addresses output has no address for {', '.join(missing)}")
+        allocated = {name: deployed[name] for name in missing if name in deployed}
+        if len(allocated) < len(missing):
+            unknown = sorted(set(missing) - set(allocated))
+            raise OpsError(f"the deployed stack's node_addresses output has no address for {', '.join(unknown)}")
 
     nodes = []
     for node in plan.nodes:
-        user_data = with_port_addresses(instances[node.name]["user_data"], {port_of[n]: a for n, a in addresses.items()})
         try:
-            files = tuple(written_files(user_data).values())
-            runs = tuple(docker_runs(user_data).values())
-        except ValueError as err:
-            raise OpsError(f"{stack_json}: {node.name}: {err}") from None
-        if sorted(str(r.name) for r in runs) != sorted(CONTAINERS):
-            raise OpsError(f"{stack_json}: {node.name}: userdata runs {[r.name for r in runs]}, expected {list(CONTAINERS)}")
-        nodes.append(Node(node.name, addresses[node.name], files, runs))
+            n = stack.node(stack.instance(node.name), allocated)
+        except StackError as err:
+            raise OpsError(f"{stack_json}: {err}") from None
+        if sorted(n.containers) != sorted(CONTAINERS):
+            raise OpsError(f"{stack_json}: {node.name}: userdata runs {list(n.containers)}, expected {list(CONTAINERS)}")
+        nodes.append(n)
     return Inventory(plan.cluster, plan.vip, plan.interface, plan.health_port, tuple(nodes))

@@ -17,20 +17,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 
+from ops import GATE_TIMEOUT_S, HANDOVER_TIMEOUT_S, POLL_S
 from ops.docker import check_argv
-from ops.inventory import Inventory, Node
-from ops.remote import Report, ReportError, Script, failed_write, parse_addresses, parse_report, sections, steps
+from ops.inventory import Inventory
+from ops.remote import Report, Script, failed_write, parse_addresses, sections, steps
 from ops.ssh import Result, Ssh
-from ops.status import NodeStatus, diff, holders, report_script
-from userdata.extract import WrittenFile
+from ops.status import Drift, DriftKind, FindingKind, NodeStatus, diff, fetch, findings, holders
+from userdata.cloudconfig import WrittenFile
 from userdata.render import CONTAINERS, HAPROXY_CFG, KEEPALIVED_CONF
 from userdata.render import HAPROXY_CONTAINER as HAPROXY
 from userdata.render import KEEPALIVED_CONTAINER as KEEPALIVED
+from userdata.stack import Node
 
-GATE_TIMEOUT_S = 60.0
-HANDOVER_TIMEOUT_S = 15.0
-POLL_S = 0.5
 # keepalived 2.2.7 (Debian) ends `-t` by SIGTERM-ing itself: 143 is `docker run`'s status for that.
 KEEPALIVED_TEST_OK = (0, 143)
 
@@ -39,11 +39,17 @@ class RollStopped(Exception):
     """The roll stopped; the message names the node and what is wrong."""
 
 
+class ChangeKind(StrEnum):
+    CONFIG_ONLY = "config-only"
+    IMAGE = "image change"
+    CONTAINER = "container change"
+
+
 @dataclass(frozen=True)
 class NodeChange:
     node: Node
-    files: tuple[tuple[WrittenFile, str], ...]
-    containers: tuple[tuple[str, str], ...]  # (container, why it is recreated)
+    files: tuple[tuple[WrittenFile, Drift], ...]
+    containers: tuple[tuple[str, Drift], ...]  # (container, why it is recreated)
     holder: bool
 
     @property
@@ -51,12 +57,12 @@ class NodeChange:
         return tuple(name for name in CONTAINERS if name in dict(self.containers))
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> ChangeKind:
         if not self.containers:
-            return "config-only"
-        if any(why.startswith("image change") for _, why in self.containers):
-            return "image change"
-        return "container change"
+            return ChangeKind.CONFIG_ONLY
+        if any(d.kind is DriftKind.CONTAINER_IMAGE for _, d in self.containers):
+            return ChangeKind.IMAGE
+        return ChangeKind.CONTAINER
 
     @property
     def hands_over(self) -> bool:
@@ -83,14 +89,17 @@ class RollPlan:
 
 
 def make_roll_plan(inv: Inventory, statuses: list[NodeStatus]) -> RollPlan:
-    unreachable = [s for s in statuses if s.report is None]
+    """The changes, backups first; RollStopped when a node is unreachable or the VIP has not exactly one holder."""
+    found = findings(inv, statuses)
+    unreachable = [f for f in found if f.kind is FindingKind.UNREACHABLE]
     if unreachable:
-        s = unreachable[0]
-        raise RollStopped(f"cannot roll: {s.node.name} is unreachable over SSH ({s.error}); nothing was changed")
-    held_by = holders(inv, statuses)
-    if len(held_by) != 1:
-        who = ", ".join(held_by) if held_by else "no node"
-        raise RollStopped(f"cannot roll: the VIP {inv.vip} must have exactly one holder, it has {who}; nothing was changed")
+        f = unreachable[0]
+        raise RollStopped(f"cannot roll: {f.node} is unreachable over SSH ({f.detail}); nothing was changed")
+    for f in found:
+        if f.kind in (FindingKind.NO_HOLDER, FindingKind.SEVERAL_HOLDERS):
+            who = ", ".join(f.holders) or "no node"
+            raise RollStopped(f"cannot roll: the VIP {inv.vip} must have exactly one holder, it has {who}; nothing was changed")
+    [holder] = holders(inv, statuses)
     changes, unchanged = [], []
     for s in statuses:
         assert s.report is not None
@@ -98,9 +107,9 @@ def make_roll_plan(inv: Inventory, statuses: list[NodeStatus]) -> RollPlan:
         if d.empty:
             unchanged.append(s.node.name)
         else:
-            changes.append(NodeChange(s.node, d.files, d.containers, s.node.name == held_by[0]))
+            changes.append(NodeChange(s.node, d.files, d.containers, s.node.name == holder))
     ordered = sorted(changes, key=lambda c: c.holder)  # stable: backups in node order, the holder last
-    return RollPlan(held_by[0], tuple(ordered), tuple(unchanged))
+    return RollPlan(holder, tuple(ordered), tuple(unchanged))
 
 
 def describe(plan: RollPlan) -> list[str]:
@@ -115,8 +124,8 @@ def describe(plan: RollPlan) -> list[str]:
             if KEEPALIVED not in c.recreate:
                 actions.append("start keepalived")
         lines.append(f"  {i}. {c.node.name} ({role}): {c.kind}: {', '.join(actions) or 'write files only'}")
-        lines += [f"       file {f.path}: {why}" for f, why in c.files]
-        lines += [f"       container {n}: {why}" for n, why in c.containers]
+        lines += [f"       file {d.what}: {d.why}" for _, d in c.files]
+        lines += [f"       {d.what}: {d.why}" for _, d in c.containers]
     if plan.unchanged:
         lines.append(f"  unchanged: {', '.join(plan.unchanged)}")
     return lines
@@ -211,13 +220,7 @@ class Roller:
         return result
 
     def report(self, node: Node) -> Report | None:
-        result = self.ssh.run(node.address, report_script(self.inv, node))
-        if result.unreachable:
-            return None
-        try:
-            return parse_report(result.stdout)
-        except (ReportError, ValueError):
-            return None
+        return fetch(self.inv, node, self.ssh).report
 
     def _holds(self, node: Node) -> bool | None:
         result = self.ssh.run(node.address, Script().call("kha_addresses").text())
@@ -249,8 +252,7 @@ class Roller:
             return ["no report over SSH"]
         problems = []
         changes = diff(change.node, after)
-        problems += [f"{f.path}: {why}" for f, why in changes.files]
-        problems += [f"container {n}: {why}" for n, why in changes.containers]
+        problems += [f"{d.what}: {d.why}" for d in changes.drifts]
         if not after.haproxy_answers:
             problems.append(f"haproxy does not answer on 127.0.0.1:{self.inv.health_port}")
         if (HAPROXY in change.recreate or HAPROXY in change.reloads) and after.haproxy_started in (None, before.haproxy_started):

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Protocol
 
-from ops import OpsError
+from ops import CONNECT_TIMEOUT_S, SSH_TIMEOUT_S, OpsError
 
 # ssh's own exit status for "could not connect or authenticate"; a remote script never uses it.
 UNREACHABLE = 255
@@ -51,7 +51,7 @@ def run_process(argv: list[str], stdin: str, timeout: float) -> Result:
 class SshOptions:
     user: str | None = None
     options: tuple[str, ...] = ()
-    connect_timeout: int = 5
+    connect_timeout: int = CONNECT_TIMEOUT_S
     # Run the script as root through passwordless sudo (a cloud image's default user); off for root logins.
     sudo: bool = True
 
@@ -77,7 +77,7 @@ class Ssh:
 
     opts: SshOptions = SshOptions()
     runner: Runner = run_process
-    timeout: float = 120.0
+    timeout: float = SSH_TIMEOUT_S
 
     def run(self, host: str, script: str, timeout: float | None = None) -> Result:
         return self.runner(ssh_argv(host, self.opts), script, timeout or self.timeout)

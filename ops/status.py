@@ -8,13 +8,15 @@ from __future__ import annotations
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from ops.inventory import Inventory, Node
+from ops.inventory import Inventory
 from ops.remote import Report, ReportError, Script, parse_report
 from ops.ssh import Ssh
-from userdata.extract import WrittenFile
+from userdata.cloudconfig import WrittenFile
 from userdata.render import CONTAINERS, HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
+from userdata.stack import Node
 
 
 @dataclass(frozen=True)
@@ -47,39 +49,102 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class DriftKind(Enum):
+    """How a file or a container differs from what the userdata says."""
+
+    FILE_MISSING = "file missing"
+    FILE_CONTENT = "file content"
+    FILE_OWNER_MODE = "file owner or mode"
+    CONTAINER_MISSING = "container missing"
+    CONTAINER_IMAGE = "image change"
+    CONTAINER_LINE = "another docker run line"
+    CONTAINER_STOPPED = "container stopped"
+
+    @property
+    def of_file(self) -> bool:
+        return self in (DriftKind.FILE_MISSING, DriftKind.FILE_CONTENT, DriftKind.FILE_OWNER_MODE)
+
+    @property
+    def is_drift(self) -> bool:
+        """What the node holds or runs differs; not merely a container that is down, which status
+        reports as such."""
+        return self not in (DriftKind.CONTAINER_MISSING, DriftKind.CONTAINER_STOPPED)
+
+
+@dataclass(frozen=True)
+class Drift:
+    kind: DriftKind
+    subject: str  # the file's path on the node, or the container's name
+    have: str = ""  # what the node has, where the message names it
+    want: str = ""  # what the userdata says, where the message names it
+
+    @property
+    def what(self) -> str:
+        return self.subject if self.kind.of_file else f"container {self.subject}"
+
+    @property
+    def why(self) -> str:
+        match self.kind:
+            case DriftKind.FILE_MISSING:
+                return "missing"
+            case DriftKind.FILE_CONTENT:
+                return "content differs"
+            case DriftKind.FILE_OWNER_MODE:
+                return f"owner/mode {self.have}, userdata says {self.want}"
+            case DriftKind.CONTAINER_MISSING:
+                return "does not exist"
+            case DriftKind.CONTAINER_IMAGE:
+                return f"image change: runs {self.have}, userdata says {self.want}"
+            case DriftKind.CONTAINER_LINE:
+                return "created from another docker run line than the userdata's"
+            case DriftKind.CONTAINER_STOPPED:
+                return f"not running ({self.have})"
+
+
 @dataclass(frozen=True)
 class Diff:
     """How a node differs from its userdata: files to write, containers to recreate (with why)."""
 
-    files: tuple[tuple[WrittenFile, str], ...]
-    containers: tuple[tuple[str, str], ...]
+    files: tuple[tuple[WrittenFile, Drift], ...]
+    containers: tuple[tuple[str, Drift], ...]
 
     @property
     def empty(self) -> bool:
         return not self.files and not self.containers
 
+    @property
+    def drifts(self) -> tuple[Drift, ...]:
+        return tuple(d for _, d in self.files + self.containers)
+
+
+def _file_drift(want: WrittenFile, report: Report) -> Drift | None:
+    have = report.files.get(want.path)
+    if have is None or have.sha256 is None:
+        return Drift(DriftKind.FILE_MISSING, want.path)
+    if have.sha256 != sha256(want.content):
+        return Drift(DriftKind.FILE_CONTENT, want.path)
+    if have.owner != want.owner or have.mode != want.permissions.zfill(4):
+        seen, said = f"{have.owner} {have.mode}", f"{want.owner} {want.permissions}"
+        return Drift(DriftKind.FILE_OWNER_MODE, want.path, seen, said)
+    return None
+
+
+def _container_drift(node: Node, name: str, report: Report) -> Drift | None:
+    line, have = node.run(name), report.containers[name]
+    if not have.exists:
+        return Drift(DriftKind.CONTAINER_MISSING, name)
+    if have.image != line.image:
+        return Drift(DriftKind.CONTAINER_IMAGE, name, str(have.image), line.image)
+    if have.label != line.label:
+        return Drift(DriftKind.CONTAINER_LINE, name)
+    if not have.running:
+        return Drift(DriftKind.CONTAINER_STOPPED, name, str(have.status))
+    return None
+
 
 def diff(node: Node, report: Report) -> Diff:
-    files = []
-    for want in node.files:
-        have = report.files.get(want.path)
-        if have is None or have.sha256 is None:
-            files.append((want, "missing"))
-        elif have.sha256 != sha256(want.content):
-            files.append((want, "content differs"))
-        elif have.owner != want.owner or have.mode != want.permissions.zfill(4):
-            files.append((want, f"owner/mode {have.owner} {have.mode}, userdata says {want.owner} {want.permissions}"))
-    containers = []
-    for name in CONTAINERS:
-        line, have = node.run(name), report.containers[name]
-        if not have.exists:
-            containers.append((name, "does not exist"))
-        elif have.image != line.image:
-            containers.append((name, f"image change: runs {have.image}, userdata says {line.image}"))
-        elif have.label != line.label:
-            containers.append((name, "created from another docker run line than the userdata's"))
-        elif not have.running:
-            containers.append((name, f"not running ({have.status})"))
+    files = [(want, d) for want in node.files if (d := _file_drift(want, report))]
+    containers = [(name, d) for name in CONTAINERS if (d := _container_drift(node, name, report))]
     return Diff(tuple(files), tuple(containers))
 
 
@@ -87,45 +152,97 @@ def holders(inv: Inventory, statuses: list[NodeStatus]) -> list[str]:
     return [s.node.name for s in statuses if s.report and s.report.holds(inv.vip)]
 
 
-def findings(inv: Inventory, statuses: list[NodeStatus]) -> list[str]:
+class FindingKind(Enum):
+    """What makes `status` exit non-zero; the roll refuses to start on the first three."""
+
+    UNREACHABLE = "unreachable"
+    NO_HOLDER = "no holder"
+    SEVERAL_HOLDERS = "several holders"
+    KEEPALIVED_FAULT = "keepalived fault"
+    KEEPALIVED_NO_STATE = "keepalived without state"
+    HAPROXY_SILENT = "haproxy silent"
+    APISERVER_DOWN = "apiserver down"
+    CONTAINER_MISSING = "container missing"
+    CONTAINER_STOPPED = "container stopped"
+    DRIFT = "drift"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: FindingKind
+    node: str | None = None  # None: the finding is about the cluster
+    subject: str = ""  # the VIP, the address, the apiserver or the container it names
+    detail: str = ""  # what was seen
+    holders: tuple[str, ...] = ()
+    drift: Drift | None = None
+
+    @property
+    def message(self) -> str:
+        match self.kind:
+            case FindingKind.NO_HOLDER:
+                return f"no node holds the VIP {self.subject}" + (f" {self.detail}" if self.detail else "")
+            case FindingKind.SEVERAL_HOLDERS:
+                return f"{len(self.holders)} nodes hold the VIP {self.subject}: {', '.join(self.holders)}"
+            case FindingKind.UNREACHABLE:
+                text = f"unreachable over SSH ({self.detail})"
+            case FindingKind.KEEPALIVED_FAULT:
+                text = "keepalived is in FAULT"
+            case FindingKind.KEEPALIVED_NO_STATE:
+                text = "keepalived has recorded no state (no state file)"
+            case FindingKind.HAPROXY_SILENT:
+                text = f"haproxy does not answer on {self.subject}"
+            case FindingKind.APISERVER_DOWN:
+                text = f"haproxy sees apiserver {self.subject} {self.detail}"
+            case FindingKind.CONTAINER_MISSING:
+                text = f"container {self.subject} does not exist"
+            case FindingKind.CONTAINER_STOPPED:
+                text = f"container {self.subject} is not running ({self.detail})"
+            case FindingKind.DRIFT:
+                assert self.drift is not None
+                text = f"drift: {self.drift.what}: {self.drift.why}"
+        return f"{self.node}: {text}"
+
+
+def _node_findings(inv: Inventory, s: NodeStatus) -> list[Finding]:
+    name, report = s.node.name, s.report
+    if report is None:
+        return [Finding(FindingKind.UNREACHABLE, name, detail=str(s.error))]
+    out = []
+    state = report.keepalived_state
+    if state == "FAULT":
+        out.append(Finding(FindingKind.KEEPALIVED_FAULT, name))
+    elif state is None and report.containers[KEEPALIVED_CONTAINER].running:
+        out.append(Finding(FindingKind.KEEPALIVED_NO_STATE, name))
+    if not report.haproxy_answers and report.containers[HAPROXY_CONTAINER].running:
+        out.append(Finding(FindingKind.HAPROXY_SILENT, name, f"127.0.0.1:{inv.health_port}"))
+    for api in report.apiservers:
+        if api.down:
+            seen = f"{api.status} ({api.check}: {api.last_check or 'no check yet'})"
+            out.append(Finding(FindingKind.APISERVER_DOWN, name, api.name, seen))
+    for container in report.containers.values():
+        if not container.exists:
+            out.append(Finding(FindingKind.CONTAINER_MISSING, name, container.name))
+        elif not container.running:
+            out.append(Finding(FindingKind.CONTAINER_STOPPED, name, container.name, str(container.status)))
+    out += [Finding(FindingKind.DRIFT, name, drift=d) for d in diff(s.node, report).drifts if d.kind.is_drift]
+    return out
+
+
+def findings(inv: Inventory, statuses: list[NodeStatus]) -> list[Finding]:
     out = []
     unreachable = [s for s in statuses if s.report is None]
     held_by = holders(inv, statuses)
     if not held_by and len(unreachable) < len(statuses):
-        among = " among the reachable nodes" if unreachable else ""
-        out.append(f"no node holds the VIP {inv.vip}{among}")
+        among = "among the reachable nodes" if unreachable else ""
+        out.append(Finding(FindingKind.NO_HOLDER, subject=inv.vip, detail=among))
     elif len(held_by) > 1:
-        out.append(f"{len(held_by)} nodes hold the VIP {inv.vip}: {', '.join(held_by)}")
+        out.append(Finding(FindingKind.SEVERAL_HOLDERS, subject=inv.vip, holders=tuple(held_by)))
     for s in statuses:
-        name, report = s.node.name, s.report
-        if report is None:
-            out.append(f"{name}: unreachable over SSH ({s.error})")
-            continue
-        state = report.keepalived_state
-        if state == "FAULT":
-            out.append(f"{name}: keepalived is in FAULT")
-        elif state is None and report.containers[KEEPALIVED_CONTAINER].running:
-            out.append(f"{name}: keepalived has recorded no state (no state file)")
-        if not report.haproxy_answers and report.containers[HAPROXY_CONTAINER].running:
-            out.append(f"{name}: haproxy does not answer on 127.0.0.1:{inv.health_port}")
-        for api in report.apiservers:
-            if api.down:
-                out.append(f"{name}: haproxy sees apiserver {api.name} {api.status} ({api.check}: {api.last_check or 'no check yet'})")
-        for container in report.containers.values():
-            if not container.exists:
-                out.append(f"{name}: container {container.name} does not exist")
-            elif not container.running:
-                out.append(f"{name}: container {container.name} is not running ({container.status})")
-        changes = diff(s.node, report)
-        for file, why in changes.files:
-            out.append(f"{name}: drift: {file.path}: {why}")
-        for container, why in changes.containers:
-            if why.startswith(("image change", "created from")):
-                out.append(f"{name}: drift: container {container}: {why}")
+        out += _node_findings(inv, s)
     return out
 
 
-def as_json(inv: Inventory, statuses: list[NodeStatus], found: list[str]) -> dict[str, Any]:
+def as_json(inv: Inventory, statuses: list[NodeStatus], found: list[Finding]) -> dict[str, Any]:
     nodes = []
     for s in statuses:
         entry: dict[str, Any] = {"name": s.node.name, "address": s.node.address, "reachable": s.report is not None}
@@ -144,8 +261,8 @@ def as_json(inv: Inventory, statuses: list[NodeStatus], found: list[str]) -> dic
                     for c in r.containers.values()
                 },
                 drift={
-                    "files": [{"path": f.path, "why": why} for f, why in changes.files],
-                    "containers": [{"name": n, "why": why} for n, why in changes.containers],
+                    "files": [{"path": f.path, "why": d.why} for f, d in changes.files],
+                    "containers": [{"name": n, "why": d.why} for n, d in changes.containers],
                 },
             )
         nodes.append(entry)
@@ -155,7 +272,7 @@ def as_json(inv: Inventory, statuses: list[NodeStatus], found: list[str]) -> dic
         "healthy": not found,
         "holders": holders(inv, statuses),
         "nodes": nodes,
-        "findings": found,
+        "findings": [f.message for f in found],
     }
 
 
@@ -172,7 +289,7 @@ def table(inv: Inventory, statuses: list[NodeStatus]) -> str:
             continue
         up = sum(not a.down for a in r.apiservers)
         changes = diff(s.node, r)
-        drifted = len(changes.files) + sum(1 for _, why in changes.containers if not why.startswith(("not running", "does not")))
+        drifted = sum(1 for d in changes.drifts if d.kind.is_drift)
         rows.append((
             s.node.name,
             s.node.address,

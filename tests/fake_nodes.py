@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ops.inventory import Inventory
 from ops.remote import CALLS_MARKER
 from ops.ssh import Result
-from userdata.extract import parse_docker_run
+from userdata.cloudconfig import parse_docker_run
 from userdata.render import HAPROXY_CFG, KEEPALIVED_CONF
 
 STAGE = "/tmp/kubeadm-ha-validate."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLE, ROOT, example_data, with_changes
+from userdata.stack import read as read_stack
 
 
 def run(cmd, tmp_path, config, **extra_env):
@@ -54,7 +54,7 @@ def test_main_reports_a_missing_config_file(tmp_path):
 def test_main_synthesizes_the_example(tmp_path, example_json):
     result = run([sys.executable, str(ROOT / "main.py")], tmp_path, EXAMPLE)
     assert result.returncode == 0, result.stderr
-    doc = json.loads((tmp_path / "cdktf.out" / "stacks" / "demo" / "cdk.tf.json").read_text())
+    doc = read_stack(tmp_path / "cdktf.out" / "stacks" / "demo" / "cdk.tf.json")
     assert strip_metadata(doc["resource"]) == strip_metadata(example_json["resource"])
     assert "end-of-life" not in result.stderr
 

@@ -19,7 +19,8 @@ from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import Networkin
 from cdktf_cdktf_provider_openstack.networking_secgroup_v2 import NetworkingSecgroupV2
 
 from tests.conftest import DELETE, config_from, example_data, resources, synth
-from userdata.extract import node_text, with_port_addresses
+from userdata.cloudconfig import unescape as node_text
+from userdata.stack import with_port_addresses
 
 TRACKER = "terraform_data"
 # What holds etcd and the endpoint: no plan may destroy or replace them unless the config allows it.

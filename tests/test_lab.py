@@ -25,8 +25,9 @@ from lab.engine import ContainerEvent
 from lab.drills import Window
 from lab.harness import Lab, acquire_lock, synthesize
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
-from userdata.extract import parse_docker_run
+from userdata.cloudconfig import parse_docker_run
 from userdata.render import HAPROXY_CFG, STATE_FILE
+from userdata.stack import INSTANCE, PORT, RULE
 
 FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
 SNAPSHOT = Path(__file__).resolve().parent / "snapshots" / "demo.cdk.tf.json"
@@ -80,14 +81,14 @@ def test_user_data_files_are_read_with_terraform_escapes_undone(stack):
 
 
 def test_an_unresolved_terraform_reference_in_user_data_is_an_error(doc):
-    inst = doc["resource"][synth.INSTANCE]["instance_fx-a"]
+    inst = doc["resource"][INSTANCE]["instance_fx-a"]
     inst["user_data"] = inst["user_data"].replace("literal $${HOME}", "${var.home}")
     with pytest.raises(synth.SynthError, match=r"instance_fx-a: user_data line \d+ still holds a Terraform template"):
         synth.parse(doc)
 
 
 def test_a_reference_to_a_missing_security_group_is_an_error(doc):
-    doc["resource"][synth.RULE]["api"]["security_group_id"] = "${openstack_networking_secgroup_v2.nope.id}"
+    doc["resource"][RULE]["api"]["security_group_id"] = "${openstack_networking_secgroup_v2.nope.id}"
     with pytest.raises(synth.SynthError, match=r"rule_v2.api: .*names no openstack_networking_secgroup_v2"):
         synth.parse(doc)
 
@@ -95,7 +96,7 @@ def test_a_reference_to_a_missing_security_group_is_an_error(doc):
 def test_without_vrrp_rules_removes_only_the_vrrp_rule(doc):
     edited = synth.parse(synth.without_vrrp_rules(doc))
     assert {r.name for r in edited.rules} == {"api", "etcd", "ping", "out_dns"}
-    assert "vrrp" in doc["resource"][synth.RULE], "the original must stay untouched"
+    assert "vrrp" in doc["resource"][RULE], "the original must stay untouched"
 
 
 def test_without_vip_pairs_removes_the_vip_from_every_port(doc):
@@ -124,7 +125,7 @@ def test_a_docker_run_without_an_image_is_an_error():
 
 
 def test_nodes_running_different_images_are_an_error(doc):
-    inst = doc["resource"][synth.INSTANCE]["instance_fx-b"]
+    inst = doc["resource"][INSTANCE]["instance_fx-b"]
     inst["user_data"] = inst["user_data"].replace('"haproxy:2.8.16"', '"haproxy:2.9.0"')
     with pytest.raises(synth.SynthError, match=r"container haproxy runs haproxy:2.9.0, other nodes haproxy:2.8.16"):
         synth.parse(doc).images()
@@ -245,7 +246,7 @@ def test_ingress_is_stateful_and_closed_by_default(stack):
 
 def test_egress_is_filtered_only_for_groups_without_default_rules(doc, stack):
     assert "egress_" not in _ruleset(stack)
-    doc["resource"][synth.PORT]["port_fx-a"]["security_group_ids"].append("${openstack_networking_secgroup_v2.locked.id}")
+    doc["resource"][PORT]["port_fx-a"]["security_group_ids"].append("${openstack_networking_secgroup_v2.locked.id}")
     rules = _ruleset(synth.parse(doc))
     assert "meta mark & 0xff == 0x1 jump egress_1" in rules
     assert 'meta l4proto udp th dport 53 return comment "out_dns"' in rules

@@ -10,15 +10,16 @@ import re
 import pytest
 
 from cluster.plan import make_plan
+from ops import Exit
 from ops.__main__ import main
 from ops.inventory import load_inventory
-from ops.roll import Roller, RollStopped, make_roll_plan
+from ops.roll import ChangeKind, Roller, RollStopped, describe, make_roll_plan
 from ops.ssh import Ssh, SshOptions, ssh_argv
-from ops.status import collect, findings
+from ops.status import Drift, FindingKind, collect, findings
 from tests.conftest import config_from
 from tests.fake_nodes import FakeCluster
-from userdata.extract import INSTANCE_TYPE
 from userdata.render import HAPROXY_CFG, KEEPALIVED_CONF, render_cloud_config
+from userdata.stack import INSTANCE
 
 NODES = ["demo-cp-1", "demo-cp-2", "demo-cp-3"]
 
@@ -27,7 +28,7 @@ def stack_for(example_json, changes=None):
     """The example's synthesized JSON with each node's user_data rendered from a changed config."""
     doc = copy.deepcopy(example_json)
     plan = make_plan(config_from(changes or {}))
-    for vm in doc["resource"][INSTANCE_TYPE].values():
+    for vm in doc["resource"][INSTANCE].values():
         vm["user_data"] = render_cloud_config(plan, vm["name"])
     return doc
 
@@ -157,6 +158,16 @@ def test_status_exits_1_with_one_line_per_finding(capsys, deployed, example_json
     assert "healthy" not in out
 
 
+def test_an_error_before_any_node_answers_is_one_line_and_exit_2(capsys, example_json, write_stack):
+    from ops import OpsError
+
+    def no_ssh(argv, stdin, timeout):
+        raise OpsError("ssh: command not found; install the OpenSSH client")
+
+    code, out, err = run_cli(capsys, no_ssh, write_stack(example_json))
+    assert (code, out, err) == (Exit.BAD_INPUT, "", "error: ssh: command not found; install the OpenSSH client\n")
+
+
 def test_status_json_has_a_fixed_shape(capsys, deployed, example_json, write_stack):
     break_apiserver(deployed)
     code, out, _ = run_cli(capsys, deployed, write_stack(example_json), "status", "--json")
@@ -234,7 +245,7 @@ def test_roll_refuses_to_start_without_exactly_one_holder(capsys, deployed, exam
 
 def test_a_config_that_does_not_parse_stops_the_roll_before_any_change(capsys, deployed, example_json, write_stack):
     doc = stack_for(example_json, CONFIG_CHANGE)
-    vm = doc["resource"][INSTANCE_TYPE]["instance_demo-cp-3"]
+    vm = doc["resource"][INSTANCE]["instance_demo-cp-3"]
     vm["user_data"] = vm["user_data"].replace("    maxconn 20000\n", "    maxconn 20000\n          BROKEN\n", 1)
     code, _, err = run_cli(capsys, deployed, write_stack(doc), "roll")
     assert code == 1
@@ -262,7 +273,7 @@ def test_validation_runs_the_target_image_with_the_lines_options_and_staged_fold
 
 def test_a_keepalived_conf_keepalived_rejects_stops_the_roll_before_any_change(deployed, example_json, write_stack):
     doc = stack_for(example_json, CONFIG_CHANGE)
-    vm = doc["resource"][INSTANCE_TYPE]["instance_demo-cp-1"]
+    vm = doc["resource"][INSTANCE]["instance_demo-cp-1"]
     vm["user_data"] = vm["user_data"].replace("    vrrp_version 3\n", "    vrrp_version 3\n          BROKEN\n", 1)
     inv = load_inventory(make_plan(config_from(CONFIG_CHANGE)), write_stack(doc))
     r, _ = roller(deployed, inv)
@@ -465,3 +476,63 @@ def test_terraform_error_keeps_a_message_without_an_error_line():
 
     assert terraform_error("\n  something odd happened \n") == "something odd happened"
     assert terraform_error("") == "failed"
+
+
+# --- findings as data ----------------------------------------------------------------------------
+
+FINDING_KINDS = [
+    (break_no_holder, FindingKind.NO_HOLDER),
+    (break_two_holders, FindingKind.SEVERAL_HOLDERS),
+    (break_fault, FindingKind.KEEPALIVED_FAULT),
+    (break_apiserver, FindingKind.APISERVER_DOWN),
+    (break_container, FindingKind.CONTAINER_STOPPED),
+    (break_file, FindingKind.DRIFT),
+    (break_image, FindingKind.DRIFT),
+    (break_reachability, FindingKind.UNREACHABLE),
+]
+
+
+@pytest.mark.parametrize(("fault", "kind"), FINDING_KINDS, ids=[f[0].__name__ for f in FINDING_KINDS])
+def test_each_fault_is_one_finding_of_its_kind(deployed, fault, kind):
+    assert findings(deployed.inv, collect(deployed.inv, Ssh(runner=deployed))) == []
+    fault(deployed)
+    found = findings(deployed.inv, collect(deployed.inv, Ssh(runner=deployed)))
+    assert [f.kind for f in found] == [kind]
+
+
+def test_the_roll_decides_from_the_kind_of_change_not_its_wording(deployed, example_json, write_stack, monkeypatch):
+    inv = inventory(example_json, write_stack, IMAGE_CHANGE)
+    monkeypatch.setattr(Drift, "why", property(lambda self: "reworded"))
+    plan = plan_for(deployed, inv)
+    assert {c.kind for c in plan.changes} == {ChangeKind.IMAGE}
+    assert "container haproxy: reworded" in "\n".join(describe(plan))
+
+
+# --- userdata ------------------------------------------------------------------------------------
+
+
+def test_userdata_prints_the_nodes_cloud_config_as_its_vm_receives_it(capsys, example_json, example_plan, write_stack):
+    code = main(["userdata", "--stack", str(write_stack(example_json)), "demo-cp-2"])
+    out = capsys.readouterr()
+    assert code == 0 and out.err == ""
+    assert out.out == render_cloud_config(example_plan, "demo-cp-2")
+    assert out.out != render_cloud_config(example_plan, "demo-cp-1")
+
+
+def test_userdata_of_an_unknown_node_is_one_line_naming_the_known_ones(capsys, example_json, write_stack):
+    stack = write_stack(example_json)
+    code = main(["userdata", "--stack", str(stack), "demo-cp-9"])
+    out = capsys.readouterr()
+    assert code == 2 and out.out == ""
+    assert out.err == f"error: {stack}: no node is named 'demo-cp-9'; its nodes: demo-cp-1, demo-cp-2, demo-cp-3\n"
+
+
+def test_userdata_says_where_terraform_still_fills_in_neutron_allocated_addresses(capsys, write_stack):
+    from tests.conftest import DELETE, synth
+
+    cfg = config_from({"nodes.members": DELETE})
+    code = main(["userdata", "--stack", str(write_stack(synth(cfg))), "demo-cp-1"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert "unicast_src_ip ${element(openstack_networking_port_v2.port_demo-cp-1.all_fixed_ips, 0)}" in out.out
+    assert re.fullmatch(r"note: \d+ addresses are Terraform references .*\n", out.err)

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cluster import plan
 from lab import apiserver
@@ -18,7 +17,7 @@ from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
 from tests.conftest import DELETE, config_from
 from tests.tools import cloud_init_schema, haproxy_check, keepalived_check, require
-from userdata.extract import parse_docker_run
+from userdata.cloudconfig import load as load_cloud_config, parse_docker_run
 from userdata.render import (
     CHECK_SCRIPT,
     CONTAINER_FILES,
@@ -78,7 +77,7 @@ def test_cloud_init_accepts_each_nodes_cloud_config(example_plan, node):
 def test_cloud_config_carries_exactly_the_rendered_files(example_plan, files, node):
     text = render_cloud_config(example_plan, node)
     assert text.startswith("#cloud-config\n")
-    doc = yaml.safe_load(text)
+    doc = load_cloud_config(text)
     written = {f["path"]: f for f in doc["write_files"]}
     assert set(written) == {f.host_path for f in CONTAINER_FILES}
     for spec in CONTAINER_FILES:
@@ -285,7 +284,7 @@ def test_each_run_line_carries_a_label_that_changes_with_the_line(example_plan):
 
 
 def test_cloud_config_installs_docker_and_starts_both_containers(example_plan):
-    doc = yaml.safe_load(render_cloud_config(example_plan, "demo-cp-1"))
+    doc = load_cloud_config(render_cloud_config(example_plan, "demo-cp-1"))
     assert "docker.io" in doc["packages"]
     assert doc["runcmd"][0] == ["systemctl", "enable", "--now", "docker"]
     assert doc["runcmd"][1:] == container_commands(example_plan)
@@ -323,7 +322,9 @@ def test_allocated_addresses_need_explicit_references():
 
 
 def test_extract_gives_back_each_nodes_files_from_the_synthesized_json(example_json, files, tmp_path):
-    from userdata.extract import main as extract, user_data_by_node, written_files
+    from userdata.cloudconfig import written_files
+    from userdata.extract import main as extract
+    from userdata.stack import user_data_by_node
 
     by_node = user_data_by_node(example_json)
     assert sorted(by_node) == NODE_NAMES
@@ -353,5 +354,5 @@ def test_a_docker_run_line_gives_its_label_and_mounts(example_plan):
 def test_every_boot_sets_arp_retransmission_on_the_vip_interface(example_plan):
     """bootcmd (every boot, unlike runcmd): ARP re-asks an unanswered neighbour every 100 ms on the
     VIP's interface, so the network check sees a healed partition within ~0.1 s, not ~1 s."""
-    doc = yaml.safe_load(render_cloud_config(example_plan, "demo-cp-1"))
+    doc = load_cloud_config(render_cloud_config(example_plan, "demo-cp-1"))
     assert doc["bootcmd"] == [["sysctl", "-w", f"net.ipv4.neigh.{example_plan.interface}.retrans_time_ms=100"]]
