@@ -245,8 +245,8 @@ class Lab:
                 node.daemons.stop()
                 node.sshd.stop()
                 node.engine.power_off()
-                node.engine.remove_cgroups()
                 node.apiserver.stop()
+                node.engine.remove_cgroups()  # last: the apiserver is in the node's cgroup too
             if self.admin:
                 self.admin.down()
             self.topology.down()
