@@ -17,6 +17,16 @@ dockerd is entered with `nsenter --net=/run/netns/<ns>` (`ip netns exec` remount
 dockerd then fails with "Devices cgroup isn't mounted"). Its data-root lives on the node's disk;
 exec-root, socket and pid file under the node's run directory, emptied at each boot.
 Containers' cgroups go under /kha-<node> so that a hard kill leaves nothing in Docker's own.
+
+A VM has CPUs of its own; the lab's nodes share this machine's with one another and with whatever
+else runs here. With the scheduler's autogroups (`kernel.sched_autogroup_enabled`), `nice` weighs
+only inside a session: every session (a build, a test run, each of the lab's own daemons) counts
+as much as another, and a node's containers as one. So every process of a node runs in the node's
+cgroup, /kha-<node> in the cpu hierarchy, whose weight (`cpu_shares`) stands for the VM's own
+CPUs: the node gets the machine whenever it needs it, and what it leaves idle goes to the rest.
+Inside, as on a VM with systemd: the node's own processes (init, engine, sshd, what runs in the
+node) in `system`, its apiserver in `apiserver` (a static pod on a real node), each container in
+one of its own (Docker's --cgroup-parent), all of equal weight.
 """
 
 from __future__ import annotations
@@ -40,6 +50,9 @@ NODE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 OVERLAID = ("/etc", "/var/lib", "/var/log", "/home")
 DEFAULT_SOCKET = "/run/docker.sock"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# cgroup v1: `cpu` weighs (cpu.shares, 1024 for a session or a container), `cpuacct` counts.
+CPU_HIERARCHIES = ("cpu", "cpuacct")
+SYSTEM_CGROUP = "system"
 START_TIMEOUT = 30.0
 
 
@@ -72,11 +85,12 @@ def _mount_script(nodedir: Path) -> str:
 class Engine:
     """The node's machine and its Docker engine: boot, power off, run the docker CLI, crash a container."""
 
-    def __init__(self, name: str, ns: str, nodedir: Path, cgroup: str):
+    def __init__(self, name: str, ns: str, nodedir: Path, cgroup: str, cpu_shares: int | None = None):
         self.name = name
         self.ns = ns
         self.nodedir = nodedir
         self.cgroup = cgroup
+        self.cpu_shares = cpu_shares
         self.rundir = nodedir / "run"
         self.data_root = nodedir / "disk" / "docker"
         self.socket = self.rundir / "docker.sock"
@@ -102,8 +116,18 @@ class Engine:
         return int(children[0])
 
     def enter(self, argv: list[str]) -> list[str]:
-        """argv run inside the node: its network, mount and pid namespaces."""
-        return ["nsenter", f"--target={self.init_pid}", "--net", "--mount", "--pid", "--", *argv]
+        """argv run inside the node: its network, mount and pid namespaces, and its cgroup."""
+        return self.joined(SYSTEM_CGROUP, ["nsenter", f"--target={self.init_pid}", "--net", "--mount", "--pid", "--", *argv])
+
+    def joined(self, part: str, argv: list[str]) -> list[str]:
+        """argv run in the node's cgroup `part` (see the module's docstring): a shell joins it and
+        execs argv, so every child starts inside. Unchanged without a node weight."""
+        return join_cgroup(f"{self.cgroup}/{part}", argv) if self.cpu_shares else argv
+
+    def make_cgroups(self, parts: tuple[str, ...]) -> None:
+        """The node's cgroup with its weight, and `parts` under it (Docker makes the containers')."""
+        if self.cpu_shares:
+            make_cgroup(self.cgroup, self.cpu_shares, parts)
 
     def run(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """A command inside the node, with the node's environment (PATH, DOCKER_HOST)."""
@@ -130,8 +154,9 @@ class Engine:
         self.rundir.mkdir(parents=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
         self.boots += 1
-        self.init = Proc(f"{self.name}-init", ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--pid",
-                         "--fork", "--propagation", "private", "--mount-proc", "sh", "-c", _mount_script(self.nodedir)],
+        self.make_cgroups((SYSTEM_CGROUP,))
+        self.init = Proc(f"{self.name}-init", self.joined(SYSTEM_CGROUP, ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--pid",
+                         "--fork", "--propagation", "private", "--mount-proc", "sh", "-c", _mount_script(self.nodedir)]),
                          self.nodedir / "init.log")  # fmt: skip
         self.init.start()
         self._wait(lambda: (self.rundir / "booted").exists(), "the node's mounts")
@@ -215,3 +240,32 @@ def remove_cgroups(name: str) -> list[str]:
                 except OSError:
                     pass
     return removed
+
+
+def cpu_hierarchies() -> list[Path]:
+    """This machine's cgroup v1 cpu and cpuacct hierarchies (one if they are mounted together)."""
+    found: list[Path] = []
+    for name in CPU_HIERARCHIES:
+        d = (CGROUP_ROOT / name).resolve()
+        if (d / "cgroup.procs").exists() and d not in found:
+            found.append(d)
+    return found
+
+
+def weighs_cpu() -> bool:
+    return any((d / "cpu.shares").exists() for d in cpu_hierarchies())
+
+
+def make_cgroup(name: str, cpu_shares: int, parts: tuple[str, ...] = ()) -> None:
+    """/<name> in the cpu hierarchies with `cpu_shares`, and its `parts` (of the default weight)."""
+    for top in cpu_hierarchies():
+        for d in (top / name, *(top / name / p for p in parts)):
+            d.mkdir(exist_ok=True)
+        if (top / name / "cpu.shares").exists():
+            (top / name / "cpu.shares").write_text(str(cpu_shares))
+
+
+def join_cgroup(path: str, argv: list[str]) -> list[str]:
+    """argv run as a member of the cgroup /<path> in the cpu hierarchies (which must exist)."""
+    joins = [f"echo $$ > {top / path / 'cgroup.procs'}" for top in cpu_hierarchies()]
+    return ["sh", "-c", " && ".join([*joins, 'exec "$@"']), "kha-cgroup", *argv] if joins else argv

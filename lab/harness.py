@@ -50,12 +50,18 @@ from lab.admin import AdminNetwork, Operator
 from lab.apiserver import PORT as APISERVER_PORT
 from lab.client import Recorder
 from lab.daemons import NodeDaemons, PlacedFile, content_of
-from lab.engine import Engine
+from lab.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, weighs_cpu
 from lab.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = Path("/run/kha-lab.lock")
 VARIANTS = ("ours", "seed")
+# The CPU weight of each node, and of the client's machine (see lab.engine): eight sessions'
+# worth (a session or a container weighs 1024), so that a build or a test run elsewhere on this
+# machine, `nice` or not, cannot hold up a node's keepalived for the 0.3 s that moves the VIP.
+NODE_CPU_SHARES = 8192
+APISERVER_CGROUP = "apiserver"
+CLIENT_CGROUP = topology.PREFIX + "client"
 
 
 def synthesize(root: Path = ROOT) -> Path:
@@ -156,6 +162,14 @@ def fit_to_machine(doc: dict) -> tuple[dict, list[str]]:
     return synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
 
 
+def cpu_note() -> str:
+    """How the lab stands in for the VMs' own CPUs, announced with the substitutions."""
+    if weighs_cpu():
+        return (f"CPU: each node (and the client) in a cgroup of its own weighing cpu.shares {NODE_CPU_SHARES}, "
+                "for a VM's own CPUs (the nodes still share this machine's cores with one another)")  # fmt: skip
+    return "CPU: no cgroup v1 cpu hierarchy here: the nodes share this machine's CPUs with everything else, session by session"
+
+
 def acquire_lock(timeout: float):
     """The machine-wide lab lock (an open file; closing it releases the lock)."""
     lock_file = open(LOCK, "w")
@@ -191,8 +205,9 @@ class Lab:
         # The gateway as our network check names it, for either variant (the lab's own topology).
         ours = synth.parse(doc).nodes[0]
         self.gateway = _gateway(_placed_files(ours), ours.name)
-        # The one substitution the lab makes, announced at start: see synth.fit_open_files.
+        # The substitutions the lab makes, announced at start: see synth.fit_open_files and cpu_note.
         doc, self.substitutions = fit_to_machine(doc)
+        self.substitutions.append(cpu_note())
         if variant == "seed":
             doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
         self.doc = doc
@@ -248,12 +263,13 @@ class Lab:
         try:
             if self.client:
                 self.client.stop()
+            remove_cgroups(CLIENT_CGROUP)
             for node in self.nodes.values():
                 node.daemons.stop()
                 node.sshd.stop()
                 node.engine.power_off()
-                node.engine.remove_cgroups()
                 node.kill_apiserver()
+                node.engine.remove_cgroups()  # last: the apiserver is in the node's cgroup too
             if self.admin:
                 self.admin.down()
             self.topology.down()
@@ -282,20 +298,24 @@ class Lab:
             ep = self.topology.nodes[n.name]
             nodedir = self.workdir / "nodes" / n.name
             nodedir.mkdir(parents=True)
-            engine = Engine(n.name, ep.ns, nodedir, cgroup=ep.ns)
+            engine = Engine(n.name, ep.ns, nodedir, cgroup=ep.ns, cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None)
+            engine.make_cgroups((APISERVER_CGROUP,))
             daemons = NodeDaemons(n.name, engine, contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)
             unhealthy = nodedir / "apiserver-unhealthy"
-            apiserver = Proc(f"{n.name}-apiserver", topology.in_ns(ep.ns, [
+            apiserver = Proc(f"{n.name}-apiserver", engine.joined(APISERVER_CGROUP, topology.in_ns(ep.ns, [
                 sys.executable, "-m", "lab.apiserver", "--bind", n.address, "--port", str(APISERVER_PORT),
                 "--node", n.name, "--cert", str(cert), "--key", str(key), "--unhealthy-file", str(unhealthy),
-            ]), nodedir / "apiserver.log", cwd=ROOT)  # fmt: skip
+            ])), nodedir / "apiserver.log", cwd=ROOT)  # fmt: skip
             ssh_server = sshd.Sshd(engine, n.address, self.keys.host_keys[n.name])
             self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, engine, daemons, apiserver, unhealthy, ssh_server)
         for node in self.nodes.values():
             node.apiserver.start()
         self._each_node(self._first_boot)
-        self.client = Recorder(topology.in_ns(topology.CLIENT_NS, []), self.stack.vip, self.frontend_port,
-                               self.workdir / "client.log", ROOT)  # fmt: skip
+        client_ns = topology.in_ns(topology.CLIENT_NS, [])
+        if weighs_cpu():
+            make_cgroup(CLIENT_CGROUP, NODE_CPU_SHARES)
+            client_ns = join_cgroup(CLIENT_CGROUP, client_ns)
+        self.client = Recorder(client_ns, self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT)
         self.client.start()
 
     def _first_boot(self, node: LabNode) -> None:

@@ -23,7 +23,7 @@ from lab.client import Attempt
 from lab.daemons import Container, NodeDaemons
 from lab.engine import ContainerEvent
 from lab.drills import Window
-from lab.harness import Lab, acquire_lock, synthesize
+from lab.harness import CLIENT_CGROUP, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
 from userdata.cloudconfig import parse_docker_run
 from userdata.render import HAPROXY_CFG, STATE_FILE
@@ -465,6 +465,31 @@ def test_every_node_records_its_vrrp_state_and_serves_it_with_the_vip_as_metrics
         assert f'kubeadm_ha_vip_held{{vip="{lab.stack.vip}"}} {int(node.name == holder)}' in metrics
         exporter = node.engine.run(["curl", "-sf", f"http://{node.address}:{port}{METRICS_URI}"]).stdout
         assert 'haproxy_server_status{proxy="kube-apiserver",server="' in exporter
+
+
+def _cgroup_members(top: Path) -> set[int]:
+    return {int(pid) for d in [top, *top.rglob("*")] if d.is_dir() for pid in (d / "cgroup.procs").read_text().split()}
+
+
+@pytest.mark.lab
+def test_every_process_of_a_node_runs_in_its_own_weighted_cgroup_as_on_a_vm(lab):
+    """A VM's own CPUs: the node's engine, its containers, its sshd and its apiserver count against
+    the node's cgroup and its weight; the lab's own followers (outside the node) do not."""
+    if not engine.weighs_cpu():
+        pytest.skip("no cgroup v1 cpu hierarchy: the lab cannot weigh its nodes")
+    [cpu] = [d for d in engine.cpu_hierarchies() if (d / "cpu.shares").exists()]
+    assert int((cpu / CLIENT_CGROUP / "cpu.shares").read_text()) == NODE_CPU_SHARES
+    assert lab.client.proc.popen.pid in _cgroup_members(cpu / CLIENT_CGROUP)
+    for node in lab.nodes.values():
+        top = cpu / node.engine.cgroup
+        assert int((top / "cpu.shares").read_text()) == NODE_CPU_SHARES, node.name
+        members = _cgroup_members(top)
+        for proc in (node.engine.init, node.engine.dockerd, node.sshd.proc, node.apiserver):
+            assert proc.popen.pid in members, f"{node.name}: {proc.name} outside the node's cgroup"
+        for container in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER):
+            cid = node.docker("inspect", "--format", "{{.Id}}", container).strip()
+            assert (top / cid / "cgroup.procs").read_text().split(), f"{node.name}: {container} has no process in {top / cid}"
+        assert node.engine.events.popen.pid not in members, "the lab's event follower is not the node's"
 
 
 @pytest.mark.lab
