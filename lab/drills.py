@@ -297,7 +297,9 @@ def node_reboot(lab: Lab, down: float = 1.0) -> DrillResult:
     deadline = booted + 30
     while not all(c.running for c in node.daemons.containers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    t3 = _settle(lab, t2)
+    # Watched from when its containers run: a boot slower than SETTLE_MIN would otherwise end the
+    # watch before the booted keepalived has said which state it entered.
+    t3 = _settle(lab, time.monotonic())
     result = _result(lab, "node-reboot", t0, t3, holder, window=off)
     result.second = _window(lab, t2, t3)
     starts = sorted((e.t, c.name) for c in node.daemons.containers for e in c.history if e.t >= t2 and e.action == "start")
