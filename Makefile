@@ -14,6 +14,9 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/
 export NODE_OPTIONS := --no-deprecation --max-old-space-size=4096
 # The project's Terraform CLI config: providers come only from the mirror that `make setup` builds.
 export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
+# cdktf deploy runs `terraform providers lock` after a first init, and that command asks the origin
+# registry whatever the CLI config says: point it at the mirror too.
+export TF_CLI_ARGS_providers_lock := -fs-mirror=$(CURDIR)/.tools/providers
 
 # The OpenStack provider: the version the stack pins (stacks/cluster_stack.py, read from there), built
 # from source with `go install` into a filesystem mirror, once per version; Go keeps its module and

@@ -26,7 +26,12 @@ cgroup, /kha-<node> in the cpu hierarchy, whose weight (`cpu_shares`) stands for
 CPUs: the node gets the machine whenever it needs it, and what it leaves idle goes to the rest.
 Inside, as on a VM with systemd: the node's own processes (init, engine, sshd, what runs in the
 node) in `system`, its apiserver in `apiserver` (a static pod on a real node), each container in
-one of its own (Docker's --cgroup-parent), all of equal weight.
+one of its own (Docker's --cgroup-parent), all of equal weight, except what serves: kubeadm wants
+2 CPUs on a control-plane node, so there keepalived, haproxy and the apiserver find a free core
+while the node's engine runs a `docker run --rm` (the operator's validation); here all nodes
+validate at once on two shared cores, so the lab weighs the containers named in `daemon_shares`
+(at each start: a restart gets a fresh cgroup of the default weight) and the apiserver's cgroup
+above the rest of their node.
 """
 
 from __future__ import annotations
@@ -85,12 +90,14 @@ def _mount_script(nodedir: Path) -> str:
 class Engine:
     """The node's machine and its Docker engine: boot, power off, run the docker CLI, crash a container."""
 
-    def __init__(self, name: str, ns: str, nodedir: Path, cgroup: str, cpu_shares: int | None = None):
+    def __init__(self, name: str, ns: str, nodedir: Path, cgroup: str, cpu_shares: int | None = None,
+                 daemon_shares: dict[str, int] | None = None):  # fmt: skip
         self.name = name
         self.ns = ns
         self.nodedir = nodedir
         self.cgroup = cgroup
         self.cpu_shares = cpu_shares
+        self.daemon_shares = dict(daemon_shares or {}) if cpu_shares else {}
         self.rundir = nodedir / "run"
         self.data_root = nodedir / "disk" / "docker"
         self.socket = self.rundir / "docker.sock"
@@ -128,6 +135,14 @@ class Engine:
         """The node's cgroup with its weight, and `parts` under it (Docker makes the containers')."""
         if self.cpu_shares:
             make_cgroup(self.cgroup, self.cpu_shares, parts)
+
+    def weigh_part(self, part: str, shares: int) -> None:
+        """Give the node's cgroup `part` (made by make_cgroups) a weight of its own."""
+        if self.cpu_shares:
+            for top in cpu_hierarchies():
+                knob = top / self.cgroup / part / "cpu.shares"
+                if knob.exists():  # the cpu hierarchy's, not cpuacct's
+                    knob.write_text(str(shares))
 
     def run(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """A command inside the node, with the node's environment (PATH, DOCKER_HOST)."""
@@ -194,8 +209,28 @@ class Engine:
         code = attrs.get("exitCode")
         event = ContainerEvent(t, attrs.get("name", ""), d.get("status") or d.get("Action", ""),
                                int(code) if code not in (None, "") else None)  # fmt: skip
+        if event.action == "start" and event.container in self.daemon_shares:
+            self._weigh(str(d.get("id", "")), self.daemon_shares[event.container])
         for hook in self._event_hooks:
             hook(event)
+
+    def _weigh(self, container_id: str, shares: int) -> None:
+        for top in cpu_hierarchies():
+            knob = top / self.cgroup / container_id / "cpu.shares"
+            try:
+                if knob.exists():  # the cpu hierarchy's, not cpuacct's
+                    knob.write_text(str(shares))
+            except OSError:
+                pass  # gone again (a crash loop): its next start weighs it anew
+
+    def container_shares(self, container: str) -> int | None:
+        """The cpu.shares of a running container's cgroup (None where the lab does not weigh)."""
+        container_id = self.docker("inspect", "--format", "{{.Id}}", container).strip()
+        for top in cpu_hierarchies():
+            knob = top / self.cgroup / container_id / "cpu.shares"
+            if knob.exists():
+                return int(knob.read_text())
+        return None
 
     @property
     def up(self) -> bool:

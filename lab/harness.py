@@ -60,6 +60,8 @@ VARIANTS = ("ours", "seed")
 # worth (a session or a container weighs 1024), so that a build or a test run elsewhere on this
 # machine, `nice` or not, cannot hold up a node's keepalived for the 0.3 s that moves the VIP.
 NODE_CPU_SHARES = 8192
+# keepalived, haproxy and the apiserver above the rest of their node (lab/engine.py says why).
+DAEMON_CPU_SHARES = 8192
 APISERVER_CGROUP = "apiserver"
 CLIENT_CGROUP = topology.PREFIX + "client"
 
@@ -166,7 +168,8 @@ def cpu_note() -> str:
     """How the lab stands in for the VMs' own CPUs, announced with the substitutions."""
     if weighs_cpu():
         return (f"CPU: each node (and the client) in a cgroup of its own weighing cpu.shares {NODE_CPU_SHARES}, "
-                "for a VM's own CPUs (the nodes still share this machine's cores with one another)")  # fmt: skip
+                "for a VM's own CPUs (the nodes still share this machine's cores with one another); inside a node, "
+                f"its haproxy and keepalived containers and its apiserver weigh {DAEMON_CPU_SHARES}, the rest 1024")  # fmt: skip
     return "CPU: no cgroup v1 cpu hierarchy here: the nodes share this machine's CPUs with everything else, session by session"
 
 
@@ -298,8 +301,11 @@ class Lab:
             ep = self.topology.nodes[n.name]
             nodedir = self.workdir / "nodes" / n.name
             nodedir.mkdir(parents=True)
-            engine = Engine(n.name, ep.ns, nodedir, cgroup=ep.ns, cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None)
+            daemons_weight = {c: DAEMON_CPU_SHARES for c in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)}
+            engine = Engine(n.name, ep.ns, nodedir, cgroup=ep.ns, cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None,
+                            daemon_shares=daemons_weight)
             engine.make_cgroups((APISERVER_CGROUP,))
+            engine.weigh_part(APISERVER_CGROUP, DAEMON_CPU_SHARES)
             daemons = NodeDaemons(n.name, engine, contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)
             unhealthy = nodedir / "apiserver-unhealthy"
             apiserver = Proc(f"{n.name}-apiserver", engine.joined(APISERVER_CGROUP, topology.in_ns(ep.ns, [

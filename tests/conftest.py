@@ -15,6 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 os.environ["PATH"] = os.pathsep.join([str(ROOT / ".tools" / "bin"), str(ROOT / "node_modules" / ".bin"), os.environ.get("PATH", "")])
 os.environ["TF_CLI_CONFIG_FILE"] = str(ROOT / ".stamps" / "terraformrc")
+os.environ["TF_CLI_ARGS_providers_lock"] = f"-fs-mirror={ROOT / '.tools' / 'providers'}"  # as the Makefile says why
 os.environ.setdefault("NODE_OPTIONS", "--no-deprecation")
 
 from cluster.config import ClusterConfig, parse_config  # noqa: E402

@@ -18,6 +18,7 @@ import pytest
 
 from cloud import handle, paths
 from cluster.plan import make_plan
+from ops.inventory import load_inventory, terraform_node_addresses
 from tests.conftest import DELETE, config_from, synth
 from userdata.render import render_cloud_config
 
@@ -146,6 +147,12 @@ def check_deployed(cloud, work: Path, config, doc: dict) -> None:
     if config.vip.floating_ip_pool:
         assert [fip[0] for fip in got["fips"]] == [vip_port["id"]]
         assert outputs["floating_ip"] == got["fips"][0][1]
+
+    # The operator's tool finds the nodes where Neutron put them: from the deployed stack's
+    # node_addresses output when the config gives no addresses, from the JSON when it does.
+    inventory = load_inventory(plan, work / "main.tf.json")
+    assert {n.name: n.address for n in inventory.nodes} == outputs["node_addresses"]
+    assert terraform_node_addresses(work) == outputs["node_addresses"]
 
     # day 2 with nothing changed: Terraform plans nothing
     assert terraform(work, "plan", "-input=false", "-detailed-exitcode", check=False).returncode == 0

@@ -23,7 +23,7 @@ from lab.client import Attempt
 from lab.daemons import Container, NodeDaemons
 from lab.engine import ContainerEvent
 from lab.drills import Window
-from lab.harness import CLIENT_CGROUP, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
+from lab.harness import APISERVER_CGROUP, CLIENT_CGROUP, DAEMON_CPU_SHARES, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
 from userdata.cloudconfig import parse_docker_run
 from userdata.render import HAPROXY_CFG, STATE_FILE
@@ -489,6 +489,10 @@ def test_every_process_of_a_node_runs_in_its_own_weighted_cgroup_as_on_a_vm(lab)
         for container in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER):
             cid = node.docker("inspect", "--format", "{{.Id}}", container).strip()
             assert (top / cid / "cgroup.procs").read_text().split(), f"{node.name}: {container} has no process in {top / cid}"
+            assert node.engine.container_shares(container) == DAEMON_CPU_SHARES, f"{node.name}: {container}"
+        assert int((top / APISERVER_CGROUP / "cpu.shares").read_text()) == DAEMON_CPU_SHARES, node.name
+        # Only what serves weighs more: the node's own processes (its engine among them) do not.
+        assert int((top / engine.SYSTEM_CGROUP / "cpu.shares").read_text()) == 1024, node.name
         assert node.engine.events.popen.pid not in members, "the lab's event follower is not the node's"
 
 
