@@ -50,6 +50,12 @@ def _protected(doc):
     }
 
 
+def require_terraform() -> None:
+    """These tests run Terraform itself (no provider, no cloud): skip, saying so, where it is absent."""
+    if shutil.which("terraform") is None:
+        pytest.skip("terraform not on PATH: `make setup` installs the project's (.tools/bin/terraform)")
+
+
 def test_every_node_port_vip_port_server_group_and_floating_ip_refuses_destruction(with_fip):
     protected = _protected(with_fip)
     assert len(protected) == 3 + 4 + 1 + 1
@@ -90,8 +96,7 @@ TWO_RENAMED = {"nodes.members.2.name": "demo-cp-9"}
 )
 def test_terraform_refuses_a_plan_that_changes_the_set_of_nodes_or_the_floating_ip_unless_allowed(tmp_path, changes):
     """Run by Terraform itself: the roster is built in (terraform_data), no cloud needed."""
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform not installed")
+    require_terraform()
     _terraform(tmp_path, _roster_doc({}), "apply", "-auto-approve")
     refused = _terraform(tmp_path, _roster_doc(changes), "plan", check=False)
     assert refused.returncode == 1
@@ -102,8 +107,7 @@ def test_terraform_refuses_a_plan_that_changes_the_set_of_nodes_or_the_floating_
 
 def test_the_same_nodes_in_another_order_plan_no_change(tmp_path):
     """Negative control: the roster plans nothing while the set of names stays (and an unrelated change)."""
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform not installed")
+    require_terraform()
     _terraform(tmp_path, _roster_doc({}), "apply", "-auto-approve")
     reordered = {"nodes.members": list(reversed(example_data()["nodes"]["members"])), "ports.apiserver": 6444}
     assert "No changes." in _terraform(tmp_path, _roster_doc(reordered), "plan").stdout
@@ -146,8 +150,7 @@ def test_outputs_show_what_each_node_runs_and_which_nodes_differ_from_the_config
 
 def test_terraform_evaluates_nodes_behind_config_to_the_nodes_on_other_values(example_json, tmp_path):
     """The output's expression, run by Terraform itself on stand-in values for the instances."""
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform not installed")
+    require_terraform()
     running = {
         "demo-cp-1": {"image_name": "ubuntu-24.04", "flavor_name": "m1.large", "key_pair": "demo-admin"},
         "demo-cp-2": {"image_name": "ubuntu-22.04", "flavor_name": "m1.large", "key_pair": "demo-admin"},
@@ -249,8 +252,7 @@ def test_terraform_computes_the_trackers_hash_of_the_user_data_the_node_receives
 
     Without members the port references become locals holding stand-in addresses (no provider here).
     """
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform not installed")
+    require_terraform()
     doc = example_json if which == "members" else no_members
     vm = resources(doc, ComputeInstanceV2)["instance_demo-cp-1"]
     tracker = doc["resource"][TRACKER]["userdata_demo-cp-1"]["input"]["user_data_sha256"]
@@ -330,8 +332,7 @@ def test_required_version_is_the_lowest_every_feature_needs(state, expected):
 
 def test_terraform_older_than_the_required_version_is_refused(tmp_path, example_json):
     """The constraint is Terraform's to enforce: checked with the installed Terraform against a higher one."""
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform not installed")
+    require_terraform()
     done = _terraform(tmp_path, {"terraform": {"required_version": ">= 99.0"}, "output": {"x": {"value": 1}}}, "plan", check=False)
     assert done.returncode != 0 and "Unsupported Terraform Core version" in done.stderr
     ok = {"terraform": {"required_version": example_json["terraform"]["required_version"]}, "output": {"x": {"value": 1}}}
