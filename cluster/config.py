@@ -260,7 +260,7 @@ class ClusterConfig(_Model):
     containers: Containers
     state: State = State()
     # Every plan refuses to destroy (or replace) a node, its port, the VIP port, the server group
-    # and the floating IP while this is false: true only for a planned teardown (README, "Day 2").
+    # and the floating IP while this is false: true only for a planned teardown (docs/operate.md, "Day 2").
     allow_destroy: StrictBool = False
 
     @property

@@ -5,9 +5,12 @@ No cdktf here, so every decision can be tested (and property-tested) without syn
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cluster.config import ClusterConfig
+if TYPE_CHECKING:  # the plan's constants are read where pydantic is not worth importing (the lab's apiserver)
+    from cluster.config import ClusterConfig
 
 # Highest VRRP priority; each further node is one step lower. All distinct, all below 255
 # (255 is reserved for the address owner) and far above 0 (0 means "releasing the VIP"). Near the
@@ -18,10 +21,16 @@ PRIORITY_TOP = 254
 PRIORITY_STEP = 10
 
 # VRRPv3 adverts every 100 ms: a dead or cut-off holder is replaced after 3 missed adverts plus
-# skew (~0.3 s). VRRPv3 carries no password; the security group admits VRRP only from members
-# and Neutron port security stops members from spoofing one another.
+# skew (~0.3 s). VRRPv3 carries no password; the security group admits VRRP only from
+# members and Neutron port security stops members from spoofing one another.
 VRRP_VERSION = 3
 ADVERT_INTERVAL = "0.1"
+MISSED_ADVERTS = 3  # RFC 5798's Master_Down_Interval: 3 x advert_int + skew
+# A new master sends gratuitous ARPs for the VIP at once and again GARP_MASTER_DELAY_S later; then
+# every GARP_MASTER_REFRESH_S for as long as it is master: after a partition heals, the node that
+# keeps the VIP may never change state, and clients and OVN would go on using the stale owner.
+GARP_MASTER_DELAY_S = 1
+GARP_MASTER_REFRESH_S = 1
 
 # keepalived 2.2 runs a check script at most once a second. haproxy holds each request to its
 # health endpoint for CHECK_HOLD_MS before it answers, and one run of the script makes
@@ -36,6 +45,8 @@ CHECK_HOLD_MS = 220
 CHECK_HOLDS = 4  # 4 x 220 ms, below the interval: a run still going when the next is due skips that one
 CHECK_MAX_TIME = "0.6"  # per request: a hung haproxy never answers
 CHECK_WEIGHT = 0
+CHECK_FALL = 1  # one failed run is enough: the run itself already watched for most of a second
+CHECK_RISE = 1
 # After a failed run, the next one is a recovery: it asks every CHECK_RECOVER_POLL_S, CHECK_RECOVER_POLLS
 # times, with a request that haproxy answers at once, so a node in FAULT leaves it as soon as its
 # haproxy serves again instead of up to a second later. The mark lives in the keepalived
@@ -62,6 +73,8 @@ REACH_WAIT_S = 1  # ping -W takes whole seconds in busybox (the osixia image's p
 REACH_RETRY_S = "0.2"  # ... so the script stops waiting itself, before the next run is due:
 REACH_ROUNDS = 4  # REACH_ROUNDS x REACH_RETRY_S = 0.8 s, below the 1 s interval
 REACH_FALL = 2
+REACH_RISE = 1
+REACH_WEIGHT = 0  # FAULT whatever the priorities
 
 # haproxy's HTTPS check of each apiserver. /readyz, not the /healthz of kubeadm's recipe: on SIGTERM
 # (kubelet stopping the static pod, an upgrade, a certificate renewal) kube-apiserver fails /readyz
@@ -69,6 +82,32 @@ REACH_FALL = 2
 # new connections before it goes; /healthz stays ok until the process stops. Both fail while the
 # apiserver cannot work (etcd unreachable), and both are readable without credentials.
 APISERVER_CHECK_URI = "/readyz"
+# haproxy checks every apiserver every APISERVER_CHECK_INTER_MS; once one check fails (or passes
+# after a failure) every APISERVER_CHECK_FASTINTER_MS until APISERVER_CHECK_FALL (or _RISE) in a row
+# decide: an unhealthy apiserver is out 0.1-0.35 s after it starts failing, at the cost of 4 TLS
+# handshakes a second from each haproxy to each apiserver. A check may take
+# APISERVER_CHECK_TIMEOUT_S to answer. A connection error on live traffic marks the server down at
+# once (observe layer4, error-limit 1). `shutdown_delay_s` turns these into the apiserver's
+# --shutdown-delay-duration.
+APISERVER_CHECK_INTER_MS = 250
+APISERVER_CHECK_FASTINTER_MS = 100
+APISERVER_CHECK_FALL = 2
+APISERVER_CHECK_RISE = 2
+APISERVER_CHECK_TIMEOUT_S = 1
+APISERVER_ERROR_LIMIT = 1
+# A node cut off the network must not hold a client: haproxy gives up connecting after
+# CONNECT_TIMEOUT_MS and tries again (CONNECT_RETRIES times), on another server (redispatch).
+CONNECT_TIMEOUT_MS = 500
+CONNECT_RETRIES = 3
+# kubectl logs -f / exec / watch streams stay open for hours; TCP keepalives find dead peers. A
+# half-closed connection is dropped after FIN_TIMEOUT_S.
+STREAM_TIMEOUT_H = 4
+FIN_TIMEOUT_S = 10
+# The health and metrics frontends answer at once: a client that sends nothing goes after this.
+LOCAL_CLIENT_TIMEOUT_S = 5
+# The apiserver's --shutdown-delay-duration that we recommend: haproxy's worst-case detection
+# (`detection_worst_s`) plus about 2 s for a loaded node, rounded up to whole seconds.
+SHUTDOWN_MARGIN_S = 2
 
 HEALTH_URI = "/haproxy-ready"
 # haproxy's view of every apiserver (CSV: append ";csv"), on the loopback health frontend only.
@@ -152,3 +191,29 @@ def effective_priority(priority: int, weight: int, check_ok: bool) -> int | None
     if weight > 0:
         return min(priority + weight, 254) if check_ok else priority
     return priority if check_ok else max(priority + weight, 1)
+
+
+def takeover_max_s(advert_interval: float) -> float:
+    """The longest a backup waits after a master's last advert before it takes over by itself.
+
+    RFC 5798: Master_Down_Interval = 3 x advert_int + skew, and the skew, (256 - priority) x
+    advert_int / 256, stays below one advert interval whatever the priority.
+    """
+    return (MISSED_ADVERTS + 1) * advert_interval
+
+
+def detection_worst_s() -> float:
+    """haproxy's longest time from an apiserver failing its check to marking it down.
+
+    At worst the next check is due a whole `inter` later; then `fall` checks `fastinter` apart, each
+    allowed min(connect timeout, inter) to connect and the check timeout to answer (docs/design.md).
+    """
+    inter = APISERVER_CHECK_INTER_MS / 1000
+    fastinter = APISERVER_CHECK_FASTINTER_MS / 1000
+    connect = min(CONNECT_TIMEOUT_MS / 1000, inter)
+    return inter + APISERVER_CHECK_FALL * (connect + APISERVER_CHECK_TIMEOUT_S) + (APISERVER_CHECK_FALL - 1) * fastinter
+
+
+def shutdown_delay_s() -> int:
+    """The --shutdown-delay-duration we recommend for kube-apiserver, in whole seconds."""
+    return math.ceil(detection_worst_s() + SHUTDOWN_MARGIN_S)

@@ -25,13 +25,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cluster.plan import shutdown_delay_s
+
 PORT = 6443
 READY_PATH = "/readyz"
 HEALTH_PATH = "/healthz"
-# The --shutdown-delay-duration the README recommends for kube-apiserver with our haproxy settings:
-# longer than haproxy's worst case to mark a backend down (2.85 s) plus a margin. The lab runs those
-# settings, so it needs the same.
-SHUTDOWN_DELAY_S = 5.0
+# The --shutdown-delay-duration we recommend for kube-apiserver with our haproxy settings
+# (cluster.plan.shutdown_delay_s): the lab runs those settings, so it drains as long.
+SHUTDOWN_DELAY_S = float(shutdown_delay_s())
 # What the shutdown prints, in order (the drain drill finds NOT_ACCEPTING in the log).
 DRAINING = "shutdown: /readyz fails"
 NOT_ACCEPTING = "shutdown: no longer accepting"

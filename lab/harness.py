@@ -44,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from cluster.plan import HAPROXY_FD_HEADROOM
+from cluster.plan import HAPROXY_FD_HEADROOM, takeover_max_s
 from lab import cloudinit, configs, contract, images, seed, sshd, synth, topology
 from lab.admin import AdminNetwork, Operator
 from lab.apiserver import PORT as APISERVER_PORT
@@ -56,6 +56,7 @@ from lab.procs import Proc
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = Path("/run/kha-lab.lock")
 VARIANTS = ("ours", "seed")
+VRRP_CALM_MARGIN_S = 0.2  # for the scheduler: keepalived's timers run late on a loaded machine
 # The CPU weight of each node, and of the client's machine (see lab.engine): eight sessions'
 # worth (a session or a container weighs 1024), so that a build or a test run elsewhere on this
 # machine, `nice` or not, cannot hold up a node's keepalived for the 0.3 s that moves the VIP.
@@ -223,14 +224,14 @@ class Lab:
         self.files = {n.name: _placed_files(n) for n in self.stack.nodes}
         self.frontend_port = configs.frontend_port(content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name))
         interfaces: dict[str, str] = {}
-        # A backup acts on its own once it has missed three adverts (plus skew): until that long
-        # after keepalived's last state or priority change, the VIP may still move by itself.
+        # A backup acts on its own once it has missed its master's adverts: until that long (and a
+        # margin) after keepalived's last state or priority change, the VIP may still move by itself.
         self.vrrp_calm: dict[str, float] = {}
         self.priority: dict[str, int] = {}
         for n in self.stack.nodes:
             inst = configs.vrrp_instance(content_of(self.files[n.name], contract.KEEPALIVED_CONFIG, n.name))
             interfaces[n.name] = inst.interface
-            self.vrrp_calm[n.name] = 4 * inst.advert_int + 0.2
+            self.vrrp_calm[n.name] = takeover_max_s(inst.advert_int) + VRRP_CALM_MARGIN_S
             self.priority[n.name] = inst.priority
         self.gateway = self.gateway or self.stack.default_gateway()
         self.topology = topology.Topology(self.stack, interfaces, self.gateway)

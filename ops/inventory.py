@@ -65,13 +65,19 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _BOX = "╷│╵"
 
 
+def plain_lines(text: str) -> list[str]:
+    """Terraform's output as a person reads it: each line without colour codes, the box a coloured
+    diagnostic is drawn in, or surrounding blanks (blank lines stay, as empty strings)."""
+    return [_ANSI.sub("", line).strip().strip(_BOX).strip() for line in text.splitlines()]
+
+
 def terraform_error(stderr: str) -> str:
     """Terraform's first error as one line: its summary and the detail's first sentence.
 
     Without colour Terraform prints `Error: <summary>`, a blank line and the detail; a coloured one
     is drawn in a box (and escape codes), stripped here too in case `-no-color` was not honoured.
     """
-    lines = [_ANSI.sub("", line).strip().strip(_BOX).strip() for line in stderr.splitlines()]
+    lines = plain_lines(stderr)
     for i, line in enumerate(lines):
         if line.startswith("Error:"):
             detail: list[str] = []

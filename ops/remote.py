@@ -94,7 +94,7 @@ class Apiserver:
 
 
 @dataclass(frozen=True)
-class Container:
+class ContainerState:
     name: str
     exists: bool
     running: bool = False
@@ -113,14 +113,14 @@ class FileState:
 
 
 @dataclass(frozen=True)
-class Report:
+class NodeReport:
     time: int
     state: dict[str, str]
     addresses: tuple[str, ...]
     haproxy_answers: bool
     apiservers: tuple[Apiserver, ...]
     haproxy_started: str | None
-    containers: dict[str, Container] = field(default_factory=dict)
+    containers: dict[str, ContainerState] = field(default_factory=dict)
     files: dict[str, FileState] = field(default_factory=dict)
 
     def holds(self, vip: str) -> bool:
@@ -150,16 +150,16 @@ def parse_stats(lines: list[str], backend: str = "kube-apiserver") -> tuple[Apis
     )
 
 
-def parse_container(name: str, lines: list[str]) -> Container:
+def parse_container(name: str, lines: list[str]) -> ContainerState:
     if not lines:
-        return Container(name, exists=False)
+        return ContainerState(name, exists=False)
     try:
         info = json.loads(lines[0])
     except ValueError:
-        return Container(name, exists=False)
+        return ContainerState(name, exists=False)
     state = info.get("State") or {}
     config = info.get("Config") or {}
-    return Container(
+    return ContainerState(
         name,
         exists=True,
         running=bool(state.get("Running")),
@@ -182,14 +182,14 @@ def parse_files(lines: list[str]) -> dict[str, FileState]:
     return out
 
 
-def parse_report(stdout: str) -> Report:
+def parse_report(stdout: str) -> NodeReport:
     found = {" ".join(h): lines for h, lines in sections(stdout)}
     if "end" not in found or "time" not in found:
         raise ReportError("the node's report is incomplete")
     state = dict(line.split("=", 1) for line in found.get("state", []) if "=" in line)
     stats = found.get("stats", [])
     started = next((line.split()[-1] for line in found.get("started", []) if line.strip()), None)
-    return Report(
+    return NodeReport(
         time=int(found["time"][0]),
         state=state,
         addresses=parse_addresses(found.get("addresses", [])),

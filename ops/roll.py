@@ -22,7 +22,7 @@ from enum import StrEnum
 from ops import GATE_TIMEOUT_S, HANDOVER_TIMEOUT_S, POLL_S
 from ops.docker import check_argv
 from ops.inventory import Inventory
-from ops.remote import Report, Script, failed_write, parse_addresses, sections, steps
+from ops.remote import NodeReport, Script, failed_write, parse_addresses, sections, steps
 from ops.ssh import Result, Ssh
 from ops.status import Drift, DriftKind, FindingKind, NodeStatus, diff, fetch, findings, holders
 from userdata.cloudconfig import WrittenFile
@@ -219,7 +219,7 @@ class Roller:
             raise RollStopped(f"{node.name}: {what} failed: {result.reason()}")
         return result
 
-    def report(self, node: Node) -> Report | None:
+    def report(self, node: Node) -> NodeReport | None:
         return fetch(self.inv, node, self.ssh).report
 
     def _holds(self, node: Node) -> bool | None:
@@ -247,7 +247,7 @@ class Roller:
             "there; keepalived was started again and the roll stops"
         )
 
-    def _gate_problems(self, change: NodeChange, before: Report, after: Report | None) -> list[str]:
+    def _gate_problems(self, change: NodeChange, before: NodeReport, after: NodeReport | None) -> list[str]:
         if after is None:
             return ["no report over SSH"]
         problems = []
@@ -268,7 +268,7 @@ class Roller:
             problems.append("holds the VIP" if expected == "BACKUP" else "does not hold the VIP")
         return problems
 
-    def _gate(self, change: NodeChange, before: Report) -> float:
+    def _gate(self, change: NodeChange, before: NodeReport) -> float:
         start = self.clock()
         while True:
             problems = self._gate_problems(change, before, self.report(change.node))

@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Any
 
 from ops.inventory import Inventory
-from ops.remote import Report, ReportError, Script, parse_report
+from ops.remote import NodeReport, ReportError, Script, parse_report
 from ops.ssh import Ssh
 from userdata.cloudconfig import WrittenFile
 from userdata.render import CONTAINERS, HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
@@ -22,7 +22,7 @@ from userdata.stack import Node
 @dataclass(frozen=True)
 class NodeStatus:
     node: Node
-    report: Report | None
+    report: NodeReport | None
     error: str | None = None  # why there is no report
 
 
@@ -117,7 +117,7 @@ class Diff:
         return tuple(d for _, d in self.files + self.containers)
 
 
-def _file_drift(want: WrittenFile, report: Report) -> Drift | None:
+def _file_drift(want: WrittenFile, report: NodeReport) -> Drift | None:
     have = report.files.get(want.path)
     if have is None or have.sha256 is None:
         return Drift(DriftKind.FILE_MISSING, want.path)
@@ -129,7 +129,7 @@ def _file_drift(want: WrittenFile, report: Report) -> Drift | None:
     return None
 
 
-def _container_drift(node: Node, name: str, report: Report) -> Drift | None:
+def _container_drift(node: Node, name: str, report: NodeReport) -> Drift | None:
     line, have = node.run(name), report.containers[name]
     if not have.exists:
         return Drift(DriftKind.CONTAINER_MISSING, name)
@@ -142,7 +142,7 @@ def _container_drift(node: Node, name: str, report: Report) -> Drift | None:
     return None
 
 
-def diff(node: Node, report: Report) -> Diff:
+def diff(node: Node, report: NodeReport) -> Diff:
     files = [(want, d) for want in node.files if (d := _file_drift(want, report))]
     containers = [(name, d) for name in CONTAINERS if (d := _container_drift(node, name, report))]
     return Diff(tuple(files), tuple(containers))
@@ -305,7 +305,7 @@ def table(inv: Inventory, statuses: list[NodeStatus]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def _container_cell(report: Report, name: str) -> str:
+def _container_cell(report: NodeReport, name: str) -> str:
     c = report.containers[name]
     if not c.exists:
         return "missing"

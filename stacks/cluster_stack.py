@@ -31,7 +31,7 @@ class ClusterStack(TerraformStack):
         # No credentials here: the provider reads OS_CLOUD / clouds.yaml like every OpenStack tool.
         OpenstackProvider(self, "openstack")
         self.add_override("terraform.required_providers.openstack.version", OPENSTACK_PROVIDER_VERSION)
-        # State holds the userdata and every address: the config says where it lives (README, "Team use").
+        # State holds the userdata and every address: the config says where it lives (docs/remote-state.md).
         if config.state.backend == "s3":
             self._s3_backend(config)
         else:
@@ -54,7 +54,7 @@ class ClusterStack(TerraformStack):
         )
         # Image, flavor and key pair apply to nodes created later (the instances ignore changes to
         # them): what each node runs, as the last refresh read it, and the nodes that differ from
-        # the config, i.e. still to be moved one at a time (README, "Day 2").
+        # the config, i.e. still to be moved one at a time (docs/operate.md, "Day 2").
         running = TerraformLocal(
             self,
             "node-cloud-settings",

@@ -70,7 +70,7 @@ class HaControlPlane(Construct):
         # No plan may destroy or replace what holds etcd and the endpoint unless the config says
         # so (allow_destroy: a planned teardown or a node replacement). Terraform then refuses such
         # a plan by itself and names the resource; the roster below covers nodes (and the floating
-        # IP) that leave the config, which prevent_destroy cannot (README, "Day 2").
+        # IP) that leave the config, which prevent_destroy cannot (docs/operate.md, "Day 2").
         keep = not config.allow_destroy
 
         self.vip_port = NetworkingPortV2(
@@ -143,7 +143,7 @@ class HaControlPlane(Construct):
                 # change shows up on the userdata tracker below; nodes are rolled one by one. A new
                 # image, flavor or key pair would rebuild, resize or replace every node at once
                 # (and the provider re-reads image and flavor from the cloud): they apply to nodes
-                # created later, and one node at a time with `terraform apply -replace` (README).
+                # created later, and one node at a time with `terraform apply -replace` (docs/operate.md).
                 lifecycle=TerraformResourceLifecycle(ignore_changes=IGNORED_ON_INSTANCES, prevent_destroy=keep),
                 # Soft anti-affinity is ignored for VMs created in parallel: create them in turn.
                 depends_on=[previous] if previous is not None and policy == "soft-anti-affinity" else None,

@@ -1,7 +1,7 @@
 """Day 2 by Terraform's own plan: after a real deploy of the example on the loopback cloud, change one
 thing at a time (in the config, or in the cloud) and read `terraform show -json` of the plan:
 exactly which resources are created, updated in place, replaced or deleted, or that Terraform
-refuses the plan and names the protected resource. These are the README's day-2 table's rows.
+refuses the plan and names the protected resource. These are the rows of docs/operate.md's day-2 table.
 """
 
 from __future__ import annotations

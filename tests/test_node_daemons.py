@@ -38,7 +38,9 @@ def wait_for(what, predicate, timeout=30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class Node:
+class BareNode:
+    """The node's daemons as plain processes (no Docker), in a namespace of their own."""
+
     def __init__(self, ns: str, folders: dict[str, Path], mounts: str, plan) -> None:
         self.ns, self.folders, self.mounts, self.plan = ns, folders, mounts, plan
         self.state_dir = folders[STATE_DIR]
@@ -106,7 +108,7 @@ def node(example_plan):
     Path(CHECK_FAILED_MARK).unlink(missing_ok=True)  # the check script's mark lives in /tmp, here the host's
     # Alone but for its gateway: a node that reaches nothing at all would go to FAULT (cut off).
     with node_netns(example_plan.interface, ADDRESS, example_plan.gateway) as ns, placed(files) as (folders, mounts):
-        running = Node(ns, folders, mounts, example_plan)
+        running = BareNode(ns, folders, mounts, example_plan)
         try:
             yield running
         finally:

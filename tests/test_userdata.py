@@ -216,7 +216,19 @@ def test_the_documented_apiserver_shutdown_delay_outlasts_haproxys_worst_case_de
     [delay] = re.findall(r"- name: shutdown-delay-duration\n\s+value: (\d+)s\n", readme)
     assert int(delay) * 1000 >= worst_ms + 2000, "a margin of 2 s at least"
     assert f"--shutdown-delay-duration={delay}s" in readme
-    assert float(delay) == apiserver.SHUTDOWN_DELAY_S, "the lab must drain as long as the README recommends"
+    assert float(delay) == apiserver.SHUTDOWN_DELAY_S, "the lab must drain as long as docs/design.md recommends"
+
+
+def test_the_plans_detection_and_shutdown_delay_are_the_ones_the_rendered_haproxy_cfg_gives(files):
+    """cluster.plan computes what docs/design.md recommends; the rendered config must agree with it."""
+    cfg = files["demo-cp-1"][HAPROXY_CFG.key]
+    server = dict(re.findall(r"\b(inter|fastinter|fall) (\w+)", re.search(r"^\s*default-server .*$", cfg, re.M).group(0)))
+    inter, fastinter, fall = _ms(server["inter"]), _ms(server["fastinter"]), int(server["fall"])
+    connect, check = (_ms(re.search(rf"^\s*timeout {t} (\w+)$", cfg, re.M).group(1)) for t in ("connect", "check"))
+    assert round(plan.detection_worst_s() * 1000) == inter + fall * (min(connect, inter) + check) + (fall - 1) * fastinter
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "design.md").read_text()
+    [delay] = re.findall(r"- name: shutdown-delay-duration\n\s+value: (\d+)s\n", readme)
+    assert plan.shutdown_delay_s() == int(delay)
 
 
 def test_haproxy_health_and_stats_are_on_loopback_only_and_metrics_on_the_nodes_address(files):

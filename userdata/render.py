@@ -94,6 +94,8 @@ class _Check:
     interval: int = p.CHECK_INTERVAL_S
     timeout: int = p.CHECK_TIMEOUT_S
     weight: int = p.CHECK_WEIGHT
+    fall: int = p.CHECK_FALL
+    rise: int = p.CHECK_RISE
     hold_ms: int = p.CHECK_HOLD_MS
     holds: int = p.CHECK_HOLDS
     max_time: str = p.CHECK_MAX_TIME
@@ -107,6 +109,8 @@ class _Reach:
     interval: int = p.REACH_INTERVAL_S
     timeout: int = p.REACH_TIMEOUT_S
     fall: int = p.REACH_FALL
+    rise: int = p.REACH_RISE
+    weight: int = p.REACH_WEIGHT
     wait: int = p.REACH_WAIT_S
     retry: str = p.REACH_RETRY_S
     rounds: int = p.REACH_ROUNDS
@@ -114,6 +118,28 @@ class _Reach:
     @property
     def deadline(self) -> str:
         return f"{float(self.retry) * self.rounds:g}"
+
+
+@dataclass(frozen=True)
+class _Haproxy:
+    connect_timeout_ms: int = p.CONNECT_TIMEOUT_MS
+    retries: int = p.CONNECT_RETRIES
+    stream_timeout_h: int = p.STREAM_TIMEOUT_H
+    fin_timeout_s: int = p.FIN_TIMEOUT_S
+    local_client_timeout_s: int = p.LOCAL_CLIENT_TIMEOUT_S
+    check_uri: str = p.APISERVER_CHECK_URI
+    check_timeout_s: int = p.APISERVER_CHECK_TIMEOUT_S
+    inter_ms: int = p.APISERVER_CHECK_INTER_MS
+    fastinter_ms: int = p.APISERVER_CHECK_FASTINTER_MS
+    fall: int = p.APISERVER_CHECK_FALL
+    rise: int = p.APISERVER_CHECK_RISE
+    error_limit: int = p.APISERVER_ERROR_LIMIT
+
+
+@dataclass(frozen=True)
+class _Garp:
+    delay_s: int = p.GARP_MASTER_DELAY_S
+    refresh_s: int = p.GARP_MASTER_REFRESH_S
 
 
 def _literal_addresses(plan: p.Plan) -> dict[str, str]:
@@ -131,7 +157,7 @@ def render_haproxy_cfg(plan: p.Plan, node_name: str, addresses: Mapping[str, str
         servers=servers,
         node_address=addresses[node_name],
         health_uri=p.HEALTH_URI,
-        apiserver_check_uri=p.APISERVER_CHECK_URI,
+        haproxy=_Haproxy(),
         hold_ms=p.CHECK_HOLD_MS,
         check_request_line=f"GET {p.HEALTH_URI} ",  # as curl sends it: the check script's request
         stats_uri=p.STATS_URI,
@@ -161,6 +187,7 @@ def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str,
         peers=peers,
         vrrp_version=p.VRRP_VERSION,
         advert_interval=p.ADVERT_INTERVAL,
+        garp=_Garp(),
         check=_Check(),
         check_script_path=CHECK_SCRIPT.container_path,
         reach=_Reach(),
