@@ -12,8 +12,9 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, images, operate, soak, synth, topology
-from lab.harness import VARIANTS, Lab, acquire_lock, synthesize
+from lab.scenarios import drills, operate, soak
+from lab.world import images, synth, topology
+from lab.world.harness import VARIANTS, Lab, acquire_lock, synthesize
 
 
 def main(argv: list[str] | None = None) -> int:

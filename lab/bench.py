@@ -1,5 +1,5 @@
 """`python -m lab.bench`: every drill N times for our configs and for the seed's keepalived
-settings, in one run, and one table per drill; then the operator's tool's drills (`lab.operate`).
+settings, in one run, and one table per drill; then the operator's tool's drills (`lab.scenarios.operate`).
 
 Figures, not assertions: timings depend on the machine. The tests check behaviour; this prints
 what the behaviour costs, with the command and date, so a change in the configs can be compared.
@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, operate, synth
-from lab.harness import VARIANTS, Lab, synthesize
-from lab.topology import run
+from lab.scenarios import drills, operate
+from lab.world import synth
+from lab.world.harness import VARIANTS, Lab, synthesize
+from lab.world.topology import run
 
 TITLES = {
     "haproxy-kill": "haproxy crashes on the VIP holder (SIGKILL; Docker restarts it)",

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from lab import bench, configs, contract, drills, engine, images, neutron, seed, soak, synth, topology
-from lab.admin import ADMIN_NS
-from lab.client import Attempt
-from lab.daemons import Container, NodeDaemons
-from lab.engine import ContainerEvent
-from lab.drills import Window
-from lab.harness import APISERVER_CGROUP, CLIENT_CGROUP, DAEMON_CPU_SHARES, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
+from lab import bench
+from lab.world import configs, contract, engine, images, neutron, synth, topology
+from lab.scenarios import drills, seed, soak
+from lab.world.admin import ADMIN_NS
+from lab.world.client import Attempt
+from lab.world.daemons import Container, NodeDaemons
+from lab.world.engine import ContainerEvent
+from lab.scenarios.drills import Window
+from lab.world.harness import APISERVER_CGROUP, CLIENT_CGROUP, DAEMON_CPU_SHARES, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
 from userdata.cloudconfig import parse_docker_run
 from userdata.render import HAPROXY_CFG, STATE_FILE

@@ -1,6 +1,6 @@
 """The lab's stand-in apiserver on loopback, without the lab: its unhealthy state and its graceful shutdown.
 
-Started as the lab starts it (`python -m lab.apiserver`, a self-signed EC certificate from openssl),
+Started as the lab starts it (`python -m lab.world.apiserver`, a self-signed EC certificate from openssl),
 on 127.0.0.1 and a free port. The waits are deadlines for something to happen, not measurements.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import apiserver
+from lab.world import apiserver
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 10.0
@@ -38,7 +38,7 @@ class StandIn:
                         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
         self.unhealthy = tmp / "unhealthy"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab.apiserver", "--bind", "127.0.0.1", "--port", "0", "--node", "t1", "--cert", str(cert),
+            [sys.executable, "-m", "lab.world.apiserver", "--bind", "127.0.0.1", "--port", "0", "--node", "t1", "--cert", str(cert),
              "--key", str(key), "--unhealthy-file", str(self.unhealthy), "--shutdown-delay", str(shutdown_delay)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -169,7 +169,7 @@ def test_a_second_sigterm_ends_the_shutdown_at_once(start):
 
 
 def test_a_negative_shutdown_delay_is_refused_with_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lab.apiserver", "--bind", "127.0.0.1", "--node", "t1", "--cert", "c",
+    done = subprocess.run([sys.executable, "-m", "lab.world.apiserver", "--bind", "127.0.0.1", "--node", "t1", "--cert", "c",
                            "--key", "k", "--unhealthy-file", "u", "--shutdown-delay", "-1"],
                           cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2

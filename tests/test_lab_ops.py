@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import operate, synth, topology
-from lab.harness import Lab, synthesize, synthesize_config
-from lab.operate import HAPROXY_CFG, broken_haproxy_cfg, config_change, default_config, five_nodes
+from lab.scenarios import operate
+from lab.world import synth, topology
+from lab.world.harness import Lab, synthesize, synthesize_config
+from lab.scenarios.operate import HAPROXY_CFG, broken_haproxy_cfg, config_change, default_config, five_nodes
 from tests.test_lab import _assert_nothing_left, _missing
 
 @pytest.fixture(scope="module")

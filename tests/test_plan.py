@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.configs import parse_keepalived
+from lab.world.configs import parse_keepalived
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster import plan
 from cluster.plan import effective_priority, make_plan

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from lab.client import Attempt
-from lab.soak import Fault, Sample, availability, blame, check, groups, recovery, schedule, serviceable, split_brain
+from lab.world.client import Attempt
+from lab.scenarios.soak import Fault, Sample, availability, blame, check, groups, recovery, schedule, serviceable, split_brain
 
 NODES = ["a", "b", "c"]
 

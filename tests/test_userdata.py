@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cluster import plan
-from lab import apiserver
-from lab.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
+from lab.world import apiserver
+from lab.world.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
 from tests.conftest import DELETE, config_from

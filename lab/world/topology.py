@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import neutron
-from lab.engine import CGROUP_ROOT, remove_cgroups
-from lab.synth import Stack
+from lab.world import neutron
+from lab.world.engine import CGROUP_ROOT, remove_cgroups
+from lab.world.synth import Stack
 
 PREFIX = "kha-"
 NET_NS = "kha-net"

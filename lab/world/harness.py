@@ -1,14 +1,14 @@
 """The lab as one context manager: build everything from the JSON, tear it all down on exit.
 
-Each node is a machine of its own (`lab.engine`): network, mount and pid namespaces, a disk, and a
+Each node is a machine of its own (`lab.world.engine`): network, mount and pid namespaces, a disk, and a
 Docker engine. The lab hands each node its user_data as the cloud would: the real cloud-init
 writes the files and runs the runcmd entries verbatim, so the synthesized `docker run` lines
-start stand-in images (`lab.images`) tagged with the config's image references.
+start stand-in images (`lab.world.images`) tagged with the config's image references.
 
 Entry points for drills and tools, beside `Lab(doc, variant)`, `wait_steady`, `holders`,
 `nodes[...]`, `topology.cut` and `client.between`:
-- `lab.operator(config)`: `python -m ops` from the admin namespace over SSH (`lab.admin`,
-  `lab.sshd`), against `lab.stack_json` (the JSON as the lab runs it) or `lab.write_stack(doc)`;
+- `lab.operator(config)`: `python -m ops` from the admin namespace over SSH (`lab.world.admin`,
+  `lab.world.sshd`), against `lab.stack_json` (the JSON as the lab runs it) or `lab.write_stack(doc)`;
 - `lab.nodes[n].sshd.stop()` / `start()`: the node's OpenSSH server;
 - `lab.nodes[n].crash(container)`: SIGKILL the container's main process; Docker's restart
   policy brings it back (`docker kill` would not: Docker counts it as a stop by hand);
@@ -45,15 +45,16 @@ from pathlib import Path
 import yaml
 
 from cluster.plan import HAPROXY_FD_HEADROOM, takeover_max_s
-from lab import cloudinit, configs, contract, images, seed, sshd, synth, topology
-from lab.admin import AdminNetwork, Operator
-from lab.apiserver import PORT as APISERVER_PORT
-from lab.client import Recorder
-from lab.daemons import NodeDaemons, PlacedFile, content_of
-from lab.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, weighs_cpu
-from lab.procs import Proc
+from lab.world import cloudinit, configs, contract, images, sshd, synth, topology
+from lab.scenarios import seed
+from lab.world.admin import AdminNetwork, Operator
+from lab.world.apiserver import PORT as APISERVER_PORT
+from lab.world.client import Recorder
+from lab.world.daemons import NodeDaemons, PlacedFile, content_of
+from lab.world.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, weighs_cpu
+from lab.world.procs import Proc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 LOCK = Path("/run/kha-lab.lock")
 VARIANTS = ("ours", "seed")
 VRRP_CALM_MARGIN_S = 0.2  # for the scheduler: keepalived's timers run late on a loaded machine
@@ -61,7 +62,7 @@ VRRP_CALM_MARGIN_S = 0.2  # for the scheduler: keepalived's timers run late on a
 # worth (a session or a container weighs 1024), so that a build or a test run elsewhere on this
 # machine, `nice` or not, cannot hold up a node's keepalived for the 0.3 s that moves the VIP.
 NODE_CPU_SHARES = 8192
-# keepalived, haproxy and the apiserver above the rest of their node (lab/engine.py says why).
+# keepalived, haproxy and the apiserver above the rest of their node (lab/world/engine.py says why).
 DAEMON_CPU_SHARES = 8192
 APISERVER_CGROUP = "apiserver"
 CLIENT_CGROUP = topology.PREFIX + "client"
@@ -310,7 +311,7 @@ class Lab:
             daemons = NodeDaemons(n.name, engine, contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)
             unhealthy = nodedir / "apiserver-unhealthy"
             apiserver = Proc(f"{n.name}-apiserver", engine.joined(APISERVER_CGROUP, topology.in_ns(ep.ns, [
-                sys.executable, "-m", "lab.apiserver", "--bind", n.address, "--port", str(APISERVER_PORT),
+                sys.executable, "-m", "lab.world.apiserver", "--bind", n.address, "--port", str(APISERVER_PORT),
                 "--node", n.name, "--cert", str(cert), "--key", str(key), "--unhealthy-file", str(unhealthy),
             ])), nodedir / "apiserver.log", cwd=ROOT)  # fmt: skip
             ssh_server = sshd.Sshd(engine, n.address, self.keys.host_keys[n.name])

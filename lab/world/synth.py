@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import configs
+from lab.world import configs
 from userdata import cloudconfig
 from userdata.stack import INSTANCE, PORT, RULE, VRRP, Instance, Node, Port, Rule, SynthesizedStack
 from userdata.stack import protocol, read, with_user_data

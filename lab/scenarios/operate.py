@@ -31,11 +31,11 @@ from pathlib import Path
 
 import yaml
 
-from lab import contract, images, synth, topology
-from lab.admin import ROOT, Operator
-from lab.client import TIMEOUT
-from lab.drills import Window
-from lab.harness import Lab, synthesize_config
+from lab.world import contract, images, synth, topology
+from lab.world.admin import ROOT, Operator
+from lab.world.client import TIMEOUT
+from lab.scenarios.drills import Window
+from lab.world.harness import Lab, synthesize_config
 
 HAPROXY = contract.HAPROXY_CONTAINER
 KEEPALIVED = contract.KEEPALIVED_CONTAINER

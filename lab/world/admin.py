@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.sshd import USER, Keys
-from lab.topology import PREFIX, in_ns, remove_ns, run
+from lab.world.sshd import USER, Keys
+from lab.world.topology import PREFIX, in_ns, remove_ns, run
 
 ADMIN_NS = PREFIX + "admin"
 ADMIN_IF = PREFIX + "va"  # the router's end of the admin link
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def admin_address(prefix: str) -> str:

@@ -31,8 +31,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.engine import Engine, remove_cgroups
-from lab.topology import remove_ns, run
+from lab.world.engine import Engine, remove_cgroups
+from lab.world.topology import remove_ns, run
 
 CACHE = Path("/var/cache/kha-lab")
 LABEL = "kha.lab.stand-in"

@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lab import contract
-from lab.client import Attempt
+from lab.world import contract
+from lab.world.client import Attempt
 
 # name: (shortest, longest) seconds it lasts; 0 for a crash that a restart policy answers at once.
 KINDS: dict[str, tuple[float, float]] = {
@@ -322,7 +322,7 @@ def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: flo
 class LabOperations:
     """The soak's faults on the lab: a crash is a SIGKILL that Docker's restart policy answers."""
 
-    def __init__(self, lab) -> None:  # lab.harness.Lab; not imported here, so the checker needs no lab
+    def __init__(self, lab) -> None:  # lab.world.harness.Lab; not imported here, so the checker needs no lab
         self.lab = lab
         self.nodes = list(lab.nodes)
 
@@ -375,8 +375,8 @@ def leftovers(workdir: str | None) -> list[str]:
     import os
     from pathlib import Path
 
-    from lab.engine import CGROUP_ROOT
-    from lab.topology import PREFIX, lab_namespaces
+    from lab.world.engine import CGROUP_ROOT
+    from lab.world.topology import PREFIX, lab_namespaces
 
     found = [f"netns {ns}" for ns in lab_namespaces()]
     found += [f"cgroup {d}" for d in CGROUP_ROOT.glob(f"*/{PREFIX}*")]

@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.engine import NODE_PATH, Engine
-from lab.procs import Proc
-from lab.topology import run
+from lab.world.engine import NODE_PATH, Engine
+from lab.world.procs import Proc
+from lab.world.topology import run
 
 USER = "ubuntu"  # the cloud image's default user (config: nodes.image ubuntu-24.04)
 SSHD = "/usr/sbin/sshd"  # an absolute path: sshd re-executes itself for each connection

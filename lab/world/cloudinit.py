@@ -26,7 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.engine import Engine
+from lab.world.engine import Engine
 
 # In cloud-init's order: bootcmd (init stage, every boot), then write_files and runcmd (per instance).
 MODULES = ("bootcmd", "write_files", "runcmd")

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.engine import ContainerEvent, Engine
-from lab.procs import LineHook, Proc
-from lab.synth import SynthError
+from lab.world.engine import ContainerEvent, Engine
+from lab.world.procs import LineHook, Proc
+from lab.world.synth import SynthError
 from userdata.cloudconfig import WrittenFile
 
 _SERVER = re.compile(r"Server ([^/\s]+)/(\S+) is (UP|DOWN)")

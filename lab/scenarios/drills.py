@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab import apiserver, contract, synth
-from lab.client import TIMEOUT, Attempt
-from lab.harness import Lab, LabNode
+from lab.world import apiserver, contract, synth
+from lab.world.client import TIMEOUT, Attempt
+from lab.world.harness import Lab, LabNode
 
 HAPROXY = contract.HAPROXY_CONTAINER
 KEEPALIVED = contract.KEEPALIVED_CONTAINER

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from lab.configs import VrrpInstance, frontend_port, vrrp_instance
-from lab.synth import SynthError
+from lab.world.configs import VrrpInstance, frontend_port, vrrp_instance
+from lab.world.synth import SynthError
 from userdata import cloudconfig
 from userdata.stack import Instance, SynthesizedStack, with_user_data
 

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.procs import Proc
+from lab.world.procs import Proc
 
 # /usr/local is left out, and empty inside the node: a fresh VM has nothing there (this machine
 # has a newer docker CLI there, which sudo's secure_path would find first).
