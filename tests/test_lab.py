@@ -7,6 +7,8 @@ whether the client is served. Timings are the benchmark's business (`python -m l
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import resource
 import shutil
@@ -17,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from lab import __main__ as lab_cli
 from lab import bench
 from lab.world import configs, contract, engine, images, neutron, synth, topology
-from lab.scenarios import drills, seed, soak
+from lab.scenarios import controls, drills, registry, seed, soak, variants
 from lab.world.admin import ADMIN_NS
 from lab.world.client import Attempt
-from lab.world.daemons import Container, NodeDaemons
+from lab.world.daemons import ContainerWatch, NodeDaemons
 from lab.world.engine import ContainerEvent
 from lab.scenarios.drills import Window
 from lab.world.harness import APISERVER_CGROUP, CLIENT_CGROUP, DAEMON_CPU_SHARES, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
@@ -96,13 +99,13 @@ def test_a_reference_to_a_missing_security_group_is_an_error(doc):
 
 
 def test_without_vrrp_rules_removes_only_the_vrrp_rule(doc):
-    edited = synth.parse(synth.without_vrrp_rules(doc))
+    edited = synth.parse(variants.without_vrrp_rules(doc))
     assert {r.name for r in edited.rules} == {"api", "etcd", "ping", "out_dns"}
     assert "vrrp" in doc["resource"][RULE], "the original must stay untouched"
 
 
 def test_without_vip_pairs_removes_the_vip_from_every_port(doc):
-    edited = synth.parse(synth.without_vip_pairs(doc))
+    edited = synth.parse(variants.without_vip_pairs(doc))
     assert all("10.9.8.10" not in p.pairs for p in edited.ports)
 
 
@@ -134,7 +137,7 @@ def test_nodes_running_different_images_are_an_error(doc):
 
 
 def test_network_none_control_changes_only_the_haproxy_network(doc):
-    edited = synth.parse(synth.with_haproxy_network_none(doc))
+    edited = synth.parse(variants.with_haproxy_network_none(doc))
     before = synth.parse(doc)
     for old, new in zip(before.nodes, edited.nodes):
         assert new.containers["haproxy"].values("--network") == ["none"]
@@ -143,7 +146,7 @@ def test_network_none_control_changes_only_the_haproxy_network(doc):
 
 
 def test_net_admin_control_drops_only_that_capability(doc):
-    for node in synth.parse(synth.without_net_admin(doc)).nodes:
+    for node in synth.parse(variants.without_net_admin(doc)).nodes:
         assert node.containers["keepalived"].values("--cap-add") == ["NET_BROADCAST", "NET_RAW"]
 
 
@@ -151,14 +154,14 @@ def test_the_check_uri_variant_changes_only_haproxys_check_line():
     doc = synth.load(SNAPSHOT)  # the example as synthesized: the fixture has no backend
     path = contract.HAPROXY_HOST_PATH
     before = synth.parse(doc)
-    edited = synth.parse(synth.with_check_uri(doc, path, "/healthz"))
+    edited = synth.parse(variants.with_check_uri(doc, path, "/healthz"))
     for old, new in zip(before.nodes, edited.nodes):
         assert configs.check_send(old.file(path).content) == ("http-check send meth GET uri /readyz", "/readyz")
         assert configs.check_send(new.file(path).content) == ("http-check send meth GET uri /healthz", "/healthz")
         assert old.file(path).content.replace("uri /readyz", "uri /healthz") == new.file(path).content
         assert [f for f in new.files if f.path != path] == [f for f in old.files if f.path != path]
     with pytest.raises(synth.SynthError, match=r"haproxy already checks /readyz: 'http-check send meth GET uri /readyz'"):
-        synth.with_check_uri(doc, path, "/readyz")
+        variants.with_check_uri(doc, path, "/readyz")
 
 
 def test_a_haproxy_cfg_without_one_check_line_is_an_error():
@@ -166,14 +169,36 @@ def test_a_haproxy_cfg_without_one_check_line_is_an_error():
         configs.check_send("backend b\n    option httpchk\n")
 
 
-def test_every_drill_and_control_has_a_title_and_a_goal_for_the_bench():
-    names = {*drills.DRILLS, *drills.CONTROLS}
-    assert names <= set(bench.TITLES) and names <= set(bench.GOALS)
+def test_every_registered_scenario_has_a_title_and_a_goal_for_the_bench():
+    assert registry.ENTRIES and all(e.title.strip() and e.goal.strip() for e in registry.ENTRIES.values())
+    assert {e.kind for e in registry.ENTRIES.values()} == set(registry.Kind)
+
+
+def test_the_registry_refuses_a_scenario_without_a_goal_or_registered_twice():
+    entry = registry.Entry("x", registry.DRILL, "a title", "a goal", drills.haproxy_kill)
+    with pytest.raises(ValueError, match=r"scenario 'x': no goal; the benchmark prints one for every scenario"):
+        registry.index([dataclasses.replace(entry, goal=" ")])
+    with pytest.raises(ValueError, match=r"scenario 'x': no title"):
+        registry.index([dataclasses.replace(entry, title="")])
+    with pytest.raises(ValueError, match=r"scenario 'x': registered twice"):
+        registry.index([entry, entry])
+
+
+def _choices(parser: argparse.ArgumentParser, dest: str) -> list[str]:
+    return list(next(a for a in parser._actions if a.dest == dest).choices)
+
+
+def test_the_cli_and_the_bench_offer_the_registered_drills_and_controls():
+    lab_drills = list(registry.of(registry.DRILL, registry.CONTROL))
+    drill = next(a for a in lab_cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["drill"]
+    assert _choices(drill, "name") == lab_drills
+    assert _choices(bench.parser(), "drills") == lab_drills == bench.parser().get_default("drills")
+    assert set(registry.of(registry.OPERATOR)).isdisjoint(lab_drills), "the operator's drills run in the bench's ops part"
 
 
 def test_a_control_that_changes_nothing_is_an_error(doc):
     with pytest.raises(synth.SynthError, match=r"expected one '--network host'"):
-        synth.with_haproxy_network_none(synth.with_haproxy_network_none(doc))
+        variants.with_haproxy_network_none(variants.with_haproxy_network_none(doc))
 
 
 def test_open_files_fit_lowers_the_ulimit_to_the_hard_limit_and_says_so(doc):
@@ -203,7 +228,7 @@ def test_seed_variant_swaps_keepalived_conf_and_mounts_its_check(doc):
 
 def test_both_variants_take_the_open_files_fit_and_the_seed_keeps_it(doc):
     for variant in ("ours", "seed"):
-        lab = Lab(doc, variant)  # reads the JSON only; nothing starts before `with`
+        lab = variants.lab_for(doc, variant)  # reads the JSON only; nothing starts before `with`
         assert lab.stack.nodes[0].containers["haproxy"].values("--ulimit") == [f"nofile={lab_hard_limit()}:{lab_hard_limit()}"]
     assert "seed_check.sh" in lab.stack.nodes[0].file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
 
@@ -322,7 +347,7 @@ class _Engine:
 
 
 def _daemons(tmp_path: Path, monkeypatch, running: bool) -> NodeDaemons:
-    monkeypatch.setattr(Container, "follow", lambda self: self.history.append(ContainerEvent(0, self.name, "followed", None)))
+    monkeypatch.setattr(ContainerWatch, "follow", lambda self: self.history.append(ContainerEvent(0, self.name, "followed", None)))
     return NodeDaemons("n1", _Engine(tmp_path, running), "haproxy", "keepalived")
 
 
@@ -404,7 +429,7 @@ def real_doc() -> dict:
 @pytest.mark.lab
 def test_without_the_vrrp_rule_more_than_one_node_holds_the_vip(real_doc):
 
-    r = drills.without_vrrp_rule(real_doc)
+    r = controls.without_vrrp_rule(real_doc)
     assert r.holders_at_end > 1
     _assert_nothing_left(real_doc)
 
@@ -412,7 +437,7 @@ def test_without_the_vrrp_rule_more_than_one_node_holds_the_vip(real_doc):
 @pytest.mark.lab
 def test_without_the_vip_as_address_pair_the_client_cannot_reach_the_vip(real_doc):
 
-    r = drills.without_vip_pair(real_doc)
+    r = controls.without_vip_pair(real_doc)
     assert r.failed > 0 and sum(r.answered_by.values()) == 0
     _assert_nothing_left(real_doc)
 
@@ -420,7 +445,7 @@ def test_without_the_vip_as_address_pair_the_client_cannot_reach_the_vip(real_do
 @pytest.mark.lab
 def test_haproxy_on_network_none_leaves_every_check_failing_and_no_vip_holder(real_doc):
     """The docker run lines are really run: one flag changed in the JSON breaks the lab."""
-    r = drills.haproxy_network_none(real_doc)
+    r = controls.haproxy_network_none(real_doc)
     assert (r.holders_at_end, r.master_transitions, sum(r.answered_by.values())) == (0, 0, 0)
     failed = [n for n in r.notes if "VRRP_Script(haproxy_ready) failed" in n]
     assert len(failed) == len(r.vrrp_states), "every node's keepalived must report its check failing"
@@ -428,7 +453,7 @@ def test_haproxy_on_network_none_leaves_every_check_failing_and_no_vip_holder(re
 
 @pytest.mark.lab
 def test_keepalived_without_net_admin_cannot_add_the_vip(real_doc):
-    r = drills.keepalived_without_net_admin(real_doc)
+    r = controls.keepalived_without_net_admin(real_doc)
     assert (r.holders_at_end, sum(r.answered_by.values())) == (0, 0)
     assert "MASTER" in r.vrrp_states.values(), "keepalived elects a master..."
     assert any("Operation not permitted" in n and "RTM_NEWADDR" in n for n in r.notes), "...which may not add the VIP"
@@ -438,7 +463,7 @@ def test_keepalived_without_net_admin_cannot_add_the_vip(real_doc):
 @pytest.mark.lab
 def test_with_the_old_healthz_check_haproxy_sees_a_draining_apiserver_down_only_once_it_stopped_accepting(real_doc):
     """Negative control of the drain drill: /healthz stays ok while the apiserver drains."""
-    r = drills.apiserver_drain_healthz(real_doc)
+    r = controls.apiserver_drain_healthz(real_doc)
     assert r.not_accepting_s is not None and r.detection_s is not None
     assert r.detection_s >= r.not_accepting_s, r.notes
     assert (r.recovered, r.holder_after) == (True, r.holder_before)

@@ -17,7 +17,7 @@ import yaml
 from lab.scenarios import operate
 from lab.world import synth, topology
 from lab.world.harness import Lab, synthesize, synthesize_config
-from lab.scenarios.operate import HAPROXY_CFG, broken_haproxy_cfg, config_change, default_config, five_nodes
+from lab.scenarios.operate import HAPROXY_CFG_PATH, broken_haproxy_cfg, config_change, default_config, five_nodes
 from tests.test_lab import _assert_nothing_left, _missing
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_a_haproxy_cfg_that_does_not_parse_is_refused_before_any_node_changes(ro
     assert r.returncode == 1 and "validation failed, no node was changed" in r.message
     assert (r.changed, r.failed, r.vip_moves, r.status_after) == ([], 0, 0, 0)
     for node in rolled.lab.nodes:
-        assert f"{node}: {HAPROXY_CFG}: haproxy -c in " in r.message
+        assert f"{node}: {HAPROXY_CFG_PATH}: haproxy -c in " in r.message
     assert "[ALERT]" in r.message and "clientfin" in r.message, "haproxy's own error"
 
 

@@ -5,7 +5,7 @@ Production does not inject one fault at a time into a steady system: faults over
 different nodes, at random moments. The schedule is a pure function of the seed (replayable),
 and so is the checker, a pure function of the schedule and the recordings (client attempts,
 sampled VIP holders): both are unit-tested without a lab. Only `run` touches one, through the
-small `Operations` interface, so the same soak drives the native lab and the Docker lab.
+small `Operations` interface (`LabOperations` on the lab).
 
 Invariants (each reported with its count):
 - split brain: at most one VIP holder among nodes that can reach each other, never longer than 1 s;
@@ -162,7 +162,7 @@ class Invariant:
 
 
 @dataclass
-class Report:
+class SoakReport:
     seed: int
     faults: int
     invariants: list[Invariant] = field(default_factory=list)
@@ -245,8 +245,8 @@ def leaks(leftovers: Sequence[str]) -> Invariant:
 
 
 def check(seed: int, faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt],
-          samples: Sequence[Sample], leftovers: Sequence[str]) -> Report:  # fmt: skip
-    return Report(seed, len(faults), [
+          samples: Sequence[Sample], leftovers: Sequence[str]) -> SoakReport:  # fmt: skip
+    return SoakReport(seed, len(faults), [
         split_brain(faults, nodes, samples),
         availability(faults, nodes, attempts),
         recovery(faults, nodes, attempts),

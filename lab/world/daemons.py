@@ -3,8 +3,8 @@ die) and each container's log, line by line, stamped with the monotonic clock wh
 
 `docker logs --follow` ends when its container dies, so a new follower starts at each start
 event, from the last line already seen: a container restarted by Docker's policy keeps its one
-stream of lines. The hooks are those of the native lab: haproxy's "Server x/y is DOWN|UP" and
-keepalived's "Entering X STATE" and priority changes, so the drills' timings mean the same.
+stream of lines. The hooks are haproxy's "Server x/y is DOWN|UP" and keepalived's "Entering X
+STATE" and priority changes: the lines the drills' timings are taken from.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _docker_time(stamp: str, fraction: str | None) -> tuple[str, int]:
 
 
 @dataclass
-class Container:
+class ContainerWatch:
     """One container as the lab follows it: running or not, its starts and deaths, its log."""
 
     engine: Engine
@@ -146,14 +146,14 @@ class NodeDaemons:
         self.vrrp_state = "INIT"
         self.vrrp_changed = time.monotonic()
         self._lock = threading.Lock()
-        self.haproxy = Container(engine, haproxy, engine.nodedir / "haproxy.log", self._on_haproxy)
-        self.keepalived = Container(engine, keepalived, engine.nodedir / "keepalived.log", self._on_keepalived)
+        self.haproxy = ContainerWatch(engine, haproxy, engine.nodedir / "haproxy.log", self._on_haproxy)
+        self.keepalived = ContainerWatch(engine, keepalived, engine.nodedir / "keepalived.log", self._on_keepalived)
 
     @property
-    def containers(self) -> tuple[Container, Container]:
+    def containers(self) -> tuple[ContainerWatch, ContainerWatch]:
         return (self.haproxy, self.keepalived)
 
-    def container(self, name: str) -> Container:
+    def container(self, name: str) -> ContainerWatch:
         return next(c for c in self.containers if c.name == name)
 
     def on_event(self, event: ContainerEvent) -> None:

@@ -39,26 +39,25 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from cluster.plan import HAPROXY_FD_HEADROOM, takeover_max_s
-from lab.world import cloudinit, configs, contract, images, sshd, synth, topology
-from lab.scenarios import seed
+from lab.world import cloudinit, configs, contract, images, sshd, steady, synth, topology
 from lab.world.admin import AdminNetwork, Operator
 from lab.world.apiserver import PORT as APISERVER_PORT
 from lab.world.client import Recorder
 from lab.world.daemons import NodeDaemons, PlacedFile, content_of
 from lab.world.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, weighs_cpu
+from lab.world.node import LabNode
 from lab.world.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOCK = Path("/run/kha-lab.lock")
-VARIANTS = ("ours", "seed")
 VRRP_CALM_MARGIN_S = 0.2  # for the scheduler: keepalived's timers run late on a loaded machine
-# The CPU weight of each node, and of the client's machine (see lab.engine): eight sessions'
+# The CPU weight of each node, and of the client's machine (see lab.world.engine): eight sessions'
 # worth (a session or a container weighs 1024), so that a build or a test run elsewhere on this
 # machine, `nice` or not, cannot hold up a node's keepalived for the 0.3 s that moves the VIP.
 NODE_CPU_SHARES = 8192
@@ -93,61 +92,6 @@ def synthesize_config(config: dict, outdir: Path, root: Path = ROOT) -> tuple[Pa
         raise synth.SynthError(f"synthesizing {path} failed: {done.stderr.strip()[-500:]}")
     [json_path] = sorted((outdir / "cdktf.out").glob("stacks/*/cdk.tf.json"))
     return path, json_path
-
-
-@dataclass
-class LabNode:
-    """One node in the lab: its namespace, engine, containers and stand-in apiserver."""
-
-    name: str
-    ns: str
-    address: str
-    engine: Engine
-    daemons: NodeDaemons
-    apiserver: Proc
-    unhealthy_file: Path
-    sshd: sshd.Sshd
-
-    def set_healthy(self, healthy: bool) -> None:
-        """Make the apiserver's /readyz and /healthz answer 200 (healthy) or 500."""
-        if healthy:
-            self.unhealthy_file.unlink(missing_ok=True)
-        else:
-            self.unhealthy_file.touch()
-
-    def kill_apiserver(self) -> None:
-        """The apiserver gone at once (SIGKILL), as in a crash or a power cut: nothing drains."""
-        self.apiserver.stop(sig=signal.SIGKILL)
-
-    def drain_apiserver(self) -> None:
-        """SIGTERM, as kubelet stops kube-apiserver: the stand-in's graceful shutdown (`lab.apiserver`).
-        Returns at once; the process exits after its shutdown delay."""
-        self.apiserver.kill(signal.SIGTERM)
-
-    def apiserver_said(self, prefix: str, t0: float) -> float | None:
-        """When the apiserver first printed a line starting with `prefix` at or after t0 (the
-        monotonic stamp its log line got when it was read), or None."""
-        if not self.apiserver.log.exists():
-            return None
-        for raw in self.apiserver.log.read_text(errors="replace").splitlines():
-            stamp, _, line = raw.partition(" ")
-            if line.startswith(prefix) and float(stamp) >= t0:
-                return float(stamp)
-        return None
-
-    def docker(self, *args: str, check: bool = True) -> str:
-        return self.engine.docker(*args, check=check)
-
-    def crash(self, container: str) -> None:
-        """SIGKILL the container's main process: a crash, which Docker's restart policy answers."""
-        self.engine.crash(container)
-
-    def stop_container(self, container: str) -> None:
-        """`docker stop`: the image's stop signal; stays stopped (a stop by hand)."""
-        self.engine.docker("stop", container)
-
-    def start_container(self, container: str) -> None:
-        self.engine.docker("start", container)
 
 
 def _placed_files(node: synth.Node) -> list[PlacedFile]:
@@ -204,17 +148,20 @@ def _gateway(files: list[PlacedFile], node: str) -> str | None:
 class Lab:
     """`with Lab(doc) as lab:` builds the stack in namespaces and starts everything."""
 
-    def __init__(self, doc: dict, variant: str = "ours", keep: bool = False, lock_timeout: float = 600):
-        if variant not in VARIANTS:
-            raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
+    def __init__(self, doc: dict, variant: str = "ours", keep: bool = False, lock_timeout: float = 600,
+                 edit: Callable[[dict], dict] | None = None):
+        """`variant` names what the nodes run, made by `edit` from the JSON once the lab's own
+        substitutions are made (`lab.scenarios.variants.lab_for`); "ours" is the JSON as it is."""
+        if (variant == "ours") != (edit is None):
+            raise ValueError(f"variant {variant!r}: an edit is needed for any variant but 'ours', and only then")
         # The gateway as our network check names it, for either variant (the lab's own topology).
         ours = synth.parse(doc).nodes[0]
         self.gateway = _gateway(_placed_files(ours), ours.name)
         # The substitutions the lab makes, announced at start: see synth.fit_open_files and cpu_note.
         doc, self.substitutions = fit_to_machine(doc)
         self.substitutions.append(cpu_note())
-        if variant == "seed":
-            doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
+        if edit is not None:
+            doc = edit(doc)
         self.doc = doc
         self.stack = synth.parse(doc)
         self.images = self.stack.images()
@@ -366,28 +313,10 @@ class Lab:
 
     # --- power ------------------------------------------------------------------------------
     def power_off(self, name: str) -> None:
-        """A hard reset: the node's port goes silent, every process of the node dies at once, and
-        what lived in its memory (the VIP on its interface) is gone."""
-        node = self.nodes[name]
-        self.topology.cut(name)
-        node.sshd.stop()
-        node.engine.power_off()
-        node.daemons.engine_gone()
-        node.kill_apiserver()
-        self.topology.reset_addresses(name)
+        self.nodes[name].power_off(self.topology)
 
     def power_on(self, name: str) -> None:
-        """Boot in order: the network, the engine (which starts the containers by their restart
-        policy; cloud-init's runcmd is per instance and does not run again), the apiserver."""
-        node = self.nodes[name]
-        self.topology.cut(name, False)
-        node.engine.boot(node.daemons.on_event)
-        node.daemons.sync()
-        node.sshd.start()
-        node.apiserver.start()
-        # cloud-init's bootcmd is not run again: what it set lives in the node's network
-        # namespace, which the lab keeps across reboots (a real VM's kernel forgets it, and
-        # cloud-init runs bootcmd at every boot).
+        self.nodes[name].power_on(self.topology)
 
     def reboot(self, name: str, down: float = 1.0) -> None:
         self.power_off(name)
@@ -413,42 +342,12 @@ class Lab:
         return self.topology.holders()
 
     def unsteady_reason(self, quiet: float = 1.0) -> str | None:
-        """Why the lab is not in its steady state, or None: exactly one VIP holder, every
-        process up, every haproxy seeing every backend up, every keepalived MASTER or BACKUP,
-        no keepalived state or priority change for as long as a backup needs to act on it, and
-        the last `quiet` seconds of client attempts all served, by every node."""
-        holders = self.holders()
-        if len(holders) != 1:
-            return f"VIP holders {holders}"
-        for node in self.nodes.values():
-            d = node.daemons
-            for c in d.containers:
-                if not c.running:
-                    return f"{node.name}: container {c.name} not running"
-            if not node.apiserver.running:
-                return f"{node.apiserver.name} not running"
-            if d.servers_down:
-                return f"{node.name}: haproxy sees {sorted(d.servers_down)} down"
-            if d.vrrp_state not in ("MASTER", "BACKUP"):
-                return f"{node.name}: keepalived {d.vrrp_state}"
-        if reason := self.vrrp_unsettled():
-            return reason
-        now = time.monotonic()
-        recent = [a for a in self.client.between(now - quiet) if a.end <= now]
-        if any(not a.ok for a in recent):
-            return f"client failures in the last {quiet} s"
-        answered = {a.node for a in recent}
-        if answered != set(self.nodes):
-            return f"client answered by {sorted(n for n in answered if n)} only"
-        return None
+        """Why the lab is not in its steady state, or None (`lab.world.steady`)."""
+        return steady.unsteady_reason(self.holders(), self.nodes, self.vrrp_calm, self.client, quiet)
 
     def vrrp_unsettled(self) -> str | None:
         """Why keepalived may still move the VIP by itself, or None."""
-        now = time.monotonic()
-        for name, calm in self.vrrp_calm.items():
-            if now - self.nodes[name].daemons.vrrp_changed < calm:
-                return f"{name}: keepalived changed state or priority less than {calm:.1f} s ago"
-        return None
+        return steady.vrrp_unsettled(self.nodes, self.vrrp_calm)
 
     def wait_steady(self, timeout: float = 30, quiet: float = 1.0) -> None:
         deadline = time.monotonic() + timeout
