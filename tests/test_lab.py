@@ -233,6 +233,13 @@ def test_both_variants_take_the_open_files_fit_and_the_seed_keeps_it(doc):
     assert "seed_check.sh" in lab.stack.nodes[0].file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
 
 
+def test_a_lab_runs_only_the_variants_there_are_and_the_seed_only_with_its_edit(doc):
+    with pytest.raises(ValueError, match=r"variant 'nope': expected one of \('ours', 'seed'\)"):
+        variants.lab_for(doc, "nope")
+    with pytest.raises(ValueError, match=r"variant 'seed': an edit is needed for any variant but 'ours'"):
+        Lab(doc, "seed")
+
+
 def lab_hard_limit() -> int:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
