@@ -16,8 +16,9 @@ import platform
 import statistics
 import sys
 import tempfile
+from functools import partial
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,7 +78,7 @@ OPTIONAL: list[Column] = [
 ]
 
 
-def render(rows: list[tuple[str, ...]]) -> list[str]:
+def render(rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows as aligned columns, a rule under the first (the header); the last column is free text."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
@@ -159,7 +160,7 @@ def ops_bench(doc: dict, runs: int, say: Callable[[str], None]) -> tuple[list[st
         op = lab.operator(config)
         base, changed = lab.stack_json, lab.write_stack(operate.config_change(doc), "config")
         for i in range(runs):
-            attempt(f"roll-config {i + 1}/{runs}", lambda i=i: operate.config_roll(lab, op, changed if i % 2 == 0 else base))
+            attempt(f"roll-config {i + 1}/{runs}", partial(operate.config_roll, lab, op, changed if i % 2 == 0 else base))
         current = changed if runs % 2 else base
         attempt("roll-refused", lambda: operate.refused_roll(lab, op, lab.write_stack(operate.broken_haproxy_cfg(doc), "broken"), current))
         other = base if current == changed else changed
@@ -167,10 +168,10 @@ def ops_bench(doc: dict, runs: int, say: Callable[[str], None]) -> tuple[list[st
         attempt("roll-unreachable, then again", lambda: operate.roll(lab, op, "roll-resume", other))
         bumped = lab.write_stack(operate.image_change(lab, config, lab.workdir / "images"), "images")
         for i in range(runs):
-            attempt(f"roll-image {i + 1}/{runs}", lambda i=i: operate.image_roll(lab, op, bumped if i % 2 == 0 else base))
+            attempt(f"roll-image {i + 1}/{runs}", partial(operate.image_roll, lab, op, bumped if i % 2 == 0 else base))
         current = bumped if runs % 2 else base
         for name in operate.SCENARIOS:
-            attempt(f"status {name}", lambda name=name: operate.status_drill(lab, op, current, name))
+            attempt(f"status {name}", partial(operate.status_drill, lab, op, current, name))
     with tempfile.TemporaryDirectory(prefix="kha-ops-five-") as tmp:
         five_config, five_stack = synthesize_config(operate.five_nodes(yaml.safe_load(config.read_text())), Path(tmp) / "five")
         five = synth.load(five_stack)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -26,7 +27,7 @@ from lab.scenarios import controls, drills, registry, seed, soak, variants
 from lab.world.admin import ADMIN_NS
 from lab.world.client import Attempt
 from lab.world.daemons import ContainerWatch, NodeDaemons
-from lab.world.engine import ContainerEvent
+from lab.world.engine import ContainerEvent, Engine
 from lab.scenarios.drills import Window
 from lab.world.harness import APISERVER_CGROUP, CLIENT_CGROUP, DAEMON_CPU_SHARES, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
@@ -185,7 +186,7 @@ def test_the_registry_refuses_a_scenario_without_a_goal_or_registered_twice():
 
 
 def _choices(parser: argparse.ArgumentParser, dest: str) -> list[str]:
-    return list(next(a for a in parser._actions if a.dest == dest).choices)
+    return list(next(a for a in parser._actions if a.dest == dest).choices or [])
 
 
 def test_the_cli_and_the_bench_offer_the_registered_drills_and_controls():
@@ -355,7 +356,8 @@ class _Engine:
 
 def _daemons(tmp_path: Path, monkeypatch, running: bool) -> NodeDaemons:
     monkeypatch.setattr(ContainerWatch, "follow", lambda self: self.history.append(ContainerEvent(0, self.name, "followed", None)))
-    return NodeDaemons("n1", _Engine(tmp_path, running), "haproxy", "keepalived")
+    fake = cast(Engine, _Engine(tmp_path, running))  # the two methods NodeDaemons calls
+    return NodeDaemons("n1", fake, "haproxy", "keepalived")
 
 
 def test_a_run_reported_by_both_the_event_stream_and_the_boot_sync_is_taken_once(tmp_path, monkeypatch):

@@ -46,12 +46,15 @@ class StandIn:
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         first = self.expect("apiserver t1 listening on ")
-        self.port = int(re.search(r":(\d+)$", first).group(1))
+        port = re.search(r":(\d+)$", first)
+        assert port, first
+        self.port = int(port.group(1))
         self.context = ssl.create_default_context()
         self.context.check_hostname = False
         self.context.verify_mode = ssl.CERT_NONE
 
     def _read(self) -> None:
+        assert self.proc.stdout is not None  # a pipe
         for line in self.proc.stdout:
             self.lines.put(line.rstrip("\n"))
 

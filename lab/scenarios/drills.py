@@ -111,7 +111,7 @@ def drill_result(lab: Lab, name: str, t0: float, t1: float, before: str | None, 
     answered: dict[str, int] = {}
     attempts = lab.client.between(t0, t1)
     for a in attempts:
-        if a.ok:
+        if a.ok and a.node is not None:  # an attempt that was served says by which node
             answered[a.node] = answered.get(a.node, 0) + 1
     after = [a.end - a.start for a in attempts if a.start >= t0]
     masters = sum(1 for n in lab.nodes.values() for e in n.daemons.events_between("keepalived", "Entering MASTER STATE", t0, t1))
@@ -476,7 +476,8 @@ def gateway_down(lab: Lab) -> DrillResult:
         t1 = _settle(lab, t0)
     result = drill_result(lab, "gateway-down", t0, t1, holder)
     result.vip_moves = vip_moves(log.samples, holder)
-    result.notes.append(f"gateway {lab.topology.gateway.address} down for {GATEWAY_DOWN_S} s")
+    gateway = lab.topology.gateway
+    result.notes.append(f"gateway {gateway.address if gateway else '(none)'} down for {GATEWAY_DOWN_S} s")
     lab.wait_steady()
     return result
 
@@ -495,7 +496,7 @@ def _detection(lab: Lab, result: DrillResult, holder: str, t0: float, t1: float)
     )
 
 
-def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], None], restore: Callable[[LabNode], None]) -> DrillResult:
+def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], object], restore: Callable[[LabNode], object]) -> DrillResult:
     """A fault of the holder's apiserver; detection = holder's haproxy logs the backend DOWN."""
     lab.wait_steady()
     holder = one_holder(lab)

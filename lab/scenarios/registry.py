@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from lab.scenarios import controls, drills, operate
 
@@ -29,7 +30,7 @@ class Entry:
     kind: Kind
     title: str
     goal: str
-    run: Callable[..., object]
+    run: Callable[..., Any]  # by kind: (lab) or (doc, variant) -> DrillResult; the operator's: see operate
 
 
 def index(entries: Iterable[Entry]) -> dict[str, Entry]:

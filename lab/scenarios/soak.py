@@ -124,9 +124,9 @@ class Sample:
 
 def groups(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> list[set[str]]:
     """Nodes that can reach each other at t: each isolated node alone, the others together."""
-    alone = {f.node for f in faults if f.kind in ISOLATES and f.active(t)}
+    alone = {f.node for f in faults if f.kind in ISOLATES and f.active(t) and f.node is not None}
     rest = {n for n in nodes if n not in alone}
-    return [{n} for n in sorted(alone) if n is not None] + ([rest] if rest else [])
+    return [{n} for n in sorted(alone)] + ([rest] if rest else [])
 
 
 def serviceable(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> bool:
@@ -324,7 +324,7 @@ class LabOperations:
 
     def __init__(self, lab) -> None:  # lab.world.harness.Lab; not imported here, so the checker needs no lab
         self.lab = lab
-        self.nodes = list(lab.nodes)
+        self.nodes: Sequence[str] = list(lab.nodes)
 
     def inject(self, fault: Fault) -> None:
         lab = self.lab

@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 from pathlib import Path
 
 import yaml
@@ -145,6 +146,15 @@ def _gateway(files: list[PlacedFile], node: str) -> str | None:
     return targets[0] if targets else None
 
 
+
+T = TypeVar("T")
+
+
+def _built(value: T | None, what: str) -> T:
+    if value is None:
+        raise RuntimeError(f"the lab's {what} exists only inside `with Lab(...)`")
+    return value
+
 class Lab:
     """`with Lab(doc) as lab:` builds the stack in namespaces and starts everything."""
 
@@ -186,12 +196,29 @@ class Lab:
         # The administrators' network, inside the security group's SSH rule (access.admin_cidrs).
         ssh_from = self.stack.ingress_prefixes(sshd.PORT)
         self.admin = AdminNetwork(ssh_from[0], topology.GATEWAY_NS, self.gateway) if ssh_from else None
-        self.keys: sshd.Keys | None = None
-        self.stack_json: Path | None = None
+        self._keys: sshd.Keys | None = None
+        self._stack_json: Path | None = None
         self.nodes: dict[str, LabNode] = {}
-        self.client: Recorder | None = None
-        self.workdir: Path | None = None
+        self._client: Recorder | None = None
+        self._workdir: Path | None = None
         self._lock_file = None
+
+    # What exists only inside `with Lab(...)`: asking for it outside is a bug in the caller.
+    @property
+    def workdir(self) -> Path:
+        return _built(self._workdir, "workdir")
+
+    @property
+    def client(self) -> Recorder:
+        return _built(self._client, "client")
+
+    @property
+    def keys(self) -> sshd.Keys:
+        return _built(self._keys, "ssh keys")
+
+    @property
+    def stack_json(self) -> Path:
+        return _built(self._stack_json, "stack JSON")
 
     # --- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -201,8 +228,8 @@ class Lab:
         self._acquire()
         try:
             topology.cleanup()
-            self.workdir = Path(tempfile.mkdtemp(prefix=topology.WORKDIR_PREFIX, dir=topology.WORKDIR_PARENT))
-            self.workdir.chmod(0o755)
+            self._workdir = Path(tempfile.mkdtemp(prefix=topology.WORKDIR_PREFIX, dir=topology.WORKDIR_PARENT))
+            self._workdir.chmod(0o755)
             for line in self.substitutions:
                 _announce(f"substitution: {line}")
             self._build()
@@ -213,8 +240,8 @@ class Lab:
 
     def __exit__(self, *exc) -> None:
         try:
-            if self.client:
-                self.client.stop()
+            if self._client:
+                self._client.stop()
             remove_cgroups(CLIENT_CGROUP)
             for node in self.nodes.values():
                 node.daemons.stop()
@@ -225,8 +252,8 @@ class Lab:
             if self.admin:
                 self.admin.down()
             self.topology.down()
-            if self.workdir and not self.keep:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            if self._workdir and not self.keep:
+                shutil.rmtree(self._workdir, ignore_errors=True)
         finally:
             self._release()
 
@@ -243,8 +270,8 @@ class Lab:
         if self.admin:
             self.admin.up()
         self.image_tarball = images.ensure(self.images, self.workdir)
-        self.keys = sshd.make_keys(self.workdir / "ssh", {n.name: n.address for n in self.stack.nodes})
-        self.stack_json = self.write_stack(self.doc, "lab")
+        self._keys = sshd.make_keys(self.workdir / "ssh", {n.name: n.address for n in self.stack.nodes})
+        self._stack_json = self.write_stack(self.doc, "lab")
         cert, key = self._certificate()
         for n in self.stack.nodes:
             ep = self.topology.nodes[n.name]
@@ -270,7 +297,7 @@ class Lab:
         if weighs_cpu():
             make_cgroup(CLIENT_CGROUP, NODE_CPU_SHARES)
             client_ns = join_cgroup(CLIENT_CGROUP, client_ns)
-        self.client = Recorder(client_ns, self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT)
+        self._client = Recorder(client_ns, self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT)
         self.client.start()
 
     def _first_boot(self, node: LabNode) -> None:
@@ -333,7 +360,7 @@ class Lab:
 
     def operator(self, config: Path) -> Operator:
         """`python -m ops` in the admin namespace; `config` is the YAML the lab's JSON was synthesized from."""
-        if self.admin is None or self.keys is None:
+        if self.admin is None or self._keys is None:
             raise RuntimeError("the JSON has no ingress rule for SSH (access.admin_cidrs): no admin can reach the nodes")
         return Operator(self.keys, config, self.workdir / "ops.log")
 

@@ -51,6 +51,7 @@ class Proc:
     def _read(self, popen: subprocess.Popen) -> None:
         with open(self.log, "ab", buffering=0) as log:
             log.write(f"{time.monotonic():.6f} === start {' '.join(self.argv)}\n".encode())
+            assert popen.stdout is not None  # a pipe
             for raw in popen.stdout:
                 now = time.monotonic()
                 line = raw.decode(errors="replace").rstrip("\n")
