@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.conftest import config_from, synth
-from tests.test_cloud_deploy import cloud, terraform, workdir_for, write_config  # noqa: F401 (cloud is a fixture)
+from tests.deploy.test_cloud_deploy import terraform, workdir_for, write_config
 
 pytestmark = pytest.mark.cloud
 
@@ -19,10 +19,13 @@ TRACKERS = {f"terraform_data.userdata_demo-cp-{i}": ["update"] for i in (1, 2, 3
 
 
 @pytest.fixture(scope="module")
-def deployed(cloud, tmp_path_factory):  # noqa: F811
+def deployed(cloud, tmp_path_factory):
     work = workdir_for(synth(config_from()), tmp_path_factory.mktemp("day2"))
     terraform(work, "apply", "-auto-approve", "-input=false")
-    return work
+    yield work
+    # The shared cloud must be left as found: lift prevent_destroy for the teardown only.
+    write_config(synth(config_from({"allow_destroy": True})), work)
+    terraform(work, "destroy", "-auto-approve", "-input=false")
 
 
 def plan(work, changes: dict | None = None) -> dict | str:

@@ -26,15 +26,6 @@ CLUSTER = "cdk"
 CHANGES = {"name": CLUSTER, "nodes.members": DELETE, "vip.floating_ip_pool": "public"}
 
 
-@pytest.fixture(scope="module")
-def cloud():
-    reason = handle.missing() or (None if (ROOT / ".tools" / "bin" / "terraform").exists() else "no terraform: `make setup`")
-    if reason:
-        pytest.skip(reason)
-    with handle.running_cloud() as running:
-        yield running
-
-
 def project_copy(dest: Path) -> Path:
     """The project's files as a fresh clone has them, its installed tools linked, not copied."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,

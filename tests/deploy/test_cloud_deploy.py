@@ -25,15 +25,6 @@ from userdata.render import render_cloud_config
 pytestmark = pytest.mark.cloud
 
 
-@pytest.fixture(scope="module")
-def cloud():
-    reason = handle.missing() or (None if shutil.which("terraform") else "no terraform on PATH: `make setup`")
-    if reason:
-        pytest.skip(reason)
-    with handle.running_cloud() as running:
-        yield running
-
-
 def terraform(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OS_CLOUD": paths.CLOUD, "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML),
            "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
