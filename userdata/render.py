@@ -170,7 +170,8 @@ def container_commands(plan: p.Plan) -> list[list[str]]:
         HAPROXY_CONTAINER,
         *nofile,
         *mount(HAPROXY_DIR),
-        "--volume", f"{STATE_DIR}:{STATE_DIR}:ro",
+        "--volume",
+        f"{STATE_DIR}:{STATE_DIR}:ro",
         plan.haproxy_image,
     ]
     keepalived = [
@@ -178,13 +179,18 @@ def container_commands(plan: p.Plan) -> list[list[str]]:
         "--name",
         KEEPALIVED_CONTAINER,
         # NET_RAW and NET_BROADCAST too: with NET_ADMIN alone unicast adverts fail.
-        "--cap-add", "NET_ADMIN",
-        "--cap-add", "NET_BROADCAST",
-        "--cap-add", "NET_RAW",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-add",
+        "NET_BROADCAST",
+        "--cap-add",
+        "NET_RAW",
         # The image's start-up removes these addresses if a killed keepalived left them behind.
-        "--env", f"KEEPALIVED_VIRTUAL_IPS=#PYTHON2BASH:['{plan.vip}']",
+        "--env",
+        f"KEEPALIVED_VIRTUAL_IPS=#PYTHON2BASH:['{plan.vip}']",
         *mount(KEEPALIVED_DIR),
-        "--volume", f"{STATE_DIR}:{STATE_DIR}",
+        "--volume",
+        f"{STATE_DIR}:{STATE_DIR}",
         plan.keepalived_image,
         "--copy-service",
     ]
@@ -204,7 +210,11 @@ def render_cloud_config(plan: p.Plan, node_name: str, addresses: Mapping[str, st
         for f in CONTAINER_FILES
     ]
     return _ENV.get_template("cloud-config.yaml.j2").render(
-        plan=plan, node=plan.node(node_name), files=files, boot_commands=boot_commands(plan), commands=container_commands(plan)
+        plan=plan,
+        node=plan.node(node_name),
+        files=files,
+        boot_commands=boot_commands(plan),
+        commands=container_commands(plan),
     )
 
 

@@ -36,14 +36,16 @@ LAST = "test_cloud_day2.py"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = [i for i, item in enumerate(items) if item.path.parent == HERE]
     ours = [items[i] for i in here]
-    for i, item in zip(here, sorted(ours, key=lambda item: item.path.name == LAST)):
+    for i, item in zip(here, sorted(ours, key=lambda item: item.path.name == LAST), strict=True):
         items[i] = item
 
 
 @pytest.fixture(scope="package")
 def shared_cloud():
     terraform = ROOT / ".tools" / "bin" / "terraform"
-    reason = handle.missing() or (None if terraform.exists() and shutil.which("terraform") else "no terraform: `make setup`")
+    reason = handle.missing() or (
+        None if terraform.exists() and shutil.which("terraform") else "no terraform: `make setup`"
+    )
     if reason:
         pytest.skip(reason)
     with handle.running_cloud() as running:
