@@ -30,7 +30,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, engines, mounts, work dirs)")
     sub.add_parser("images", help="build the stand-in images for the JSON's image references (cached)")
     soak_cmd = sub.add_parser("soak", help="a seeded random sequence of faults; checks the invariants")
-    soak_cmd.add_argument("--seed", type=int, required=True, help="the schedule follows from it: a failing run is replayed with it")
+    soak_cmd.add_argument(
+        "--seed", type=int, required=True, help="the schedule follows from it: a failing run is replayed with it"
+    )
     soak_cmd.add_argument("--minutes", type=float, default=2.0)
     soak_cmd.add_argument("--out", type=Path, help="also write the faults, attempts and holder samples here (JSON)")
     ops = sub.add_parser("ops", help="run `python -m ops ARGS` from the admin network (e.g. status, roll --dry-run)")
@@ -83,12 +85,28 @@ def _soak(doc: dict, args: argparse.Namespace) -> int:
     with lab_for(doc, args.variant, keep=args.keep) as lab:
         lab.wait_steady()
         faults = soak.schedule(args.seed, duration, list(lab.nodes))
-        print(f"soak seed {args.seed}, {args.minutes:g} min, {len(faults)} faults:", *map(str, faults), sep="\n  ", flush=True)
-        happened, attempts, samples = soak.run(soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True))
+        print(
+            f"soak seed {args.seed}, {args.minutes:g} min, {len(faults)} faults:",
+            *map(str, faults),
+            sep="\n  ",
+            flush=True,
+        )
+        happened, attempts, samples = soak.run(
+            soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True)
+        )
         workdir = str(lab.workdir)
     if args.out:
-        args.out.write_text(json.dumps({"seed": args.seed, "nodes": list(lab.nodes), "faults": [asdict(f) for f in happened],
-                                        "attempts": [asdict(a) for a in attempts], "samples": [asdict(x) for x in samples]}))  # fmt: skip
+        args.out.write_text(
+            json.dumps(
+                {
+                    "seed": args.seed,
+                    "nodes": list(lab.nodes),
+                    "faults": [asdict(f) for f in happened],
+                    "attempts": [asdict(a) for a in attempts],
+                    "samples": [asdict(x) for x in samples],
+                }
+            )
+        )
     report = soak.check(args.seed, happened, list(lab.nodes), attempts, samples, soak.leftovers(workdir))
     print(report.format(replay))
     return 0 if report.ok else 1

@@ -16,10 +16,10 @@ import platform
 import statistics
 import sys
 import tempfile
-from functools import partial
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -57,7 +57,10 @@ COLUMNS: list[Column] = [
     ("runs", lambda rs: str(len(rs))),
     ("outage s med/max", lambda rs: _stats([r.outage_s for r in rs], "{:.2f}")),
     ("failed med/max", lambda rs: _stats([r.failed for r in rs], "{:.0f}")),
-    ("slowest after fault s med/max", lambda rs: _stats([r.slowest_s for r in rs if r.slowest_s is not None], "{:.2f}")),
+    (
+        "slowest after fault s med/max",
+        lambda rs: _stats([r.slowest_s for r in rs if r.slowest_s is not None], "{:.2f}"),
+    ),
     ("not recovered", lambda rs: str(sum(not r.recovered for r in rs))),
     ("VIP moved", lambda rs: str(sum(r.holder_before is not None and r.holder_after != r.holder_before for r in rs))),
     ("MASTER entries max", lambda rs: _max([r.master_transitions for r in rs])),
@@ -65,15 +68,30 @@ COLUMNS: list[Column] = [
 ]
 OPTIONAL: list[Column] = [
     ("heal/boot outage s med/max", lambda rs: _stats([r.second.outage_s for r in rs if r.second], "{:.2f}")),
-    ("heal/boot not recovered", lambda rs: str(sum(not r.second.recovered for r in rs if r.second)) if any(r.second for r in rs) else "-"),
+    (
+        "heal/boot not recovered",
+        lambda rs: str(sum(not r.second.recovered for r in rs if r.second)) if any(r.second for r in rs) else "-",
+    ),
     ("detection s med/max", lambda rs: _stats([r.detection_s for r in rs if r.detection_s is not None], "{:.2f}")),
-    ("stopped accepting s med/max", lambda rs: _stats([r.not_accepting_s for r in rs if r.not_accepting_s is not None], "{:.2f}")),
-    ("last served by it s med/max", lambda rs: _stats([r.last_served_s for r in rs if r.last_served_s is not None], "{:.2f}")),
-    ("failed after detection max", lambda rs: _max([r.failed_after_detection for r in rs if r.failed_after_detection is not None])),
+    (
+        "stopped accepting s med/max",
+        lambda rs: _stats([r.not_accepting_s for r in rs if r.not_accepting_s is not None], "{:.2f}"),
+    ),
+    (
+        "last served by it s med/max",
+        lambda rs: _stats([r.last_served_s for r in rs if r.last_served_s is not None], "{:.2f}"),
+    ),
+    (
+        "failed after detection max",
+        lambda rs: _max([r.failed_after_detection for r in rs if r.failed_after_detection is not None]),
+    ),
     ("slowest attempt s med/max", lambda rs: _stats([r.slowest_s for r in rs if r.slowest_s is not None], "{:.2f}")),
     (f"attempts > {drills.SLOW} s max", lambda rs: _max([r.slow_attempts for r in rs if r.slow_attempts is not None])),
     ("VIP moves", lambda rs: _sum([r.vip_moves for r in rs if r.vip_moves is not None])),
-    ("served after 1st haproxy s med/max", lambda rs: _stats([r.served_after_s for r in rs if r.served_after_s is not None], "{:.2f}")),
+    (
+        "served after 1st haproxy s med/max",
+        lambda rs: _stats([r.served_after_s for r in rs if r.served_after_s is not None], "{:.2f}"),
+    ),
     ("two holders s max", lambda rs: _max_s([r.double_holder_s for r in rs if r.double_holder_s is not None])),
 ]
 
@@ -83,7 +101,7 @@ def render(rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for i, row in enumerate(rows):
-        lines.append("  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]).rstrip())
+        lines.append("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in [*widths, len(row[-1])]))
     return lines
@@ -112,17 +130,42 @@ def _med_max(values: list[float]) -> str:
 
 
 def roll_table(title: str, results: list[RollResult]) -> list[str]:
-    rows = [("drill", "nodes", "runs", "exit", "took s med/max", "failed", "failed outside hand-over", "outage s med/max",
-             "slowest s max", "VIP moves", "nodes changed", "status after")]  # fmt: skip
+    rows = [
+        (
+            "drill",
+            "nodes",
+            "runs",
+            "exit",
+            "took s med/max",
+            "failed",
+            "failed outside hand-over",
+            "outage s med/max",
+            "slowest s max",
+            "VIP moves",
+            "nodes changed",
+            "status after",
+        )
+    ]
     by: dict[tuple[str, int], list[RollResult]] = {}
     for r in results:
         by.setdefault((r.drill, r.nodes), []).append(r)
     for (drill, nodes), rs in by.items():
-        rows.append((drill, str(nodes), str(len(rs)), ",".join(str(r.returncode) for r in rs), _med_max([r.took_s for r in rs]),
-                     str(sum(r.failed for r in rs)), str(sum(r.failed_outside_handover for r in rs)),
-                     _med_max([r.outage_s for r in rs]), f"{max(r.slowest_s or 0 for r in rs):.2f}",
-                     ",".join(str(r.vip_moves) for r in rs), ",".join(str(len(r.changed)) for r in rs),
-                     ",".join("-" if r.status_after is None else str(r.status_after) for r in rs)))  # fmt: skip
+        rows.append(
+            (
+                drill,
+                str(nodes),
+                str(len(rs)),
+                ",".join(str(r.returncode) for r in rs),
+                _med_max([r.took_s for r in rs]),
+                str(sum(r.failed for r in rs)),
+                str(sum(r.failed_outside_handover for r in rs)),
+                _med_max([r.outage_s for r in rs]),
+                f"{max(r.slowest_s or 0 for r in rs):.2f}",
+                ",".join(str(r.vip_moves) for r in rs),
+                ",".join(str(len(r.changed)) for r in rs),
+                ",".join("-" if r.status_after is None else str(r.status_after) for r in rs),
+            )
+        )
     return [f"## {title}", *render(rows), *(f"goal {d}: {registry.ENTRIES[d].goal}" for d in by_drills(results))]
 
 
@@ -133,8 +176,17 @@ def by_drills(results: list[RollResult]) -> list[str]:
 def status_table(results: list[StatusResult]) -> list[str]:
     rows = [("fault", "exit", "missing", "unexpected", "status s", "exit once put back", "findings")]
     for r in results:
-        rows.append((r.scenario, str(r.returncode), str(len(r.missing)), str(len(r.unexpected)), f"{r.took_s:.2f}",
-                     str(r.healthy_after), " | ".join(r.findings)))  # fmt: skip
+        rows.append(
+            (
+                r.scenario,
+                str(r.returncode),
+                str(len(r.missing)),
+                str(len(r.unexpected)),
+                f"{r.took_s:.2f}",
+                str(r.healthy_after),
+                " | ".join(r.findings),
+            )
+        )
     status = registry.ENTRIES["status"]
     return [f"## {status.title}", *render(rows), f"goal: {status.goal}"]
 
@@ -160,9 +212,14 @@ def ops_bench(doc: dict, runs: int, say: Callable[[str], None]) -> tuple[list[st
         op = lab.operator(config)
         base, changed = lab.stack_json, lab.write_stack(operate.config_change(doc), "config")
         for i in range(runs):
-            attempt(f"roll-config {i + 1}/{runs}", partial(operate.config_roll, lab, op, changed if i % 2 == 0 else base))
+            attempt(
+                f"roll-config {i + 1}/{runs}", partial(operate.config_roll, lab, op, changed if i % 2 == 0 else base)
+            )
         current = changed if runs % 2 else base
-        attempt("roll-refused", lambda: operate.refused_roll(lab, op, lab.write_stack(operate.broken_haproxy_cfg(doc), "broken"), current))
+        attempt(
+            "roll-refused",
+            lambda: operate.refused_roll(lab, op, lab.write_stack(operate.broken_haproxy_cfg(doc), "broken"), current),
+        )
         other = base if current == changed else changed
         attempt("roll-unreachable", lambda: operate.unreachable_mid_roll(lab, op, other))
         attempt("roll-unreachable, then again", lambda: operate.roll(lab, op, "roll-resume", other))
@@ -173,14 +230,25 @@ def ops_bench(doc: dict, runs: int, say: Callable[[str], None]) -> tuple[list[st
         for name in operate.SCENARIOS:
             attempt(f"status {name}", partial(operate.status_drill, lab, op, current, name))
     with tempfile.TemporaryDirectory(prefix="kha-ops-five-") as tmp:
-        five_config, five_stack = synthesize_config(operate.five_nodes(yaml.safe_load(config.read_text())), Path(tmp) / "five")
+        five_config, five_stack = synthesize_config(
+            operate.five_nodes(yaml.safe_load(config.read_text())), Path(tmp) / "five"
+        )
         five = synth.load(five_stack)
         with Lab(five) as lab:
             op = lab.operator(five_config)
-            attempt("roll-config (5 nodes)", lambda: operate.config_roll(lab, op, lab.write_stack(operate.config_change(five), "config")))
-            attempt("roll-image (5 nodes)", lambda: operate.image_roll(lab, op, lab.write_stack(
-                operate.image_change(lab, five_config, Path(tmp) / "images"), "images")))  # fmt: skip
-    lines = roll_table("the operator's tool: rolls over SSH from the admin network", rolls) + [""] + status_table(statuses)
+            attempt(
+                "roll-config (5 nodes)",
+                lambda: operate.config_roll(lab, op, lab.write_stack(operate.config_change(five), "config")),
+            )
+            attempt(
+                "roll-image (5 nodes)",
+                lambda: operate.image_roll(
+                    lab, op, lab.write_stack(operate.image_change(lab, five_config, Path(tmp) / "images"), "images")
+                ),
+            )
+    lines = (
+        roll_table("the operator's tool: rolls over SSH from the admin network", rolls) + [""] + status_table(statuses)
+    )
     return lines, errors
 
 
@@ -188,8 +256,10 @@ def _versions() -> str:
     haproxy = run(["haproxy", "-v"]).stdout.splitlines()[0]
     keepalived = (run(["keepalived", "-v"], check=False).stderr or "").splitlines()[0]
     docker = run(["dockerd", "--version"]).stdout.strip()
-    return (f"stand-in images with {haproxy}; {keepalived}; {docker}; kernel {platform.release()}; "
-            f"{platform.python_implementation()} {platform.python_version()}")  # fmt: skip
+    return (
+        f"stand-in images with {haproxy}; {keepalived}; {docker}; kernel {platform.release()}; "
+        f"{platform.python_implementation()} {platform.python_version()}"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -208,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     path = args.json or synthesize()
     doc = synth.load(path)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     t_start = time.monotonic()
     results: dict[str, dict[str, list[drills.DrillResult]]] = {d: {v: [] for v in args.variants} for d in args.drills}
     errors: dict[str, dict[str, list[str]]] = {d: {} for d in args.drills}
@@ -220,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # one failed run must not lose the others' figures
             errors[name].setdefault(variant, []).append(f"{type(e).__name__}: {e}")
         total = args.control_runs if registry.ENTRIES[name].kind is CONTROL else args.runs
-        print(f"  {variant:<5} {name:<24} run {len(results[name][variant]) + len(errors[name].get(variant, []))}/{total}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  {variant:<5} {name:<24} run {len(results[name][variant]) + len(errors[name].get(variant, []))}/{total}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     interrupted = None
     try:
@@ -233,17 +306,21 @@ def main(argv: list[str] | None = None) -> int:
                     lab.wait_steady()
                     for name in regular:
                         for _ in range(args.runs):
-                            attempt(name, variant, lambda: registry.ENTRIES[name].run(lab))
+                            attempt(name, variant, partial(registry.ENTRIES[name].run, lab))
             for name in (d for d in args.drills if registry.ENTRIES[d].kind is CONTROL):
                 for _ in range(args.control_runs):
-                    attempt(name, variant, lambda: registry.ENTRIES[name].run(doc, variant))
+                    attempt(name, variant, partial(registry.ENTRIES[name].run, doc, variant))
     except (KeyboardInterrupt, SystemExit) as e:  # print what was measured; the lab is torn down
         interrupted = f"INTERRUPTED ({type(e).__name__} {e}): the figures below are partial"
 
-    ops_lines, ops_errors = ([], []) if interrupted or not args.ops_runs else ops_bench(
-        doc, args.ops_runs, lambda line: print(line, file=sys.stderr, flush=True))
+    ops_lines, ops_errors = (
+        ([], [])
+        if interrupted or not args.ops_runs
+        else ops_bench(doc, args.ops_runs, lambda line: print(line, file=sys.stderr, flush=True))
+    )
 
-    print(f"command: {' '.join([Path(sys.executable).name, '-m', 'lab.bench', *(argv if argv is not None else sys.argv[1:])])}")
+    command = [Path(sys.executable).name, "-m", "lab.bench", *(argv if argv is not None else sys.argv[1:])]
+    print(f"command: {' '.join(command)}")
     print(f"date: {started} (took {time.monotonic() - t_start:.0f} s)")
     if interrupted:
         print(interrupted)
@@ -251,8 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"software: {_versions()}")
     for line in sorted(substitutions):
         print(f"lab substitution: {line}")
-    print("outage: fault injection -> start of the first served attempt after the last failed one (20 ms client ticks, 1 s timeout)")
-    print("slowest after fault: the longest single attempt that started after the fault (a failed one counts its 1 s timeout)")
+    print(
+        "outage: fault injection -> start of the first served attempt after the last failed one "
+        "(20 ms client ticks, 1 s timeout)"
+    )
+    print(
+        "slowest after fault: the longest single attempt that started after the fault "
+        "(a failed one counts its 1 s timeout)"
+    )
     for name in args.drills:
         print()
         print(table(name, results[name], errors[name]))
@@ -261,8 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(ops_lines))
         print("\n".join(f"error (ops): {e}" for e in ops_errors))
     if args.out:
-        args.out.write_text(json.dumps({d: {v: [asdict(r) for r in rs] for v, rs in by.items()} for d, by in results.items()}, indent=1))
-    return 0 if not interrupted and not ops_errors and not any(errs for by in errors.values() for errs in by.values()) else 1
+        args.out.write_text(
+            json.dumps({d: {v: [asdict(r) for r in rs] for v, rs in by.items()} for d, by in results.items()}, indent=1)
+        )
+    return (
+        0
+        if not interrupted and not ops_errors and not any(errs for by in errors.values() for errs in by.values())
+        else 1
+    )
 
 
 if __name__ == "__main__":

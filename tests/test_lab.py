@@ -20,17 +20,25 @@ from typing import cast
 
 import pytest
 
+from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
 from lab import __main__ as lab_cli
 from lab import bench
-from lab.world import configs, contract, engine, images, neutron, synth, topology
 from lab.scenarios import controls, drills, registry, seed, soak, variants
+from lab.scenarios.drills import Window
+from lab.world import configs, contract, engine, images, neutron, synth, topology
 from lab.world.admin import ADMIN_NS
 from lab.world.client import Attempt
 from lab.world.daemons import ContainerWatch, NodeDaemons
 from lab.world.engine import ContainerEvent, Engine
-from lab.scenarios.drills import Window
-from lab.world.harness import APISERVER_CGROUP, CLIENT_CGROUP, DAEMON_CPU_SHARES, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
-from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
+from lab.world.harness import (
+    APISERVER_CGROUP,
+    CLIENT_CGROUP,
+    DAEMON_CPU_SHARES,
+    NODE_CPU_SHARES,
+    Lab,
+    acquire_lock,
+    synthesize,
+)
 from userdata.cloudconfig import parse_docker_run
 from userdata.render import HAPROXY_CFG, STATE_FILE
 from userdata.stack import INSTANCE, PORT, RULE
@@ -55,7 +63,11 @@ def _ruleset(stack: synth.Stack) -> str:
 
 # --- reading the JSON ---------------------------------------------------------------------------
 def test_nodes_are_the_instances_in_name_order_with_their_port_addresses(stack):
-    assert [(n.name, n.address) for n in stack.nodes] == [("fx-a", "10.9.8.11"), ("fx-b", "10.9.8.12"), ("fx-c", "10.9.8.13")]
+    assert [(n.name, n.address) for n in stack.nodes] == [
+        ("fx-a", "10.9.8.11"),
+        ("fx-b", "10.9.8.12"),
+        ("fx-c", "10.9.8.13"),
+    ]
 
 
 def test_the_vip_is_the_port_no_instance_uses(stack):
@@ -140,7 +152,7 @@ def test_nodes_running_different_images_are_an_error(doc):
 def test_network_none_control_changes_only_the_haproxy_network(doc):
     edited = synth.parse(variants.with_haproxy_network_none(doc))
     before = synth.parse(doc)
-    for old, new in zip(before.nodes, edited.nodes):
+    for old, new in zip(before.nodes, edited.nodes, strict=True):
         assert new.containers["haproxy"].values("--network") == ["none"]
         assert new.containers["keepalived"] == old.containers["keepalived"]
         assert new.files == old.files
@@ -156,12 +168,14 @@ def test_the_check_uri_variant_changes_only_haproxys_check_line():
     path = contract.HAPROXY_HOST_PATH
     before = synth.parse(doc)
     edited = synth.parse(variants.with_check_uri(doc, path, "/healthz"))
-    for old, new in zip(before.nodes, edited.nodes):
+    for old, new in zip(before.nodes, edited.nodes, strict=True):
         assert configs.check_send(old.file(path).content) == ("http-check send meth GET uri /readyz", "/readyz")
         assert configs.check_send(new.file(path).content) == ("http-check send meth GET uri /healthz", "/healthz")
         assert old.file(path).content.replace("uri /readyz", "uri /healthz") == new.file(path).content
         assert [f for f in new.files if f.path != path] == [f for f in old.files if f.path != path]
-    with pytest.raises(synth.SynthError, match=r"haproxy already checks /readyz: 'http-check send meth GET uri /readyz'"):
+    with pytest.raises(
+        synth.SynthError, match=r"haproxy already checks /readyz: 'http-check send meth GET uri /readyz'"
+    ):
         variants.with_check_uri(doc, path, "/readyz")
 
 
@@ -194,7 +208,9 @@ def test_the_cli_and_the_bench_offer_the_registered_drills_and_controls():
     drill = next(a for a in lab_cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["drill"]
     assert _choices(drill, "name") == lab_drills
     assert _choices(bench.parser(), "drills") == lab_drills == bench.parser().get_default("drills")
-    assert set(registry.of(registry.OPERATOR)).isdisjoint(lab_drills), "the operator's drills run in the bench's ops part"
+    assert set(registry.of(registry.OPERATOR)).isdisjoint(lab_drills), (
+        "the operator's drills run in the bench's ops part"
+    )
 
 
 def test_a_control_that_changes_nothing_is_an_error(doc):
@@ -205,15 +221,19 @@ def test_a_control_that_changes_nothing_is_an_error(doc):
 def test_open_files_fit_lowers_the_ulimit_to_the_hard_limit_and_says_so(doc):
     fitted, notes = synth.fit_open_files(doc, hard_limit=20000, headroom=1000)
     assert {n.containers["haproxy"].values("--ulimit")[0] for n in synth.parse(fitted).nodes} == {"nofile=20000:20000"}
-    assert notes == ["haproxy --ulimit nofile=65536:65536 -> nofile=20000:20000 on every node "
-                     "(this machine's hard open-files limit is 20000; runc cannot set more)"]  # fmt: skip
+    assert notes == [
+        "haproxy --ulimit nofile=65536:65536 -> nofile=20000:20000 on every node "
+        "(this machine's hard open-files limit is 20000; runc cannot set more)"
+    ]
 
 
 def test_open_files_fit_lowers_maxconn_only_where_it_does_not_fit(doc):
     _, notes = synth.fit_open_files(doc, hard_limit=70000, headroom=1000)
     assert notes == []
     fitted, notes = synth.fit_open_files(doc, hard_limit=1100, headroom=1000)
-    assert notes[-1] == "haproxy.cfg maxconn 100 -> 50 on 3 nodes (2 x maxconn + 1000 must fit the open-files limit 1100)"
+    assert (
+        notes[-1] == "haproxy.cfg maxconn 100 -> 50 on 3 nodes (2 x maxconn + 1000 must fit the open-files limit 1100)"
+    )
     cfg = synth.parse(fitted).nodes[0].file("/etc/kubeadm-ha/haproxy/haproxy.cfg").content
     assert configs.global_maxconn(cfg) == 50
 
@@ -223,14 +243,18 @@ def test_seed_variant_swaps_keepalived_conf_and_mounts_its_check(doc):
     first = seeded.nodes[0]
     assert "weight 11" in first.file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
     assert ":9443 " in first.file("/etc/kubeadm-ha/keepalived/seed_check.sh").content
-    assert "/etc/kubeadm-ha/keepalived/seed_check.sh:/etc/keepalived/seed_check.sh:ro" in first.containers["keepalived"].values("--volume")
+    assert "/etc/kubeadm-ha/keepalived/seed_check.sh:/etc/keepalived/seed_check.sh:ro" in first.containers[
+        "keepalived"
+    ].values("--volume")
     assert first.containers["haproxy"] == synth.parse(doc).nodes[0].containers["haproxy"]
 
 
 def test_both_variants_take_the_open_files_fit_and_the_seed_keeps_it(doc):
     for variant in ("ours", "seed"):
         lab = variants.lab_for(doc, variant)  # reads the JSON only; nothing starts before `with`
-        assert lab.stack.nodes[0].containers["haproxy"].values("--ulimit") == [f"nofile={lab_hard_limit()}:{lab_hard_limit()}"]
+        assert lab.stack.nodes[0].containers["haproxy"].values("--ulimit") == [
+            f"nofile={lab_hard_limit()}:{lab_hard_limit()}"
+        ]
     assert "seed_check.sh" in lab.stack.nodes[0].file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
 
 
@@ -246,7 +270,9 @@ def lab_hard_limit() -> int:
     return 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
 
 
-@pytest.mark.skipif(not all(shutil.which(b) for b in ("haproxy", "keepalived", "curl", "ldd")), reason="needs the daemons")
+@pytest.mark.skipif(
+    not all(shutil.which(b) for b in ("haproxy", "keepalived", "curl", "ldd")), reason="needs the daemons"
+)
 def test_stand_in_images_carry_the_binaries_their_libraries_and_the_contracts_users():
     haproxy = {e.path: e for e in images.entries(images.HAPROXY)}
     assert haproxy["/usr/local/sbin/haproxy"].source and haproxy["/usr/local/bin/docker-entrypoint.sh"].mode == 0o755
@@ -255,8 +281,17 @@ def test_stand_in_images_carry_the_binaries_their_libraries_and_the_contracts_us
     assert (haproxy["/var/lib/haproxy"].uid, haproxy["/var/lib/haproxy"].kind) == (99, "dir")
     assert "STOPSIGNAL SIGUSR1" in images.HAPROXY.dockerfile and "USER haproxy" in images.HAPROXY.dockerfile
     keepalived = {e.path for e in images.entries(images.KEEPALIVED)}
-    assert {"/usr/local/sbin/keepalived", "/usr/bin/curl", "/bin/sleep", "/bin/sh", "/sbin/ip", "/container/tool/run"} <= keepalived
-    assert {"/bin/date", "/bin/mv"} <= keepalived, "the notify script writes its state with date and mv (busybox's in the real image)"
+    assert {
+        "/usr/local/sbin/keepalived",
+        "/usr/bin/curl",
+        "/bin/sleep",
+        "/bin/sh",
+        "/sbin/ip",
+        "/container/tool/run",
+    } <= keepalived
+    assert {"/bin/date", "/bin/mv"} <= keepalived, (
+        "the notify script writes its state with date and mv (busybox's in the real image)"
+    )
 
 
 # --- the Neutron emulation ------------------------------------------------------------------------
@@ -287,9 +322,13 @@ def test_egress_is_filtered_only_for_groups_without_default_rules(doc, stack):
     assert 'meta l4proto udp th dport 53 return comment "out_dns"' in rules
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"), reason="needs root and nft")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"), reason="needs root and nft"
+)
 def test_the_ruleset_is_valid_nftables(stack):
-    done = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=_ruleset(stack), capture_output=True, text=True)
+    done = subprocess.run(
+        ["unshare", "--net", "nft", "-c", "-f", "-"], input=_ruleset(stack), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -306,7 +345,12 @@ def test_seed_config_keeps_vip_interface_vrid_and_peers_and_changes_the_rest(sta
     text = seed.keepalived_conf(ours, first=True)
     again = configs.vrrp_instance(text)
     assert (again.interface, again.router_id, again.peers, again.vips, again.src_ip) == (
-        ours.interface, ours.router_id, ours.peers, ours.vips, ours.src_ip)  # fmt: skip
+        ours.interface,
+        ours.router_id,
+        ours.peers,
+        ours.vips,
+        ours.src_ip,
+    )
     assert again.priority == 100 and configs.vrrp_instance(seed.keepalived_conf(ours, first=False)).priority == 90
     for setting in ("vrrp_version 2", "advert_int 1", "state MASTER", "weight 11", "interval 1"):
         assert setting in text
@@ -355,7 +399,9 @@ class _Engine:
 
 
 def _daemons(tmp_path: Path, monkeypatch, running: bool) -> NodeDaemons:
-    monkeypatch.setattr(ContainerWatch, "follow", lambda self: self.history.append(ContainerEvent(0, self.name, "followed", None)))
+    monkeypatch.setattr(
+        ContainerWatch, "follow", lambda self: self.history.append(ContainerEvent(0, self.name, "followed", None))
+    )
     fake = cast(Engine, _Engine(tmp_path, running))  # the two methods NodeDaemons calls
     return NodeDaemons("n1", fake, "haproxy", "keepalived")
 
@@ -388,7 +434,14 @@ def _a(start: float, ok: bool, dur: float = 0.01) -> Attempt:
 
 
 def test_outage_runs_from_the_fault_to_the_first_success_after_the_last_failure():
-    attempts = [_a(10.0, True), _a(10.02, False, 1.0), _a(10.04, True), _a(10.3, False), _a(10.32, True), _a(10.34, True)]
+    attempts = [
+        _a(10.0, True),
+        _a(10.02, False, 1.0),
+        _a(10.04, True),
+        _a(10.3, False),
+        _a(10.32, True),
+        _a(10.34, True),
+    ]
     w = Window.of(attempts, 10.01, 11.0)
     assert (round(w.outage_s, 3), w.failed, w.recovered) == (0.31, 2, True)
 
@@ -403,8 +456,22 @@ def test_no_failure_is_no_outage_and_no_success_is_no_recovery():
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, nftables)"
-    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "nsenter", "ss", "dockerd",
-                   "docker", "tini", "cloud-init", "ping"):  # fmt: skip
+    for binary in (
+        "haproxy",
+        "keepalived",
+        "curl",
+        "nft",
+        "openssl",
+        "ip",
+        "unshare",
+        "nsenter",
+        "ss",
+        "dockerd",
+        "docker",
+        "tini",
+        "cloud-init",
+        "ping",
+    ):
         if not shutil.which(binary):
             return f"the lab needs the {binary} binary"
     probe = topology.PREFIX + "probe"
@@ -420,11 +487,20 @@ def _assert_nothing_left(doc: dict) -> None:
     under the lab lock: no other lab can be running then (other labs share the machine)."""
     names = [topology.node_ns(n.name) for n in synth.parse(doc).nodes]
     with acquire_lock(timeout=900):
-        assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS, topology.GATEWAY_NS, ADMIN_NS} == set()
+        assert (
+            set(topology.lab_namespaces())
+            & {*names, topology.NET_NS, topology.CLIENT_NS, topology.GATEWAY_NS, ADMIN_NS}
+            == set()
+        )
         assert topology.WORKDIR_PREFIX not in Path("/proc/self/mounts").read_text()
         assert [d for d in engine.CGROUP_ROOT.glob(f"*/{topology.PREFIX}*") if d.name in names] == []
-        assert subprocess.run(["pgrep", "-f", f"dockerd --data-root {topology.WORKDIR_PARENT}/{topology.WORKDIR_PREFIX}"],
-                              capture_output=True).returncode == 1, "no lab engine may outlive its lab"  # fmt: skip
+        assert (
+            subprocess.run(
+                ["pgrep", "-f", f"dockerd --data-root {topology.WORKDIR_PARENT}/{topology.WORKDIR_PREFIX}"],
+                capture_output=True,
+            ).returncode
+            == 1
+        ), "no lab engine may outlive its lab"
 
 
 @pytest.fixture(scope="module")
@@ -524,7 +600,9 @@ def test_every_process_of_a_node_runs_in_its_own_weighted_cgroup_as_on_a_vm(lab)
             assert proc.popen.pid in members, f"{node.name}: {proc.name} outside the node's cgroup"
         for container in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER):
             cid = node.docker("inspect", "--format", "{{.Id}}", container).strip()
-            assert (top / cid / "cgroup.procs").read_text().split(), f"{node.name}: {container} has no process in {top / cid}"
+            assert (top / cid / "cgroup.procs").read_text().split(), (
+                f"{node.name}: {container} has no process in {top / cid}"
+            )
             assert node.engine.container_shares(container) == DAEMON_CPU_SHARES, f"{node.name}: {container}"
         assert int((top / APISERVER_CGROUP / "cpu.shares").read_text()) == DAEMON_CPU_SHARES, node.name
         # Only what serves weighs more: the node's own processes (its engine among them) do not.
@@ -559,7 +637,9 @@ def test_a_crashed_keepalived_is_restarted_by_docker_and_its_image_removes_the_v
     r = drills.keepalived_kill(lab)
     assert (r.holders_at_end, r.recovered) == (1, True)
     assert "Docker restarted keepalived" in r.notes[0] and "1x" in r.notes[0]
-    assert any(f"removing {lab.stack.vip}/32 from" in n for n in r.notes), "the image's start-up must remove the stale VIP"
+    assert any(f"removing {lab.stack.vip}/32 from" in n for n in r.notes), (
+        "the image's start-up must remove the stale VIP"
+    )
 
 
 @pytest.mark.lab
@@ -682,12 +762,13 @@ def test_the_vip_is_up_and_haproxy_accepts_on_it_before_any_apiserver_exists(lab
         time.sleep(1.5)  # more than a check-script run: no keepalived may react to dead backends
         assert len(lab.holders()) == 1
         connect = (
-            "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); "
-            "s.close()"
+            "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); s.close()"
         )
         done = subprocess.run(
             topology.in_ns(topology.CLIENT_NS, [sys.executable, "-c", connect, lab.stack.vip, str(lab.frontend_port)]),
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         assert done.returncode == 0, done.stderr
     finally:
@@ -702,7 +783,10 @@ def test_the_stand_ins_keep_the_images_user_and_reload_contracts(lab):
     the pid in /var/run/keepalived.pid: how an operator reloads either without a restart."""
     lab.wait_steady()
     node = next(iter(lab.nodes.values()))
-    assert node.docker("inspect", "--format", "{{.Config.User}} {{.Config.StopSignal}}", "haproxy").split() == ["haproxy", "SIGUSR1"]
+    assert node.docker("inspect", "--format", "{{.Config.User}} {{.Config.StopSignal}}", "haproxy").split() == [
+        "haproxy",
+        "SIGUSR1",
+    ]
     assert {row.split()[1] for row in node.docker("top", "haproxy", "-o", "pid,uid").splitlines()[1:]} == {"99"}
     t0 = time.monotonic()
     node.docker("kill", "--signal", "USR2", "haproxy")
@@ -711,8 +795,11 @@ def test_the_stand_ins_keep_the_images_user_and_reload_contracts(lab):
     reloaded = []
     while time.monotonic() < deadline and len(reloaded) < 2:
         time.sleep(0.2)
-        reloaded = [c for c, pattern in (("haproxy", r"[Rr]eexecuting|[Rr]eloading|New worker"), ("keepalived", r"[Rr]eloading"))
-                    if node.daemons.events_between(c, pattern, t0, float("inf"))]  # fmt: skip
+        reloaded = [
+            c
+            for c, pattern in (("haproxy", r"[Rr]eexecuting|[Rr]eloading|New worker"), ("keepalived", r"[Rr]eloading"))
+            if node.daemons.events_between(c, pattern, t0, float("inf"))
+        ]
     assert reloaded == ["haproxy", "keepalived"]
     assert [e.action for c in node.daemons.containers for e in c.history if e.t >= t0 and e.action == "die"] == []
     lab.wait_steady()

@@ -33,15 +33,56 @@ class StandIn:
 
     def __init__(self, tmp: Path, shutdown_delay: float):
         cert, key = tmp / "apiserver.crt", tmp / "apiserver.key"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                        "-days", "1", "-subj", "/CN=kube-apiserver", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=kube-apiserver",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.unhealthy = tmp / "unhealthy"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab.world.apiserver", "--bind", "127.0.0.1", "--port", "0", "--node", "t1", "--cert", str(cert),
-             "--key", str(key), "--unhealthy-file", str(self.unhealthy), "--shutdown-delay", str(shutdown_delay)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "lab.world.apiserver",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--node",
+                "t1",
+                "--cert",
+                str(cert),
+                "--key",
+                str(key),
+                "--unhealthy-file",
+                str(self.unhealthy),
+                "--shutdown-delay",
+                str(shutdown_delay),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -172,8 +213,27 @@ def test_a_second_sigterm_ends_the_shutdown_at_once(start):
 
 
 def test_a_negative_shutdown_delay_is_refused_with_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lab.world.apiserver", "--bind", "127.0.0.1", "--node", "t1", "--cert", "c",
-                           "--key", "k", "--unhealthy-file", "u", "--shutdown-delay", "-1"],
-                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lab.world.apiserver",
+            "--bind",
+            "127.0.0.1",
+            "--node",
+            "t1",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+            "--unhealthy-file",
+            "u",
+            "--shutdown-delay",
+            "-1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("--shutdown-delay -1: must be 0 or more seconds")

@@ -26,7 +26,8 @@ def _control(doc: dict, variant: str, name: str, note: str) -> DrillResult:
         # (keepalived logs no state when a failing check holds an instance in FAULT from the start)
         def decided(n: LabNode) -> bool:
             return n.daemons.vrrp_state not in ("INIT", "STOPPED") or bool(
-                n.daemons.events_between("keepalived", CHECK_FAILED, 0, float("inf")))
+                n.daemons.events_between("keepalived", CHECK_FAILED, 0, float("inf"))
+            )
 
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not all(decided(n) for n in lab.nodes.values()):
@@ -49,15 +50,23 @@ def without_vrrp_rule(doc: dict, variant: str = "ours") -> DrillResult:
 
 def haproxy_network_none(doc: dict, variant: str = "ours") -> DrillResult:
     """Negative control: haproxy's line says `--network none`; expect no VIP holder at all."""
-    return _control(variants.with_haproxy_network_none(doc, HAPROXY_CONTAINER), variant, "haproxy-network-none",
-                    "haproxy runs with --network none: it listens in an empty namespace of its own, so keepalived's "
-                    "check (on the node's 127.0.0.1) fails on every node and every keepalived stays in FAULT")  # fmt: skip
+    return _control(
+        variants.with_haproxy_network_none(doc, HAPROXY_CONTAINER),
+        variant,
+        "haproxy-network-none",
+        "haproxy runs with --network none: it listens in an empty namespace of its own, so keepalived's "
+        "check (on the node's 127.0.0.1) fails on every node and every keepalived stays in FAULT",
+    )
 
 
 def keepalived_without_net_admin(doc: dict, variant: str = "ours") -> DrillResult:
     """Negative control: keepalived's line lacks `--cap-add NET_ADMIN`; expect no VIP holder."""
-    return _control(variants.without_net_admin(doc, KEEPALIVED_CONTAINER), variant, "keepalived-no-net-admin",
-                    "keepalived runs without NET_ADMIN: it may decide to be MASTER but cannot add the VIP")  # fmt: skip
+    return _control(
+        variants.without_net_admin(doc, KEEPALIVED_CONTAINER),
+        variant,
+        "keepalived-no-net-admin",
+        "keepalived runs without NET_ADMIN: it may decide to be MASTER but cannot add the VIP",
+    )
 
 
 def without_vip_pair(doc: dict, variant: str = "ours") -> DrillResult:

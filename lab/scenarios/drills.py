@@ -62,7 +62,9 @@ class DrillResult:
     holder_after: str | None
     holders_at_end: int
     recovered: bool = True
-    detection_s: float | None = None  # fault -> the holder notices (apiserver: haproxy marks it DOWN; crash: keepalived FAULT)
+    detection_s: float | None = (
+        None  # fault -> the holder notices (apiserver: haproxy marks it DOWN; crash: keepalived FAULT)
+    )
     failed_after_detection: int | None = None
     second: Window | None = None  # the heal of a cut, the restart of a killed keepalived
     slow_attempts: int | None = None  # attempts started after the fault that took longer than SLOW
@@ -104,7 +106,9 @@ def _window(lab: Lab, t0: float, t1: float) -> Window:
     return Window.of(lab.client.between(t0, t1), t0, t1)
 
 
-def drill_result(lab: Lab, name: str, t0: float, t1: float, before: str | None, window: Window | None = None) -> DrillResult:
+def drill_result(
+    lab: Lab, name: str, t0: float, t1: float, before: str | None, window: Window | None = None
+) -> DrillResult:
     """The drill's result over [t0, t1]; `window` when the outage is not that of [t0, t1]."""
     w = window or _window(lab, t0, t1)
     holders = lab.holders()
@@ -114,11 +118,24 @@ def drill_result(lab: Lab, name: str, t0: float, t1: float, before: str | None, 
         if a.ok and a.node is not None:  # an attempt that was served says by which node
             answered[a.node] = answered.get(a.node, 0) + 1
     after = [a.end - a.start for a in attempts if a.start >= t0]
-    masters = sum(1 for n in lab.nodes.values() for e in n.daemons.events_between("keepalived", "Entering MASTER STATE", t0, t1))
-    return DrillResult(name, lab.variant, w.outage_s, w.failed, before, holders[0] if len(holders) == 1 else None,
-                       len(holders), w.recovered, answered_by=answered, slowest_s=max(after, default=None),
-                       slow_attempts=sum(d > SLOW for d in after), master_transitions=masters,
-                       vrrp_states={n: d.daemons.vrrp_state for n, d in lab.nodes.items()})  # fmt: skip
+    masters = sum(
+        1 for n in lab.nodes.values() for e in n.daemons.events_between("keepalived", "Entering MASTER STATE", t0, t1)
+    )
+    return DrillResult(
+        name,
+        lab.variant,
+        w.outage_s,
+        w.failed,
+        before,
+        holders[0] if len(holders) == 1 else None,
+        len(holders),
+        w.recovered,
+        answered_by=answered,
+        slowest_s=max(after, default=None),
+        slow_attempts=sum(d > SLOW for d in after),
+        master_transitions=masters,
+        vrrp_states={n: d.daemons.vrrp_state for n, d in lab.nodes.items()},
+    )
 
 
 def vip_moves(samples: list[tuple[str, ...]], holder: str | None) -> int:
@@ -153,7 +170,7 @@ class HolderLog:
     def longest_double(self) -> float:
         """The longest stretch during which two or more nodes held the VIP at once (seconds)."""
         longest, since = 0.0, None
-        for t, sample in zip(self.times, self.samples):
+        for t, sample in zip(self.times, self.samples, strict=True):
             if len(sample) > 1 and since is None:
                 since = t
             elif len(sample) <= 1 and since is not None:
@@ -181,7 +198,11 @@ def _wait_for(condition: Callable[[], bool], deadline: float) -> bool:
 
 def _restarts(lab: Lab, node: str, container: str, t0: float) -> str:
     gaps = lab.nodes[node].daemons.container(container).restarts_after(t0)
-    return f"Docker restarted {container} on {node} {len(gaps)}x, down " + ", ".join(f"{b - a:.2f}" for a, b in gaps) + " s"
+    return (
+        f"Docker restarted {container} on {node} {len(gaps)}x, down "
+        + ", ".join(f"{b - a:.2f}" for a, b in gaps)
+        + " s"
+    )
 
 
 # --- drills on a steady lab -------------------------------------------------------------------
@@ -199,7 +220,10 @@ def _crash(lab: Lab, name: str, container: str, evidence: str | None = None) -> 
     if fault is not None:  # detection: keepalived on the holder has seen the crash
         result.detection_s = fault.t - t0
     if evidence:
-        result.notes += [f"{holder} {container}: {e.text}" for e in lab.nodes[holder].daemons.events_between(container, evidence, t0, t1)]
+        result.notes += [
+            f"{holder} {container}: {e.text}"
+            for e in lab.nodes[holder].daemons.events_between(container, evidence, t0, t1)
+        ]
     lab.wait_steady()
     return result
 
@@ -274,7 +298,9 @@ def crash_loop(lab: Lab) -> DrillResult:
         crashed.append(time.monotonic() - t0)
     t1 = _settle(lab, crashed[-1] + t0)
     result = drill_result(lab, "crash-loop", t0, t1, holder)
-    result.notes.append(f"crashes at {', '.join(f'{c:.1f}' for c in crashed)} s; " + _restarts(lab, holder, HAPROXY_CONTAINER, t0))
+    result.notes.append(
+        f"crashes at {', '.join(f'{c:.1f}' for c in crashed)} s; " + _restarts(lab, holder, HAPROXY_CONTAINER, t0)
+    )
     lab.wait_steady()
     return result
 
@@ -302,17 +328,26 @@ def node_reboot(lab: Lab, down: float = 1.0) -> DrillResult:
     t3 = _settle(lab, time.monotonic())
     result = drill_result(lab, "node-reboot", t0, t3, holder, window=off)
     result.second = _window(lab, t2, t3)
-    starts = sorted((e.t, c.name) for c in node.daemons.containers for e in c.history if e.t >= t2 and e.action == "start")
-    result.notes.append(f"{holder} off for {t2 - t0:.1f} s; engine answered {booted - t2:.1f} s after power-on; "
-                        + ", ".join(f"{name} started at +{t - t2:.1f} s" for t, name in starts)
-                        + "; 'second' is the boot")  # fmt: skip
+    starts = sorted(
+        (e.t, c.name) for c in node.daemons.containers for e in c.history if e.t >= t2 and e.action == "start"
+    )
+    result.notes.append(
+        f"{holder} off for {t2 - t0:.1f} s; engine answered {booted - t2:.1f} s after power-on; "
+        + ", ".join(f"{name} started at +{t - t2:.1f} s" for t, name in starts)
+        + "; 'second' is the boot"
+    )
     lab.wait_steady()
     return result
 
 
 def _first_start(lab: Lab, container: str, t: float) -> float | None:
     """When the first node's `container` started at or after t (Docker's start event)."""
-    starts = [e.t for n in lab.nodes.values() for e in n.daemons.container(container).history if e.t >= t and e.action == "start"]
+    starts = [
+        e.t
+        for n in lab.nodes.values()
+        for e in n.daemons.container(container).history
+        if e.t >= t and e.action == "start"
+    ]
     return min(starts, default=None)
 
 
@@ -334,9 +369,11 @@ def _cold_start(lab: Lab, name: str, stagger: float) -> DrillResult:
     with HolderLog(lab) as log:
         threads = []
         for node, delay in delays.items():
+
             def boot(node=node, delay=delay) -> None:
                 time.sleep(delay)
                 lab.power_on(node)
+
             threads.append(threading.Thread(target=boot, name=f"boot-{node}"))
         for thread in threads:
             thread.start()
@@ -351,8 +388,10 @@ def _cold_start(lab: Lab, name: str, stagger: float) -> DrillResult:
     first = next((h[0] for h in log.samples if len(h) == 1), None)
     result.vip_moves = vip_moves(log.samples, first)
     result.double_holder_s = log.longest_double()
-    result.notes.append(", ".join(f"{n} booted at +{d:.1f} s" for n, d in sorted(delays.items(), key=lambda kv: kv[1]))
-                        + (f"; first haproxy at +{first_proxy - t0:.1f} s" if first_proxy else ""))  # fmt: skip
+    result.notes.append(
+        ", ".join(f"{n} booted at +{d:.1f} s" for n, d in sorted(delays.items(), key=lambda kv: kv[1]))
+        + (f"; first haproxy at +{first_proxy - t0:.1f} s" if first_proxy else "")
+    )
     lab.wait_steady(timeout=60)
     return result
 
@@ -386,7 +425,7 @@ def reboot_each(lab: Lab, down: float = 1.0) -> DrillResult:
     t1 = time.monotonic()
     result = drill_result(lab, "reboot-each", t0, t1, before)
     result.vip_moves = max(moves)
-    result.notes.append("VIP moves per reboot: " + ", ".join(f"{n} {m}" for n, m in zip(order, moves)))
+    result.notes.append("VIP moves per reboot: " + ", ".join(f"{n} {m}" for n, m in zip(order, moves, strict=True)))
     return result
 
 
@@ -425,7 +464,9 @@ def node_cut(lab: Lab) -> DrillResult:
     result = drill_result(lab, "node-cut", t0, t3, holder, window=cut)
     result.second = _window(lab, t2, t3)
     result.vip_moves = vip_moves(log.samples, during[0] if len(during) == 1 else None)
-    result.notes.append(f"VIP while cut: {during}; the cut node {'gave up' if stepped_down else 'kept'} its copy; 'second' is the heal")
+    result.notes.append(
+        f"VIP while cut: {during}; the cut node {'gave up' if stepped_down else 'kept'} its copy; 'second' is the heal"
+    )
     lab.wait_steady()
     return result
 
@@ -455,7 +496,9 @@ def peers_cut(lab: Lab) -> DrillResult:
     result = drill_result(lab, "peers-cut", t0, t3, holder, window=window)
     result.second = _window(lab, t2, t3)
     result.vip_moves = vip_moves(log.samples, survivor)
-    result.notes.append(f"{', '.join(cut)} cut, {survivor} reaches the gateway; VIP while cut: {during}; 'second' is the heal")
+    result.notes.append(
+        f"{', '.join(cut)} cut, {survivor} reaches the gateway; VIP while cut: {during}; 'second' is the heal"
+    )
     lab.wait_steady()
     return result
 
@@ -496,7 +539,9 @@ def _detection(lab: Lab, result: DrillResult, holder: str, t0: float, t1: float)
     )
 
 
-def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], object], restore: Callable[[LabNode], object]) -> DrillResult:
+def _backend_fault(
+    lab: Lab, name: str, inject: Callable[[LabNode], object], restore: Callable[[LabNode], object]
+) -> DrillResult:
     """A fault of the holder's apiserver; detection = holder's haproxy logs the backend DOWN."""
     lab.wait_steady()
     holder = one_holder(lab)
@@ -541,13 +586,17 @@ def drain(lab: Lab, name: str) -> DrillResult:
     answered = [a.start - t0 for a in lab.client.between(t0, t1) if a.ok and a.node == holder and a.start >= t0]
     result.last_served_s = max(answered, default=None)
     state = "exited" if exited else "was still running"
-    result.notes.append(f"{holder}'s apiserver {state} {t_exit - t0:.1f} s after SIGTERM; it answered {len(answered)} "
-                        f"attempts started after SIGTERM")
+    result.notes.append(
+        f"{holder}'s apiserver {state} {t_exit - t0:.1f} s after SIGTERM; it answered {len(answered)} "
+        f"attempts started after SIGTERM"
+    )
     node.kill_apiserver()  # reaps it (or ends it, had it not exited)
     node.apiserver.start()
     lab.wait_steady()
     if not exited:
-        raise AssertionError(f"{holder}'s apiserver did not exit within {DRAIN_MAX} s of SIGTERM (log: {node.apiserver.log})")
+        raise AssertionError(
+            f"{holder}'s apiserver did not exit within {DRAIN_MAX} s of SIGTERM (log: {node.apiserver.log})"
+        )
     return result
 
 

@@ -58,7 +58,9 @@ def config_change(doc: dict) -> dict:
     """A config-only change of both daemons, as an edited template makes it: one haproxy timeout
     and one keepalived setting."""
     doc = variants.with_file_line(doc, HAPROXY_CFG_PATH, "timeout client-fin 10s", "timeout client-fin 11s")
-    return variants.with_file_line(doc, KEEPALIVED_CONF_PATH, "vrrp_garp_master_refresh 1", "vrrp_garp_master_refresh 2")
+    return variants.with_file_line(
+        doc, KEEPALIVED_CONF_PATH, "vrrp_garp_master_refresh 1", "vrrp_garp_master_refresh 2"
+    )
 
 
 def broken_haproxy_cfg(doc: dict) -> dict:
@@ -71,7 +73,9 @@ def five_nodes(config: dict) -> dict:
     out = copy.deepcopy(config)
     prefix, last = out["vip"]["address"].rsplit(".", 1)
     out["nodes"]["count"] = 5
-    out["nodes"]["members"] = [{"name": f"{out['name']}-cp-{i}", "address": f"{prefix}.{int(last) + i}"} for i in range(1, 6)]
+    out["nodes"]["members"] = [
+        {"name": f"{out['name']}-cp-{i}", "address": f"{prefix}.{int(last) + i}"} for i in range(1, 6)
+    ]
     return out
 
 
@@ -87,7 +91,7 @@ def image_change(lab: Lab, config: Path, outdir: Path) -> dict:
     (`images.derive`: the same stand-ins under the new tags)."""
     data = yaml.safe_load(config.read_text())
     _, stack = synthesize_config(with_images(data), outdir)
-    for old, new in zip(data["containers"].values(), with_images(data)["containers"].values()):
+    for old, new in zip(data["containers"].values(), with_images(data)["containers"].values(), strict=True):
         for node in lab.nodes.values():
             images.derive(node.engine, old, new, lab.workdir)
     return synth.load(stack)
@@ -96,8 +100,11 @@ def image_change(lab: Lab, config: Path, outdir: Path) -> dict:
 def fingerprints(lab: Lab) -> dict[str, str]:
     """Per node: the sha256 of every file under /etc/kubeadm-ha and each container's id and start
     time, read by the lab itself (not over SSH): what a roll may change."""
-    script = (f"find {CONFIG_DIR} -type f | sort | xargs sha256sum; "
-              f"docker inspect --format '{{{{.Name}}}} {{{{.Id}}}} {{{{.State.StartedAt}}}}' {HAPROXY_CONTAINER} {KEEPALIVED_CONTAINER}")  # fmt: skip
+    script = (
+        f"find {CONFIG_DIR} -type f | sort | xargs sha256sum; "
+        "docker inspect --format '{{.Name}} {{.Id}} {{.State.StartedAt}}' "
+        f"{HAPROXY_CONTAINER} {KEEPALIVED_CONTAINER}"
+    )
     return {name: node.engine.run(["sh", "-c", script]).stdout for name, node in lab.nodes.items()}
 
 
@@ -127,8 +134,16 @@ class RollResult:
     notes: list[str] = field(default_factory=list)
 
 
-def roll(lab: Lab, op: Operator, name: str, target: Path, *, on_line: Callable[[float, str, str], None] | None = None,
-         steady: bool = True, status_against: Path | None = None) -> RollResult:  # fmt: skip
+def roll(
+    lab: Lab,
+    op: Operator,
+    name: str,
+    target: Path,
+    *,
+    on_line: Callable[[float, str, str], None] | None = None,
+    steady: bool = True,
+    status_against: Path | None = None,
+) -> RollResult:
     """Roll the lab's nodes to `target` and measure it. `steady`: the roll must leave the lab in
     its steady state (False where it stops half-way on purpose); `status` then runs against
     `status_against` (default: the target)."""
@@ -155,14 +170,24 @@ def roll(lab: Lab, op: Operator, name: str, target: Path, *, on_line: Callable[[
     holders = lab.holders()
     status = op.run("status", status_against or target).returncode if steady else None
     result = RollResult(
-        drill=name, nodes=len(lab.nodes), returncode=run.returncode, took_s=run.took_s,
-        failed=sum(1 for a in attempts if not a.ok), outage_s=outage, failed_outside_handover=outside,
-        slowest_s=max((a.end - a.start for a in attempts), default=None), vip_moves=_masters(lab, t0, t1),
-        holder_before=holder, holder_after=holders[0] if len(holders) == 1 else None, holders_at_end=len(holders),
+        drill=name,
+        nodes=len(lab.nodes),
+        returncode=run.returncode,
+        took_s=run.took_s,
+        failed=sum(1 for a in attempts if not a.ok),
+        outage_s=outage,
+        failed_outside_handover=outside,
+        slowest_s=max((a.end - a.start for a in attempts), default=None),
+        vip_moves=_masters(lab, t0, t1),
+        holder_before=holder,
+        holder_after=holders[0] if len(holders) == 1 else None,
+        holders_at_end=len(holders),
         order=[m.group(2) for line in run.stdout.splitlines() if (m := _PLAN_LINE.match(line))],
-        changed=[n for n in lab.nodes if before[n] != after[n]], status_after=status, message=run.stderr.strip(),
+        changed=[n for n in lab.nodes if before[n] != after[n]],
+        status_after=status,
+        message=run.stderr.strip(),
         output=run.output,
-    )  # fmt: skip
+    )
     if t_handover is None and result.failed:
         result.notes.append("failures without a hand-over: outage counted from the roll's start")
     return result
@@ -240,8 +265,18 @@ def _a_backup(lab: Lab) -> str:
 
 def _block_vrrp(lab: Lab, blocked: bool) -> None:
     """Drop VRRP between every pair of ports on the bridge (a table of the drill's own)."""
-    rules = ["table bridge kha_block_vrrp {", "  chain forward {", "    type filter hook forward priority -300; policy accept;",
-             "    ip protocol 112 drop", "  }", "}"] if blocked else ["delete table bridge kha_block_vrrp"]  # fmt: skip
+    rules = (
+        [
+            "table bridge kha_block_vrrp {",
+            "  chain forward {",
+            "    type filter hook forward priority -300; policy accept;",
+            "    ip protocol 112 drop",
+            "  }",
+            "}",
+        ]
+        if blocked
+        else ["delete table bridge kha_block_vrrp"]
+    )
     topology.run(topology.in_ns(topology.NET_NS, ["nft", "-f", "-"]), input="\n".join(rules) + "\n")
 
 
@@ -284,7 +319,9 @@ DRIFTED = HAPROXY_CFG_PATH
 
 def _edit_by_hand(lab: Lab) -> str:
     node = _a_backup(lab)
-    lab.nodes[node].engine.run(["sh", "-c", f"cp -p {DRIFTED} /run/kha-drill.bak && echo '# edited by hand' >> {DRIFTED}"])
+    lab.nodes[node].engine.run(
+        ["sh", "-c", f"cp -p {DRIFTED} /run/kha-drill.bak && echo '# edited by hand' >> {DRIFTED}"]
+    )
     return node
 
 
@@ -303,7 +340,11 @@ def _put_back_by_hand(lab: Lab, node: str) -> None:
 
 
 def _apiserver_down(lab: Lab, node: str) -> list[str]:
-    return [rf"^{re.escape(n)}: haproxy sees apiserver {re.escape(node)} DOWN \(" for n in lab.nodes if lab.nodes[n].engine.up]
+    return [
+        rf"^{re.escape(n)}: haproxy sees apiserver {re.escape(node)} DOWN \("
+        for n in lab.nodes
+        if lab.nodes[n].engine.up
+    ]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -311,15 +352,19 @@ SCENARIOS: dict[str, Scenario] = {
     "holder-killed": Scenario(
         _holder_off,
         lambda lab, node: len(lab.holders()) == 1,
-        lambda lab, node: [rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection timed out\)"],
+        lambda lab, node: [
+            rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection timed out\)"
+        ],
         lambda lab, node: lab.power_on(node),
         allowed=_apiserver_down,
     ),
     "no-holder": Scenario(
         _keepalived_stopped_everywhere,
         lambda lab, node: not lab.holders(),
-        lambda lab, node: [r"^no node holds the VIP "]
-        + [rf"^{re.escape(n)}: container keepalived is not running \(exited\)" for n in lab.nodes],
+        lambda lab, node: (
+            [r"^no node holds the VIP "]
+            + [rf"^{re.escape(n)}: container keepalived is not running \(exited\)" for n in lab.nodes]
+        ),
         _keepalived_started_everywhere,
     ),
     "two-holders": Scenario(
@@ -331,8 +376,10 @@ SCENARIOS: dict[str, Scenario] = {
     "fault": Scenario(
         _stop_haproxy,
         lambda lab, node: lab.nodes[node].daemons.vrrp_state == "FAULT",
-        lambda lab, node: [rf"^{re.escape(node)}: keepalived is in FAULT$",
-                           rf"^{re.escape(node)}: container haproxy is not running \(exited\)$"],  # fmt: skip
+        lambda lab, node: [
+            rf"^{re.escape(node)}: keepalived is in FAULT$",
+            rf"^{re.escape(node)}: container haproxy is not running \(exited\)$",
+        ],
         lambda lab, node: lab.nodes[node].start_container(HAPROXY_CONTAINER),
     ),
     "apiserver-down": Scenario(
@@ -350,7 +397,9 @@ SCENARIOS: dict[str, Scenario] = {
     "unreachable": Scenario(
         _stop_sshd,
         lambda lab, node: True,
-        lambda lab, node: [rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection refused\)$"],
+        lambda lab, node: [
+            rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection refused\)$"
+        ],
         lambda lab, node: lab.nodes[node].sshd.start(),
     ),
 }
@@ -375,8 +424,12 @@ def status_drill(lab: Lab, op: Operator, stack: Path, scenario: str, timeout: fl
     found = report["findings"]
     lab.wait_steady(STEADY_TIMEOUT)
     return StatusResult(
-        scenario=scenario, returncode=run.returncode, findings=found,
+        scenario=scenario,
+        returncode=run.returncode,
+        findings=found,
         missing=[p for p in expected if not any(re.search(p, f) for f in found)],
         unexpected=[f for f in found if not any(re.search(p, f) for p in expected + allowed)],
-        holders=report["holders"], took_s=run.took_s, healthy_after=op.run("status", stack).returncode,
-    )  # fmt: skip
+        holders=report["holders"],
+        took_s=run.took_s,
+        healthy_after=op.run("status", stack).returncode,
+    )

@@ -73,7 +73,9 @@ def seed_doc(doc: dict, keepalived_conf_path: str, keepalived_container: str) ->
             files[keepalived_conf_path]["content"] = keepalived_conf(ours, first=inst.name == first)
             host_script = str(PurePosixPath(keepalived_conf_path).parent / PurePosixPath(CHECK_SCRIPT).name)
             script = check_script(frontend_port(cfg))
-            config["write_files"].append({"path": host_script, "owner": "root:root", "permissions": "0755", "content": script})
+            config["write_files"].append(
+                {"path": host_script, "owner": "root:root", "permissions": "0755", "content": script}
+            )
             entry = cloudconfig.runcmd_docker_run(config, keepalived_container)
             at = entry.index(cloudconfig.parse_docker_run(entry).image)
             entry[at:at] = ["--volume", f"{host_script}:{CHECK_SCRIPT}:ro"]

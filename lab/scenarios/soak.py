@@ -143,9 +143,8 @@ def serviceable(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> bool
         return not gateway_down or any(m not in alone for m in nodes if m != n)
 
     working = [
-        n for n in nodes
-        if not any(f.node == n and f.kind in BREAKS_NODE for f in active) and reaches_something(n)
-    ]  # fmt: skip
+        n for n in nodes if not any(f.node == n and f.kind in BREAKS_NODE for f in active) and reaches_something(n)
+    ]
     apiservers = [n for n in nodes if not any(f.node == n and f.kind in BREAKS_APISERVER for f in active)]
     return bool(working) and bool(apiservers)
 
@@ -197,7 +196,9 @@ def split_brain(faults: Sequence[Fault], nodes: Sequence[str], samples: Sequence
     longest = max((b - a for a, b in episodes), default=0.0)
     bad = [(a, b) for a, b in episodes if b - a > SPLIT_BRAIN_MAX_S]
     where = f"; first at {bad[0][0]:.2f} s" if bad else ""
-    return Invariant("split brain", len(bad), f"{len(episodes)} episode(s) of two holders, longest {longest:.2f} s{where}")
+    return Invariant(
+        "split brain", len(bad), f"{len(episodes)} episode(s) of two holders, longest {longest:.2f} s{where}"
+    )
 
 
 def blame(faults: Sequence[Fault], attempts: Sequence[Attempt], after_s: float = 2.0) -> dict[str, int]:
@@ -219,8 +220,12 @@ def availability(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequen
     share = served / len(counted) if counted else 1.0
     violations = 0 if share >= AVAILABILITY_MIN else 1
     failed = ", ".join(f"{k} {n}" for k, n in sorted(blame(faults, counted).items(), key=lambda kv: -kv[1]))
-    return Invariant("availability", violations, f"{share * 100:.2f} % of {len(counted)} attempts (at least "
-                     f"{AVAILABILITY_MIN * 100:.1f} %); failed after: {failed or 'nothing'}")  # fmt: skip
+    return Invariant(
+        "availability",
+        violations,
+        f"{share * 100:.2f} % of {len(counted)} attempts (at least "
+        f"{AVAILABILITY_MIN * 100:.1f} %); failed after: {failed or 'nothing'}",
+    )
 
 
 def recovery(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt]) -> Invariant:
@@ -244,14 +249,24 @@ def leaks(leftovers: Sequence[str]) -> Invariant:
     return Invariant("leaks", len(leftovers), ", ".join(leftovers) if leftovers else "nothing left behind")
 
 
-def check(seed: int, faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt],
-          samples: Sequence[Sample], leftovers: Sequence[str]) -> SoakReport:  # fmt: skip
-    return SoakReport(seed, len(faults), [
-        split_brain(faults, nodes, samples),
-        availability(faults, nodes, attempts),
-        recovery(faults, nodes, attempts),
-        leaks(leftovers),
-    ])  # fmt: skip
+def check(
+    seed: int,
+    faults: Sequence[Fault],
+    nodes: Sequence[str],
+    attempts: Sequence[Attempt],
+    samples: Sequence[Sample],
+    leftovers: Sequence[str],
+) -> SoakReport:
+    return SoakReport(
+        seed,
+        len(faults),
+        [
+            split_brain(faults, nodes, samples),
+            availability(faults, nodes, attempts),
+            recovery(faults, nodes, attempts),
+            leaks(leftovers),
+        ],
+    )
 
 
 # --- running it against a lab --------------------------------------------------------------------
@@ -269,8 +284,13 @@ class Operations(Protocol):
     def attempts(self, since: float) -> list[Attempt]: ...
 
 
-def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: float = 0.05,
-        log: Callable[[str], None] = lambda _: None) -> tuple[list[Fault], list[Attempt], list[Sample]]:  # fmt: skip
+def run(
+    ops: Operations,
+    faults: Sequence[Fault],
+    duration_s: float,
+    period: float = 0.05,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[list[Fault], list[Attempt], list[Sample]]:
     """Play the schedule in real time, each fault in a thread of its own (a boot may take seconds
     and must not delay the next fault). Returns the faults as they really happened (times from
     the soak's start), the client's attempts and the holder samples, on the soak's clock."""
@@ -294,7 +314,9 @@ def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: flo
             ops.inject(fault)
             time.sleep(max(0.0, t0 + fault.end - time.monotonic()))
             ops.restore(fault)
-            happened.append(Fault(round(start, 3), round(max(time.monotonic() - t0, fault.end), 3), fault.kind, fault.node))
+            happened.append(
+                Fault(round(start, 3), round(max(time.monotonic() - t0, fault.end), 3), fault.kind, fault.node)
+            )
         except Exception as err:  # reported, and the soak fails: a fault that could not be played
             errors.append(f"{fault}: {type(err).__name__}: {err}")
 
@@ -312,9 +334,7 @@ def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: flo
     if errors:
         raise RuntimeError("faults that could not be played: " + "; ".join(errors))
     attempts = [
-        Attempt(a.start - t0, a.end - t0, a.ok, a.node, a.error)
-        for a in ops.attempts(t0)
-        if a.start < t0 + duration_s
+        Attempt(a.start - t0, a.end - t0, a.ok, a.node, a.error) for a in ops.attempts(t0) if a.start < t0 + duration_s
     ]
     return sorted(happened), attempts, samples
 
@@ -381,7 +401,11 @@ def leftovers(workdir: str | None) -> list[str]:
     found = [f"netns {ns}" for ns in lab_namespaces()]
     found += [f"cgroup {d}" for d in CGROUP_ROOT.glob(f"*/{PREFIX}*")]
     if workdir:
-        found += [f"mount {m.split()[1]}" for m in Path("/proc/self/mounts").read_text().splitlines() if m.split()[1].startswith(workdir)]
+        found += [
+            f"mount {m.split()[1]}"
+            for m in Path("/proc/self/mounts").read_text().splitlines()
+            if m.split()[1].startswith(workdir)
+        ]
         if Path(workdir).exists():
             found.append(f"dir {workdir}")
     for pid in filter(str.isdigit, os.listdir("/proc")):

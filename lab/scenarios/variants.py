@@ -71,7 +71,9 @@ def with_check_uri(doc: dict, haproxy_cfg: str, uri: str) -> dict:
     line, current = configs.check_send(parse(doc).nodes[0].file(haproxy_cfg).content)
     if current == uri:
         raise SynthError(f"haproxy already checks {uri}: {line!r}")
-    return with_file_line(doc, haproxy_cfg, line, re.sub(rf"(\buri\s+){re.escape(current)}(?=\s|$)", rf"\g<1>{uri}", line))
+    return with_file_line(
+        doc, haproxy_cfg, line, re.sub(rf"(\buri\s+){re.escape(current)}(?=\s|$)", rf"\g<1>{uri}", line)
+    )
 
 
 def with_haproxy_network_none(doc: dict, container: str = "haproxy") -> dict:

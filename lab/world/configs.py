@@ -25,7 +25,9 @@ class Stanza:
     def one(self, keyword: str) -> Stanza:
         found = self.find(keyword)
         if len(found) != 1:
-            raise ValueError(f"keepalived.conf: expected one {keyword!r} in {self.keyword} {' '.join(self.args)}, found {len(found)}")
+            raise ValueError(
+                f"keepalived.conf: expected one {keyword!r} in {self.keyword} {' '.join(self.args)}, found {len(found)}"
+            )
         return found[0]
 
     def value(self, keyword: str) -> str:

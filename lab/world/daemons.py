@@ -89,8 +89,13 @@ class ContainerWatch:
             f.stop()  # reap the follower of an earlier run (its stream ended with the container)
         with self._lock:
             since = [] if self._last is None else ["--since", f"{self._last[0]}.{self._last[1]:09d}Z"]
-            proc = Proc(f"{self.engine.name}-{self.name}-logs", ["docker", "logs", "--follow", "--timestamps", *since, self.name],
-                        self.log, self._read, env={**os.environ, **self.engine.env})  # fmt: skip
+            proc = Proc(
+                f"{self.engine.name}-{self.name}-logs",
+                ["docker", "logs", "--follow", "--timestamps", *since, self.name],
+                self.log,
+                self._read,
+                env={**os.environ, **self.engine.env},
+            )
             proc.start()
             self._followers.append(proc)
 
@@ -193,7 +198,9 @@ class NodeDaemons:
 
     def first_event(self, source: str, pattern: str, since: float) -> Event | None:
         with self._lock:
-            return next((e for e in self.events if e.source == source and e.t >= since and re.search(pattern, e.text)), None)
+            return next(
+                (e for e in self.events if e.source == source and e.t >= since and re.search(pattern, e.text)), None
+            )
 
     def events_between(self, source: str, pattern: str, t0: float, t1: float) -> list[Event]:
         with self._lock:

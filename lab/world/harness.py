@@ -40,8 +40,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -85,10 +85,19 @@ def synthesize_config(config: dict, outdir: Path, root: Path = ROOT) -> tuple[Pa
     path = outdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     python = root / ".venv" / "bin" / "python"
-    env = {**os.environ, "CONFIG": str(path), "CDKTF_OUTDIR": str(outdir / "cdktf.out"),
-           "PATH": f"{root / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
-    done = subprocess.run([str(python if python.exists() else sys.executable), "main.py"], cwd=root, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "CONFIG": str(path),
+        "CDKTF_OUTDIR": str(outdir / "cdktf.out"),
+        "PATH": f"{root / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    done = subprocess.run(
+        [str(python if python.exists() else sys.executable), "main.py"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise synth.SynthError(f"synthesizing {path} failed: {done.stderr.strip()[-500:]}")
     [json_path] = sorted((outdir / "cdktf.out").glob("stacks/*/cdk.tf.json"))
@@ -114,10 +123,15 @@ def fit_to_machine(doc: dict) -> tuple[dict, list[str]]:
 def cpu_note() -> str:
     """How the lab stands in for the VMs' own CPUs, announced with the substitutions."""
     if weighs_cpu():
-        return (f"CPU: each node (and the client) in a cgroup of its own weighing cpu.shares {NODE_CPU_SHARES}, "
-                "for a VM's own CPUs (the nodes still share this machine's cores with one another); inside a node, "
-                f"its haproxy and keepalived containers and its apiserver weigh {DAEMON_CPU_SHARES}, the rest 1024")  # fmt: skip
-    return "CPU: no cgroup v1 cpu hierarchy here: the nodes share this machine's CPUs with everything else, session by session"
+        return (
+            f"CPU: each node (and the client) in a cgroup of its own weighing cpu.shares {NODE_CPU_SHARES}, "
+            "for a VM's own CPUs (the nodes still share this machine's cores with one another); inside a node, "
+            f"its haproxy and keepalived containers and its apiserver weigh {DAEMON_CPU_SHARES}, the rest 1024"
+        )
+    return (
+        "CPU: no cgroup v1 cpu hierarchy here: the nodes share this machine's CPUs with everything else, "
+        "session by session"
+    )
 
 
 def acquire_lock(timeout: float):
@@ -146,7 +160,6 @@ def _gateway(files: list[PlacedFile], node: str) -> str | None:
     return targets[0] if targets else None
 
 
-
 T = TypeVar("T")
 
 
@@ -155,11 +168,18 @@ def _built(value: T | None, what: str) -> T:
         raise RuntimeError(f"the lab's {what} exists only inside `with Lab(...)`")
     return value
 
+
 class Lab:
     """`with Lab(doc) as lab:` builds the stack in namespaces and starts everything."""
 
-    def __init__(self, doc: dict, variant: str = "ours", keep: bool = False, lock_timeout: float = 600,
-                 edit: Callable[[dict], dict] | None = None):
+    def __init__(
+        self,
+        doc: dict,
+        variant: str = "ours",
+        keep: bool = False,
+        lock_timeout: float = 600,
+        edit: Callable[[dict], dict] | None = None,
+    ):
         """`variant` names what the nodes run, made by `edit` from the JSON once the lab's own
         substitutions are made (`lab.scenarios.variants.lab_for`); "ours" is the JSON as it is."""
         if (variant == "ours") != (edit is None):
@@ -180,7 +200,9 @@ class Lab:
         self.lock_timeout = lock_timeout
         first = self.stack.nodes[0]
         self.files = {n.name: _placed_files(n) for n in self.stack.nodes}
-        self.frontend_port = configs.frontend_port(content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name))
+        self.frontend_port = configs.frontend_port(
+            content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name)
+        )
         interfaces: dict[str, str] = {}
         # A backup acts on its own once it has missed its master's adverts: until that long (and a
         # margin) after keepalived's last state or priority change, the VIP may still move by itself.
@@ -278,16 +300,46 @@ class Lab:
             nodedir = self.workdir / "nodes" / n.name
             nodedir.mkdir(parents=True)
             daemons_weight = {c: DAEMON_CPU_SHARES for c in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)}
-            engine = Engine(n.name, ep.ns, nodedir, cgroup=ep.ns, cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None,
-                            daemon_shares=daemons_weight)
+            engine = Engine(
+                n.name,
+                ep.ns,
+                nodedir,
+                cgroup=ep.ns,
+                cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None,
+                daemon_shares=daemons_weight,
+            )
             engine.make_cgroups((APISERVER_CGROUP,))
             engine.weigh_part(APISERVER_CGROUP, DAEMON_CPU_SHARES)
             daemons = NodeDaemons(n.name, engine, contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)
             unhealthy = nodedir / "apiserver-unhealthy"
-            apiserver = Proc(f"{n.name}-apiserver", engine.joined(APISERVER_CGROUP, topology.in_ns(ep.ns, [
-                sys.executable, "-m", "lab.world.apiserver", "--bind", n.address, "--port", str(APISERVER_PORT),
-                "--node", n.name, "--cert", str(cert), "--key", str(key), "--unhealthy-file", str(unhealthy),
-            ])), nodedir / "apiserver.log", cwd=ROOT)  # fmt: skip
+            apiserver = Proc(
+                f"{n.name}-apiserver",
+                engine.joined(
+                    APISERVER_CGROUP,
+                    topology.in_ns(
+                        ep.ns,
+                        [
+                            sys.executable,
+                            "-m",
+                            "lab.world.apiserver",
+                            "--bind",
+                            n.address,
+                            "--port",
+                            str(APISERVER_PORT),
+                            "--node",
+                            n.name,
+                            "--cert",
+                            str(cert),
+                            "--key",
+                            str(key),
+                            "--unhealthy-file",
+                            str(unhealthy),
+                        ],
+                    ),
+                ),
+                nodedir / "apiserver.log",
+                cwd=ROOT,
+            )
             ssh_server = sshd.Sshd(engine, n.address, self.keys.host_keys[n.name])
             self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, engine, daemons, apiserver, unhealthy, ssh_server)
         for node in self.nodes.values():
@@ -333,9 +385,28 @@ class Lab:
         """A self-signed EC certificate for the stand-in apiservers (cheap handshakes)."""
         cert, key = self.workdir / "apiserver.crt", self.workdir / "apiserver.key"
         sans = ",".join(f"IP:{a}" for a in [self.stack.vip, *(n.address for n in self.stack.nodes)])
-        topology.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                      "-nodes", "-days", "2", "-subj", "/CN=kube-apiserver", "-addext", f"subjectAltName={sans}",
-                      "-keyout", str(key), "-out", str(cert)])  # fmt: skip
+        topology.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kube-apiserver",
+                "-addext",
+                f"subjectAltName={sans}",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ]
+        )
         return cert, key
 
     # --- power ------------------------------------------------------------------------------
@@ -361,7 +432,9 @@ class Lab:
     def operator(self, config: Path) -> Operator:
         """`python -m ops` in the admin namespace; `config` is the YAML the lab's JSON was synthesized from."""
         if self.admin is None or self._keys is None:
-            raise RuntimeError("the JSON has no ingress rule for SSH (access.admin_cidrs): no admin can reach the nodes")
+            raise RuntimeError(
+                "the JSON has no ingress rule for SSH (access.admin_cidrs): no admin can reach the nodes"
+            )
         return Operator(self.keys, config, self.workdir / "ops.log")
 
     # --- observation ------------------------------------------------------------------------
@@ -386,10 +459,13 @@ class Lab:
 
     def describe(self) -> str:
         holders = self.holders()
-        lines = [f"variant {self.variant}; VIP {self.stack.vip}:{self.frontend_port}; client {self.topology.client.address}"
-                 + (f"; admin {self.admin.address} via the gateway {self.gateway}" if self.admin else "")]  # fmt: skip
+        lines = [
+            f"variant {self.variant}; VIP {self.stack.vip}:{self.frontend_port}; client {self.topology.client.address}"
+            + (f"; admin {self.admin.address} via the gateway {self.gateway}" if self.admin else "")
+        ]
         for node in self.nodes.values():
             mark = "  <- VIP holder" if node.name in holders else ""
-            lines.append(f"  {node.name:<16} {node.address:<15} netns {node.ns:<20} keepalived {node.daemons.vrrp_state}{mark}")
+            lines.append(
+                f"  {node.name:<16} {node.address:<15} netns {node.ns:<20} keepalived {node.daemons.vrrp_state}{mark}"
+            )
         return "\n".join(lines)
-

@@ -21,8 +21,15 @@ LineHook = Callable[[float, str], None]
 class Proc:
     """Start, signal and stop one command; its output goes to `log` as `<monotonic> <line>`."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, on_line: LineHook | None = None, cwd: Path | None = None,
-                 env: dict[str, str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        on_line: LineHook | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
         self.env = env
         self.argv = argv

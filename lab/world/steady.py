@@ -10,8 +10,9 @@ from lab.world.client import Recorder
 from lab.world.node import LabNode
 
 
-def unsteady_reason(holders: list[str], nodes: dict[str, LabNode], vrrp_calm: dict[str, float], client: Recorder,
-                    quiet: float = 1.0) -> str | None:
+def unsteady_reason(
+    holders: list[str], nodes: dict[str, LabNode], vrrp_calm: dict[str, float], client: Recorder, quiet: float = 1.0
+) -> str | None:
     """Why the lab is not in its steady state, or None: exactly one VIP holder, every
     process up, every haproxy seeing every backend up, every keepalived MASTER or BACKUP,
     no keepalived state or priority change for as long as a backup needs to act on it, and

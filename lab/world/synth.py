@@ -64,7 +64,6 @@ class Stack:
                 return str(host)
         raise SynthError(f"no free address left in {self.subnet}")
 
-
     def default_gateway(self) -> str:
         """The subnet's gateway where Neutron puts it by default, its first address: the JSON reads
         the subnet as a data source, so it does not say."""
@@ -78,9 +77,11 @@ class Stack:
         return tuple(
             r.remote_prefix
             for r in self.rules
-            if r.direction == "ingress" and r.remote_prefix and r.protocol in (None, protocol)
+            if r.direction == "ingress"
+            and r.remote_prefix
+            and r.protocol in (None, protocol)
             and (r.port_min is None or r.port_min <= port <= (r.port_max if r.port_max is not None else r.port_min))
-        )  # fmt: skip
+        )
 
 
 def find_synth_json(root: Path) -> Path:
@@ -179,9 +180,13 @@ def fit_open_files(doc: dict, hard_limit: int, headroom: int, container: str = "
             raise SynthError(f"{container}: cannot read --ulimit {nofile[0]!r}")
         if int(m.group(2)) > hard_limit:
             fitted = f"nofile={hard_limit}:{hard_limit}"
-            doc = with_docker_run(doc, container, lambda a: replace_pair(a, "--ulimit", nofile[0], fitted), "fit nofile")
-            notes.append(f"{container} --ulimit {nofile[0]} -> {fitted} on every node "
-                         f"(this machine's hard open-files limit is {hard_limit}; runc cannot set more)")  # fmt: skip
+            doc = with_docker_run(
+                doc, container, lambda a: replace_pair(a, "--ulimit", nofile[0], fitted), "fit nofile"
+            )
+            notes.append(
+                f"{container} --ulimit {nofile[0]} -> {fitted} on every node "
+                f"(this machine's hard open-files limit is {hard_limit}; runc cannot set more)"
+            )
         limit = min(int(m.group(2)), hard_limit)
     fitted_conn = (limit - headroom) // 2
     changed = []
@@ -196,6 +201,8 @@ def fit_open_files(doc: dict, hard_limit: int, headroom: int, container: str = "
 
     out = edited_user_data(doc, fit_maxconn)
     if changed:
-        notes.append(f"haproxy.cfg maxconn {max(changed)} -> {fitted_conn} on {len(changed)} nodes "
-                     f"(2 x maxconn + {headroom} must fit the open-files limit {limit})")  # fmt: skip
+        notes.append(
+            f"haproxy.cfg maxconn {max(changed)} -> {fitted_conn} on {len(changed)} nodes "
+            f"(2 x maxconn + {headroom} must fit the open-files limit {limit})"
+        )
     return out, notes
