@@ -266,7 +266,12 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--control-runs", type=int, default=2, help="runs of each negative control (each builds a lab)")
-    ap.add_argument("--json", type=Path, help="synthesized cdk.tf.json (default: cdktf.out/stacks/*/cdk.tf.json)")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="synthesized cdk.tf.json (default: the config synthesized now into cdktf.out, as make synth does, "
+        "so the figures are those of this checkout, never of a stale stack)",
+    )
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--drills", nargs="+", choices=list(registry.LAB_DRILLS), default=list(registry.LAB_DRILLS))
     ap.add_argument("--ops-runs", type=int, default=5, help="config and image rolls of the operator's tool (0: none)")
@@ -276,7 +281,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    path = args.json or synthesize()
+    path = args.json or synthesize(fresh=True)
     doc = synth.load(path)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     t_start = time.monotonic()

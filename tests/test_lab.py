@@ -813,3 +813,20 @@ def test_cloud_init_bootcmd_set_arp_retransmission_on_every_node(lab):
         interface = configs.vrrp_instance(node.engine.run(["cat", contract.KEEPALIVED_HOST_PATH]).stdout).interface
         value = node.engine.run(["cat", f"/proc/sys/net/ipv4/neigh/{interface}/retrans_time_ms"]).stdout.strip()
         assert value == str(NEIGH_RETRANS_MS), node.name
+
+
+def test_the_bench_measures_the_stack_synthesized_now_not_a_stale_one(tmp_path):
+    """`python -m lab.bench` without --json synthesizes first (synthesize(fresh=True)); without
+    `fresh` an existing cdktf.out is taken as it is (the negative control)."""
+    stale = tmp_path / "cdktf.out" / "stacks" / "old" / "cdk.tf.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    (tmp_path / "main.py").write_text(
+        "from pathlib import Path\n"
+        "out = Path('cdktf.out/stacks/new/cdk.tf.json')\n"
+        "out.parent.mkdir(parents=True)\n"
+        "out.write_text('{}')\n"
+    )
+    assert synthesize(tmp_path) == stale
+    assert synthesize(tmp_path, fresh=True) == tmp_path / "cdktf.out" / "stacks" / "new" / "cdk.tf.json"
+    assert not stale.exists()

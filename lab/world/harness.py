@@ -68,14 +68,19 @@ APISERVER_CGROUP = "apiserver"
 CLIENT_CGROUP = topology.PREFIX + "client"
 
 
-def synthesize(root: Path = ROOT) -> Path:
-    """The synthesized JSON, running `main.py` first when there is none."""
-    try:
-        return synth.find_synth_json(root)
-    except synth.SynthError:
-        python = root / ".venv" / "bin" / "python"
-        subprocess.run([str(python if python.exists() else sys.executable), "main.py"], cwd=root, check=True)
-        return synth.find_synth_json(root)
+def synthesize(root: Path = ROOT, fresh: bool = False) -> Path:
+    """The synthesized JSON, running `main.py` first when there is none, or always when `fresh`
+    (as `make synth` does: cdktf.out is written anew, so no stack of an earlier config or code
+    is measured)."""
+    if not fresh:
+        try:
+            return synth.find_synth_json(root)
+        except synth.SynthError:
+            pass
+    shutil.rmtree(root / "cdktf.out", ignore_errors=True)
+    python = root / ".venv" / "bin" / "python"
+    subprocess.run([str(python if python.exists() else sys.executable), "main.py"], cwd=root, check=True)
+    return synth.find_synth_json(root)
 
 
 def synthesize_config(config: dict, outdir: Path, root: Path = ROOT) -> tuple[Path, Path]:
