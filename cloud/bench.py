@@ -30,11 +30,12 @@ def name(pid: int) -> str:
 
 
 def measure(runs: int) -> None:
-    times = []
+    times: list[float] = []
     for i in range(runs):
         cloud = handle.start()
         try:
-            times.append(cloud.ready_after)
+            if cloud.ready_after is not None:
+                times.append(cloud.ready_after)
             pids = [cloud.proc.pid, *handle.alive(handle.descendants(cloud.proc.pid))]
             per: dict[str, list[int]] = {}
             for pid in pids:
@@ -42,8 +43,10 @@ def measure(runs: int) -> None:
                     per.setdefault(name(pid), []).append(rss_kib(pid))
                 except OSError:
                     pass
-            print(f"run {i + 1}: cloud ready after {cloud.ready_after:.1f} s"
-                  f" ({cloud.value('started in')} inside the launcher)")
+            print(
+                f"run {i + 1}: cloud ready after {cloud.ready_after:.1f} s"
+                f" ({cloud.value('started in')} inside the launcher)"
+            )
             if i == 0:
                 for what, sizes in sorted(per.items()):
                     print(f"  RSS {what}: {sum(sizes) / 1024:.0f} MiB in {len(sizes)} process(es)")
@@ -52,8 +55,10 @@ def measure(runs: int) -> None:
         finally:
             handle.stop(cloud)
     if len(times) > 1:
-        print(f"first {times[0]:.1f} s; later runs median {statistics.median(times[1:]):.1f} s "
-              f"(min {min(times[1:]):.1f}, max {max(times[1:]):.1f})")
+        print(
+            f"first {times[0]:.1f} s; later runs median {statistics.median(times[1:]):.1f} s "
+            f"(min {min(times[1:]):.1f}, max {max(times[1:]):.1f})"
+        )
 
 
 def main() -> None:

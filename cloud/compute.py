@@ -26,10 +26,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 MIN_VERSION = (2, 1)
 MAX_VERSION = (2, 96)
@@ -37,14 +38,24 @@ ZONE = "nova"
 HOSTS = [f"kha-compute-{i}" for i in range(1, 9)]  # enough for 7 nodes under hard anti-affinity
 BOOT_SECONDS = 1.0  # how long BUILD / REBUILD / RESIZE last
 USER_DATA_MAX = 65535  # Nova's schema: base64 text, maxLength 65535
-FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
-          405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
-          429: "overLimit", 501: "notImplemented", 503: "serviceUnavailable"}  # Nova's fault names
+FAULTS = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "badMethod",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "badMediaType",
+    429: "overLimit",
+    501: "notImplemented",
+    503: "serviceUnavailable",
+}  # Nova's fault names
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ApiError(Exception):
@@ -59,6 +70,7 @@ def invalid(path: str, value: Any, why: str) -> ApiError:
 
 
 # --- identity and networking: the real services ---------------------------------------------
+
 
 @dataclass(frozen=True)
 class Context:
@@ -76,11 +88,16 @@ class Context:
             raise ApiError(403, f"Policy doesn't allow {rule} to be performed.")
 
 
-def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-              timeout: float = 30) -> tuple[int, dict[str, str], Any]:
+def http_json(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, dict[str, str], Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "Content-Type": "application/json", "Accept": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
@@ -107,9 +124,17 @@ class Keystone:
         with self._lock:
             if self._token and self._token[1] > time.time() + 60:
                 return self._token[0]
-            body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-                "name": self.username, "domain": {"id": "default"}, "password": self.password}}},
-                "scope": {"project": {"name": self.project, "domain": {"id": "default"}}}}}
+            body = {
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {
+                            "user": {"name": self.username, "domain": {"id": "default"}, "password": self.password}
+                        },
+                    },
+                    "scope": {"project": {"name": self.project, "domain": {"id": "default"}}},
+                }
+            }
             status, headers, _ = http_json("POST", f"{self.url}/v3/auth/tokens", body)
             if status != 201:
                 raise ApiError(503, f"the compute service cannot log in to Keystone ({status})")
@@ -123,22 +148,29 @@ class Keystone:
             hit = self._cache.get(token)
             if hit and hit[1] > time.time():
                 return hit[0]
-        status, _, body = http_json("GET", f"{self.url}/v3/auth/tokens",
-                                    headers={"X-Auth-Token": self.service_token(), "X-Subject-Token": token})
+        status, _, body = http_json(
+            "GET",
+            f"{self.url}/v3/auth/tokens",
+            headers={"X-Auth-Token": self.service_token(), "X-Subject-Token": token},
+        )
         if status != 200:
             raise self.unauthorized()
         tok = body["token"]
         if "project" not in tok:
             raise ApiError(403, "Project-scoped token required.")
-        ctx = Context(token, tok["user"]["id"], tok["project"]["id"],
-                      frozenset(r["name"] for r in tok.get("roles", [])))
+        ctx = Context(
+            token, tok["user"]["id"], tok["project"]["id"], frozenset(r["name"] for r in tok.get("roles", []))
+        )
         with self._lock:
             self._cache[token] = (ctx, time.time() + 30)
         return ctx
 
     def unauthorized(self) -> ApiError:
-        return ApiError(401, "The request you have made requires authentication.",
-                        {"WWW-Authenticate": f"Keystone uri=\"{self.url}/v3\""})
+        return ApiError(
+            401,
+            "The request you have made requires authentication.",
+            {"WWW-Authenticate": f'Keystone uri="{self.url}/v3"'},
+        )
 
 
 class Neutron:
@@ -148,8 +180,9 @@ class Neutron:
         self.url, self.keystone = url.rstrip("/"), keystone
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        status, _, data = http_json(method, f"{self.url}/v2.0/{path}", body,
-                                    {"X-Auth-Token": self.keystone.service_token()})
+        status, _, data = http_json(
+            method, f"{self.url}/v2.0/{path}", body, {"X-Auth-Token": self.keystone.service_token()}
+        )
         return status, data
 
     def port(self, port_id: str) -> dict[str, Any] | None:
@@ -178,6 +211,7 @@ class Neutron:
 
 # --- the emulated state ------------------------------------------------------------------------
 
+
 @dataclass
 class Server:
     id: str
@@ -196,7 +230,7 @@ class Server:
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
     # Nova writes this one without a zone, and gophercloud parses it so: "2026-12-01T20:00:00.000000"
-    launched_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f"))
+    launched_at: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"))
     status: str = "BUILD"
     next_status: str = "ACTIVE"
     until: float = field(default_factory=lambda: time.time() + BOOT_SECONDS)
@@ -230,36 +264,69 @@ class State:
         self.servers: dict[str, Server] = {}
 
     def add_flavor(self, name: str, vcpus: int, ram: int, disk: int, flavor_id: str | None = None) -> dict:
-        flavor = {"id": flavor_id or str(uuid.uuid4()), "name": name, "vcpus": vcpus, "ram": ram,
-                  "disk": disk, "ephemeral": 0, "swap": 0, "is_public": True, "description": None,
-                  "extra_specs": {}}
+        flavor: dict[str, Any] = {
+            "id": flavor_id or str(uuid.uuid4()),
+            "name": name,
+            "vcpus": vcpus,
+            "ram": ram,
+            "disk": disk,
+            "ephemeral": 0,
+            "swap": 0,
+            "is_public": True,
+            "description": None,
+            "extra_specs": {},
+        }
         self.flavors[flavor["id"]] = flavor
         return flavor
 
     def add_image(self, name: str, owner: str, visibility: str = "public") -> dict:
         image_id = str(uuid.uuid4())
         digest = hashlib.sha512(name.encode()).hexdigest()
-        image = {"id": image_id, "name": name, "status": "active", "visibility": visibility,
-                 "protected": False, "os_hidden": False, "owner": owner, "container_format": "bare",
-                 "disk_format": "qcow2", "min_disk": 0, "min_ram": 0, "size": 1 << 20,
-                 "virtual_size": None, "checksum": hashlib.md5(name.encode()).hexdigest(),
-                 "os_hash_algo": "sha512", "os_hash_value": digest, "tags": [],
-                 "created_at": now(), "updated_at": now(), "self": f"/v2/images/{image_id}",
-                 "file": f"/v2/images/{image_id}/file", "schema": "/v2/schemas/image"}
+        image = {
+            "id": image_id,
+            "name": name,
+            "status": "active",
+            "visibility": visibility,
+            "protected": False,
+            "os_hidden": False,
+            "owner": owner,
+            "container_format": "bare",
+            "disk_format": "qcow2",
+            "min_disk": 0,
+            "min_ram": 0,
+            "size": 1 << 20,
+            "virtual_size": None,
+            "checksum": hashlib.md5(name.encode()).hexdigest(),
+            "os_hash_algo": "sha512",
+            "os_hash_value": digest,
+            "tags": [],
+            "created_at": now(),
+            "updated_at": now(),
+            "self": f"/v2/images/{image_id}",
+            "file": f"/v2/images/{image_id}/file",
+            "schema": "/v2/schemas/image",
+        }
         self.images[image_id] = image
         return image
 
     def add_keypair(self, user_id: str, name: str, public_key: str) -> dict:
         blob = base64.b64decode(public_key.split()[1])
         digest = hashlib.md5(blob).hexdigest()
-        keypair = {"name": name, "public_key": public_key, "user_id": user_id, "type": "ssh",
-                   "fingerprint": ":".join(digest[i:i + 2] for i in range(0, 32, 2)),
-                   "created_at": now(), "id": len(self.keypairs) + 1}
+        keypair = {
+            "name": name,
+            "public_key": public_key,
+            "user_id": user_id,
+            "type": "ssh",
+            "fingerprint": ":".join(digest[i : i + 2] for i in range(0, 32, 2)),
+            "created_at": now(),
+            "id": len(self.keypairs) + 1,
+        }
         self.keypairs[(user_id, name)] = keypair
         return keypair
 
 
 # --- request plumbing ----------------------------------------------------------------------------
+
 
 @dataclass
 class Request:
@@ -270,7 +337,13 @@ class Request:
     body: bytes
     base: str  # http://127.0.0.1:port
     version: tuple[int, int] = MIN_VERSION
-    ctx: Context | None = None
+    auth: Context | None = None  # set once Keystone has validated the token
+
+    @property
+    def ctx(self) -> Context:
+        if self.auth is None:
+            raise ApiError(401, "The request you have made requires authentication.")
+        return self.auth
 
     def json(self) -> Any:
         try:
@@ -304,9 +377,14 @@ def serve(app: Any, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
         def _any(self) -> None:
             url = urllib.parse.urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
-            req = Request(self.command, url.path.rstrip("/") or "/", urllib.parse.parse_qs(url.query),
-                          self.headers, self.rfile.read(length) if length else b"",
-                          f"http://{host}:{port}")
+            req = Request(
+                self.command,
+                url.path.rstrip("/") or "/",
+                urllib.parse.parse_qs(url.query),
+                self.headers,
+                self.rfile.read(length) if length else b"",
+                f"http://{host}:{port}",
+            )
             status, headers, body = app.handle(req)
             payload = b"" if body is None else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
             self.send_response(status)
@@ -319,7 +397,7 @@ def serve(app: Any, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any  # noqa: N815 (http.server's names)
 
         def log_message(self, *args: Any) -> None:  # quiet: the launcher's log is the services'
             pass
@@ -344,37 +422,37 @@ def dispatch(app: Any, routes: list[Route], req: Request) -> tuple[int, dict[str
 
 # Every call the emulation answers, one per line: who calls it and why.
 COMPUTE_ROUTES: list[Route] = [
-    ("GET", r"/", "versions"),                                      # version discovery (openstacksdk)
-    ("GET", r"/v2\.1", "version"),                                  # the v2.1 document, microversion range
-    ("GET", r"/v2\.1/flavors", "list_flavors"),                     # openstacksdk
-    ("GET", r"/v2\.1/flavors/detail", "list_flavors_detail"),       # provider: flavor_name -> id
-    ("POST", r"/v2\.1/flavors", "create_flavor"),                   # admin: tests make flavors
-    ("GET", r"/v2\.1/flavors/([^/]+)", "get_flavor"),               # provider Read: flavor_name by id
-    ("DELETE", r"/v2\.1/flavors/([^/]+)", "delete_flavor"),         # admin: day 2 "flavor deleted"
+    ("GET", r"/", "versions"),  # version discovery (openstacksdk)
+    ("GET", r"/v2\.1", "version"),  # the v2.1 document, microversion range
+    ("GET", r"/v2\.1/flavors", "list_flavors"),  # openstacksdk
+    ("GET", r"/v2\.1/flavors/detail", "list_flavors_detail"),  # provider: flavor_name -> id
+    ("POST", r"/v2\.1/flavors", "create_flavor"),  # admin: tests make flavors
+    ("GET", r"/v2\.1/flavors/([^/]+)", "get_flavor"),  # provider Read: flavor_name by id
+    ("DELETE", r"/v2\.1/flavors/([^/]+)", "delete_flavor"),  # admin: day 2 "flavor deleted"
     ("GET", r"/v2\.1/flavors/([^/]+)/os-extra_specs", "flavor_extra_specs"),  # openstacksdk
-    ("GET", r"/v2\.1/images", "proxy_images"),                      # provider rebuild: image_name -> id (< 2.36)
-    ("GET", r"/v2\.1/images/([^/]+)", "proxy_image"),               # the same proxy, one image (< 2.36)
-    ("GET", r"/v2\.1/os-keypairs", "list_keypairs"),                # openstacksdk, provider import
-    ("POST", r"/v2\.1/os-keypairs", "create_keypair"),              # openstack_compute_keypair_v2
-    ("GET", r"/v2\.1/os-keypairs/([^/]+)", "get_keypair"),          # keypair Read
-    ("DELETE", r"/v2\.1/os-keypairs/([^/]+)", "delete_keypair"),    # keypair Delete, day 2 key change
-    ("GET", r"/v2\.1/os-server-groups", "list_groups"),             # openstacksdk
-    ("POST", r"/v2\.1/os-server-groups", "create_group"),           # servergroup Create: policy, then policies
-    ("GET", r"/v2\.1/os-server-groups/([^/]+)", "get_group"),       # servergroup Read at 2.64, then legacy
+    ("GET", r"/v2\.1/images", "proxy_images"),  # provider rebuild: image_name -> id (< 2.36)
+    ("GET", r"/v2\.1/images/([^/]+)", "proxy_image"),  # the same proxy, one image (< 2.36)
+    ("GET", r"/v2\.1/os-keypairs", "list_keypairs"),  # openstacksdk, provider import
+    ("POST", r"/v2\.1/os-keypairs", "create_keypair"),  # openstack_compute_keypair_v2
+    ("GET", r"/v2\.1/os-keypairs/([^/]+)", "get_keypair"),  # keypair Read
+    ("DELETE", r"/v2\.1/os-keypairs/([^/]+)", "delete_keypair"),  # keypair Delete, day 2 key change
+    ("GET", r"/v2\.1/os-server-groups", "list_groups"),  # openstacksdk
+    ("POST", r"/v2\.1/os-server-groups", "create_group"),  # servergroup Create: policy, then policies
+    ("GET", r"/v2\.1/os-server-groups/([^/]+)", "get_group"),  # servergroup Read at 2.64, then legacy
     ("DELETE", r"/v2\.1/os-server-groups/([^/]+)", "delete_group"),  # servergroup Delete
-    ("POST", r"/v2\.1/servers", "create_server"),                   # instance Create (user_data, port, hints)
-    ("GET", r"/v2\.1/servers", "list_servers"),                     # openstacksdk
-    ("GET", r"/v2\.1/servers/detail", "list_servers_detail"),       # openstacksdk, read-back tests
-    ("GET", r"/v2\.1/servers/([^/]+)", "get_server"),               # instance Read, every state wait
-    ("PUT", r"/v2\.1/servers/([^/]+)", "update_server"),            # instance Update: name
-    ("DELETE", r"/v2\.1/servers/([^/]+)", "delete_server"),         # instance Delete
-    ("POST", r"/v2\.1/servers/([^/]+)/action", "server_action"),    # rebuild, resize, confirmResize, stop, start
-    ("GET", r"/v2\.1/servers/([^/]+)/metadata", "get_metadata"),    # import
+    ("POST", r"/v2\.1/servers", "create_server"),  # instance Create (user_data, port, hints)
+    ("GET", r"/v2\.1/servers", "list_servers"),  # openstacksdk
+    ("GET", r"/v2\.1/servers/detail", "list_servers_detail"),  # openstacksdk, read-back tests
+    ("GET", r"/v2\.1/servers/([^/]+)", "get_server"),  # instance Read, every state wait
+    ("PUT", r"/v2\.1/servers/([^/]+)", "update_server"),  # instance Update: name
+    ("DELETE", r"/v2\.1/servers/([^/]+)", "delete_server"),  # instance Delete
+    ("POST", r"/v2\.1/servers/([^/]+)/action", "server_action"),  # rebuild, resize, confirmResize, stop, start
+    ("GET", r"/v2\.1/servers/([^/]+)/metadata", "get_metadata"),  # import
     ("POST", r"/v2\.1/servers/([^/]+)/metadata", "update_metadata"),  # instance Update: metadata
     ("PUT", r"/v2\.1/servers/([^/]+)/metadata", "replace_metadata"),  # openstacksdk
     ("DELETE", r"/v2\.1/servers/([^/]+)/metadata/([^/]+)", "delete_metadatum"),  # instance Update
-    ("GET", r"/v2\.1/servers/([^/]+)/tags", "get_tags"),            # instance Read at 2.26
-    ("PUT", r"/v2\.1/servers/([^/]+)/tags", "replace_tags"),        # instance Update: tags at 2.26
+    ("GET", r"/v2\.1/servers/([^/]+)/tags", "get_tags"),  # instance Read at 2.26
+    ("PUT", r"/v2\.1/servers/([^/]+)/tags", "replace_tags"),  # instance Update: tags at 2.26
     ("GET", r"/v2\.1/servers/([^/]+)/os-interface", "list_interfaces"),  # openstacksdk
 ]
 
@@ -399,14 +477,16 @@ def parse_microversion(headers: Any) -> tuple[int, int]:
         raise ApiError(400, f"API Version String {raw} is of invalid format. Must be of format MajorNum.MinorNum.")
     version = (int(match[1]), int(match[2]))
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise ApiError(406, f"Version {raw} is not supported by the API. Minimum is {fmt(MIN_VERSION)} "
-                            f"and maximum is {fmt(MAX_VERSION)}.")
+        raise ApiError(
+            406,
+            f"Version {raw} is not supported by the API. Minimum is {fmt(MIN_VERSION)} "
+            f"and maximum is {fmt(MAX_VERSION)}.",
+        )
     return version
 
 
 class Compute:
-    def __init__(self, state: State, keystone: Keystone, neutron: Neutron,
-                 hypervisor: Hypervisor | None = None):
+    def __init__(self, state: State, keystone: Keystone, neutron: Neutron, hypervisor: Hypervisor | None = None):
         self.state, self.keystone, self.neutron = state, keystone, neutron
         self.hypervisor = hypervisor or Hypervisor()
 
@@ -416,10 +496,12 @@ class Compute:
             if req.path in ("/", "/v2.1"):
                 return dispatch(self, COMPUTE_ROUTES, req)
             req.version = parse_microversion(req.headers)
-            headers = {"OpenStack-API-Version": f"compute {fmt(req.version)}",
-                       "X-OpenStack-Nova-API-Version": fmt(req.version),
-                       "Vary": "OpenStack-API-Version, X-OpenStack-Nova-API-Version"}
-            req.ctx = self.keystone.validate(req.headers.get("X-Auth-Token"))
+            headers = {
+                "OpenStack-API-Version": f"compute {fmt(req.version)}",
+                "X-OpenStack-Nova-API-Version": fmt(req.version),
+                "Vary": "OpenStack-API-Version, X-OpenStack-Nova-API-Version",
+            }
+            req.auth = self.keystone.validate(req.headers.get("X-Auth-Token"))
             status, extra, body = dispatch(self, COMPUTE_ROUTES, req)
             return status, {**headers, **extra}, body
         except ApiError as err:
@@ -430,11 +512,15 @@ class Compute:
 
     # version documents
     def _version_doc(self, req: Request) -> dict[str, Any]:
-        return {"id": "v2.1", "status": "CURRENT", "version": fmt(MAX_VERSION), "min_version": fmt(MIN_VERSION),
-                "updated": "2013-07-23T11:33:21Z",
-                "links": [{"rel": "self", "href": f"{req.base}/v2.1/"}],
-                "media-types": [{"base": "application/json",
-                                 "type": "application/vnd.openstack.compute+json;version=2.1"}]}
+        return {
+            "id": "v2.1",
+            "status": "CURRENT",
+            "version": fmt(MAX_VERSION),
+            "min_version": fmt(MIN_VERSION),
+            "updated": "2013-07-23T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{req.base}/v2.1/"}],
+            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}],
+        }
 
     def versions(self, req: Request):
         return 200, {}, {"versions": [self._version_doc(req)]}
@@ -450,17 +536,26 @@ class Compute:
         return flavor
 
     def _flavor_view(self, req: Request, f: dict[str, Any], detail: bool = True) -> dict[str, Any]:
-        links = [{"rel": "self", "href": f"{req.base}/v2.1/flavors/{f['id']}"},
-                 {"rel": "bookmark", "href": f"{req.base}/flavors/{f['id']}"}]
+        links = [
+            {"rel": "self", "href": f"{req.base}/v2.1/flavors/{f['id']}"},
+            {"rel": "bookmark", "href": f"{req.base}/flavors/{f['id']}"},
+        ]
         view: dict[str, Any] = {"id": f["id"], "name": f["name"], "links": links}
         if req.at_least(2, 55):
             view["description"] = f["description"]
         if detail:
-            view.update({"ram": f["ram"], "vcpus": f["vcpus"], "disk": f["disk"],
-                         "OS-FLV-EXT-DATA:ephemeral": f["ephemeral"],
-                         "swap": f["swap"] if req.at_least(2, 75) else (f["swap"] or ""),
-                         "rxtx_factor": 1.0, "os-flavor-access:is_public": f["is_public"],
-                         "OS-FLV-DISABLED:disabled": False})
+            view.update(
+                {
+                    "ram": f["ram"],
+                    "vcpus": f["vcpus"],
+                    "disk": f["disk"],
+                    "OS-FLV-EXT-DATA:ephemeral": f["ephemeral"],
+                    "swap": f["swap"] if req.at_least(2, 75) else (f["swap"] or ""),
+                    "rxtx_factor": 1.0,
+                    "os-flavor-access:is_public": f["is_public"],
+                    "OS-FLV-DISABLED:disabled": False,
+                }
+            )
             if req.at_least(2, 61):
                 view["extra_specs"] = f["extra_specs"]
         return view
@@ -490,8 +585,9 @@ class Compute:
         with self.state.lock:
             if any(f["name"] == body["name"] for f in self.state.flavors.values()):
                 raise ApiError(409, f"Flavor with name {body['name']} already exists.")
-            flavor = self.state.add_flavor(body["name"], int(body["vcpus"]), int(body["ram"]),
-                                           int(body["disk"]), body.get("id"))
+            flavor = self.state.add_flavor(
+                body["name"], int(body["vcpus"]), int(body["ram"]), int(body["disk"]), body.get("id")
+            )
             return 200, {}, {"flavor": self._flavor_view(req, flavor)}
 
     def delete_flavor(self, req: Request, flavor_id: str):
@@ -507,8 +603,12 @@ class Compute:
             raise ApiError(404, "The resource could not be found.")
 
     def _proxy_view(self, req: Request, image: dict[str, Any]) -> dict[str, Any]:
-        return {"id": image["id"], "name": image["name"], "status": image["status"].upper(),
-                "links": [{"rel": "self", "href": f"{req.base}/v2.1/images/{image['id']}"}]}
+        return {
+            "id": image["id"],
+            "name": image["name"],
+            "status": image["status"].upper(),
+            "links": [{"rel": "self", "href": f"{req.base}/v2.1/images/{image['id']}"}],
+        }
 
     def proxy_images(self, req: Request):
         self._proxy_check(req)
@@ -538,8 +638,14 @@ class Compute:
         if req.at_least(2, 2):
             view["type"] = kp["type"]
         if full:
-            view.update(user_id=kp["user_id"], id=kp["id"], created_at=kp["created_at"],
-                        deleted=False, deleted_at=None, updated_at=None)
+            view.update(
+                user_id=kp["user_id"],
+                id=kp["id"],
+                created_at=kp["created_at"],
+                deleted=False,
+                deleted_at=None,
+                updated_at=None,
+            )
         return view
 
     def list_keypairs(self, req: Request):
@@ -550,11 +656,11 @@ class Compute:
 
     def create_keypair(self, req: Request):
         req.ctx.require("os_compute_api:os-keypairs:create")
-        body = (req.json() or {}).get("keypair") or {}
+        body: dict[str, Any] = (req.json() or {}).get("keypair") or {}
         name = body.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9 _.@-]{1,255}", name):
             raise invalid("name", name, "'name' must be 1-255 letters, digits, spaces, '_', '.', '@' or '-'")
-        user_id = body.get("user_id") if req.at_least(2, 10) and body.get("user_id") else req.ctx.user_id
+        user_id: str = body["user_id"] if req.at_least(2, 10) and body.get("user_id") else req.ctx.user_id
         if user_id != req.ctx.user_id:
             req.ctx.require("os_compute_api:os-keypairs:create", ("admin",))
         public_key = body.get("public_key")
@@ -567,7 +673,11 @@ class Compute:
                 kp = self.state.add_keypair(user_id, name, public_key)
         except (IndexError, binascii.Error, ValueError):
             raise ApiError(400, "Keypair data is invalid: failed to generate fingerprint") from None
-        return (201 if req.at_least(2, 2) else 200), {}, {"keypair": self._keypair_view(req, kp, False) | {"user_id": user_id}}
+        return (
+            (201 if req.at_least(2, 2) else 200),
+            {},
+            {"keypair": self._keypair_view(req, kp, False) | {"user_id": user_id}},
+        )
 
     def _find_keypair(self, req: Request, name: str) -> dict[str, Any]:
         user_id = self._keypair_user(req)
@@ -621,8 +731,12 @@ class Compute:
             known, required = {"name", "policies"}, "policies"
         extra = sorted(set(sg) - known)
         if extra:
-            raise invalid("server_group", sg, f"Additional properties are not allowed ({', '.join(repr(e) for e in extra)} "
-                                              f"{'was' if len(extra) == 1 else 'were'} unexpected)")
+            raise invalid(
+                "server_group",
+                sg,
+                f"Additional properties are not allowed ({', '.join(repr(e) for e in extra)} "
+                f"{'was' if len(extra) == 1 else 'were'} unexpected)",
+            )
         for key in ("name", required):
             if key not in sg:
                 raise invalid("server_group", sg, f"'{key}' is a required property")
@@ -640,9 +754,16 @@ class Compute:
             raise invalid(where, policy, f"{policy!r} is not one of {allowed!r}")
         rules = sg.get("rules") or {}
         if rules and policy != "anti-affinity":
-            raise ApiError(400, f"Only anti-affinity policy supports rules.")
-        group = {"id": str(uuid.uuid4()), "name": sg["name"], "policy": policy, "rules": rules,
-                 "members": [], "project_id": req.ctx.project_id, "user_id": req.ctx.user_id}
+            raise ApiError(400, "Only anti-affinity policy supports rules.")
+        group = {
+            "id": str(uuid.uuid4()),
+            "name": sg["name"],
+            "policy": policy,
+            "rules": rules,
+            "members": [],
+            "project_id": req.ctx.project_id,
+            "user_id": req.ctx.user_id,
+        }
         with self.state.lock:
             self.state.groups[group["id"]] = group
         return 200, {}, {"server_group": self._group_view(req, group)}
@@ -670,43 +791,88 @@ class Compute:
         flavor = self.state.flavors.get(s.flavor_id)
         if req.at_least(2, 47):
             f = flavor or {"name": "", "vcpus": 0, "ram": 0, "disk": 0, "ephemeral": 0, "swap": 0, "extra_specs": {}}
-            flavor_view: dict[str, Any] = {"original_name": f["name"], "vcpus": f["vcpus"], "ram": f["ram"],
-                                           "disk": f["disk"], "ephemeral": f["ephemeral"], "swap": f["swap"],
-                                           "extra_specs": f["extra_specs"]}
+            flavor_view: dict[str, Any] = {
+                "original_name": f["name"],
+                "vcpus": f["vcpus"],
+                "ram": f["ram"],
+                "disk": f["disk"],
+                "ephemeral": f["ephemeral"],
+                "swap": f["swap"],
+                "extra_specs": f["extra_specs"],
+            }
         else:
-            flavor_view = {"id": s.flavor_id, "links": [{"rel": "bookmark", "href": f"{req.base}/flavors/{s.flavor_id}"}]}
+            flavor_view = {
+                "id": s.flavor_id,
+                "links": [{"rel": "bookmark", "href": f"{req.base}/flavors/{s.flavor_id}"}],
+            }
         addresses: dict[str, list[dict[str, Any]]] = {}
         for p in s.ports:
             addresses.setdefault(p["network"], []).append(
-                {"version": 4, "addr": p["ip"], "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": p["mac"]})
-        vm_state = {"ACTIVE": "active", "BUILD": "building", "ERROR": "error", "SHUTOFF": "stopped",
-                    "REBUILD": "active", "RESIZE": "active", "VERIFY_RESIZE": "resized"}[status]
+                {"version": 4, "addr": p["ip"], "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": p["mac"]}
+            )
+        vm_state = {
+            "ACTIVE": "active",
+            "BUILD": "building",
+            "ERROR": "error",
+            "SHUTOFF": "stopped",
+            "REBUILD": "active",
+            "RESIZE": "active",
+            "VERIFY_RESIZE": "resized",
+        }[status]
         view: dict[str, Any] = {
-            "id": s.id, "name": s.name, "status": status, "tenant_id": s.project_id, "user_id": s.user_id,
-            "metadata": dict(s.metadata), "hostId": hashlib.sha224(f"{s.project_id}{s.host}".encode()).hexdigest() if s.host else "",
+            "id": s.id,
+            "name": s.name,
+            "status": status,
+            "tenant_id": s.project_id,
+            "user_id": s.user_id,
+            "metadata": dict(s.metadata),
+            "hostId": hashlib.sha224(f"{s.project_id}{s.host}".encode()).hexdigest() if s.host else "",
             "image": {"id": s.image_id, "links": [{"rel": "bookmark", "href": f"{req.base}/images/{s.image_id}"}]},
-            "flavor": flavor_view, "created": s.created, "updated": s.updated, "addresses": addresses,
-            "accessIPv4": "", "accessIPv6": "", "progress": 0 if status != "ACTIVE" else 100,
-            "links": [{"rel": "self", "href": f"{req.base}/v2.1/servers/{s.id}"},
-                      {"rel": "bookmark", "href": f"{req.base}/servers/{s.id}"}],
-            "OS-DCF:diskConfig": "MANUAL", "OS-EXT-AZ:availability_zone": ZONE if s.host else "",
-            "config_drive": "", "key_name": s.key_name,
+            "flavor": flavor_view,
+            "created": s.created,
+            "updated": s.updated,
+            "addresses": addresses,
+            "accessIPv4": "",
+            "accessIPv6": "",
+            "progress": 0 if status != "ACTIVE" else 100,
+            "links": [
+                {"rel": "self", "href": f"{req.base}/v2.1/servers/{s.id}"},
+                {"rel": "bookmark", "href": f"{req.base}/servers/{s.id}"},
+            ],
+            "OS-DCF:diskConfig": "MANUAL",
+            "OS-EXT-AZ:availability_zone": ZONE if s.host else "",
+            "config_drive": "",
+            "key_name": s.key_name,
             "security_groups": [{"name": n} for n in s.security_groups],
-            "OS-EXT-STS:task_state": None, "OS-EXT-STS:vm_state": vm_state,
+            "OS-EXT-STS:task_state": None,
+            "OS-EXT-STS:vm_state": vm_state,
             "OS-EXT-STS:power_state": 1 if status == "ACTIVE" else 0,
-            "os-extended-volumes:volumes_attached": [], "OS-SRV-USG:launched_at": s.launched_at,
+            "os-extended-volumes:volumes_attached": [],
+            "OS-SRV-USG:launched_at": s.launched_at,
             "OS-SRV-USG:terminated_at": None,
         }
         if s.fault:
             view["fault"] = s.fault
         if req.ctx.is_admin:
-            view.update({"OS-EXT-SRV-ATTR:host": s.host, "OS-EXT-SRV-ATTR:hypervisor_hostname": s.host,
-                         "OS-EXT-SRV-ATTR:instance_name": f"instance-{s.id[:8]}"})
+            view.update(
+                {
+                    "OS-EXT-SRV-ATTR:host": s.host,
+                    "OS-EXT-SRV-ATTR:hypervisor_hostname": s.host,
+                    "OS-EXT-SRV-ATTR:instance_name": f"instance-{s.id[:8]}",
+                }
+            )
             if req.at_least(2, 3):
-                view.update({"OS-EXT-SRV-ATTR:user_data": s.user_data, "OS-EXT-SRV-ATTR:hostname": s.name,
-                             "OS-EXT-SRV-ATTR:reservation_id": f"r-{s.id[:8]}",
-                             "OS-EXT-SRV-ATTR:launch_index": 0, "OS-EXT-SRV-ATTR:kernel_id": "",
-                             "OS-EXT-SRV-ATTR:ramdisk_id": "", "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda"})
+                view.update(
+                    {
+                        "OS-EXT-SRV-ATTR:user_data": s.user_data,
+                        "OS-EXT-SRV-ATTR:hostname": s.name,
+                        "OS-EXT-SRV-ATTR:reservation_id": f"r-{s.id[:8]}",
+                        "OS-EXT-SRV-ATTR:launch_index": 0,
+                        "OS-EXT-SRV-ATTR:kernel_id": "",
+                        "OS-EXT-SRV-ATTR:ramdisk_id": "",
+                        "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+                    }
+                )
         if req.at_least(2, 9):
             view["locked"] = False
         if req.at_least(2, 19):
@@ -725,13 +891,27 @@ class Compute:
         name = req.arg("name")
         with self.state.lock:
             every = req.ctx.is_admin and (req.arg("all_tenants") or "").lower() in ("true", "1")
-            servers = [s for s in self.state.servers.values()
-                       if (every or s.project_id == req.ctx.project_id) and (name is None or re.search(name, s.name))]
+            servers = [
+                s
+                for s in self.state.servers.values()
+                if (every or s.project_id == req.ctx.project_id) and (name is None or re.search(name, s.name))
+            ]
             if detail:
                 return 200, {}, {"servers": [self._server_view(req, s) for s in servers]}
-            return 200, {}, {"servers": [{"id": s.id, "name": s.name,
-                                          "links": [{"rel": "self", "href": f"{req.base}/v2.1/servers/{s.id}"}]}
-                                         for s in servers]}
+            return (
+                200,
+                {},
+                {
+                    "servers": [
+                        {
+                            "id": s.id,
+                            "name": s.name,
+                            "links": [{"rel": "self", "href": f"{req.base}/v2.1/servers/{s.id}"}],
+                        }
+                        for s in servers
+                    ]
+                },
+            )
 
     def list_servers_detail(self, req: Request):
         return self.list_servers(req, detail=True)
@@ -763,7 +943,7 @@ class Compute:
         metadata = server.get("metadata") or {}
         for key, value in metadata.items():
             if not isinstance(value, str) or len(value) > 255 or not 1 <= len(key) <= 255:
-                raise invalid(f"metadata", metadata, "keys and values must be strings of at most 255 characters")
+                raise invalid("metadata", metadata, "keys and values must be strings of at most 255 characters")
         hints = body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {}
         group_id = hints.get("group")
         if group_id is not None and not (isinstance(group_id, str) and UUID_RE.match(group_id)):
@@ -797,13 +977,28 @@ class Compute:
         server_id = str(uuid.uuid4())
         with self.state.lock:
             host = self._schedule(group)
-            s = Server(id=server_id, name=server["name"], project_id=req.ctx.project_id, user_id=req.ctx.user_id,
-                       flavor_id=flavor_id, image_id=image_id, key_name=key_name, user_data=user_data,
-                       metadata=dict(metadata), host=host, ports=[], security_groups=[], group_id=group_id)
+            s = Server(
+                id=server_id,
+                name=server["name"],
+                project_id=req.ctx.project_id,
+                user_id=req.ctx.user_id,
+                flavor_id=flavor_id,
+                image_id=image_id,
+                key_name=key_name,
+                user_data=user_data,
+                metadata=dict(metadata),
+                host=host,
+                ports=[],
+                security_groups=[],
+                group_id=group_id,
+            )
             if host is None:
                 s.status, s.next_status = "ERROR", ""
-                s.fault = {"code": 500, "created": now(),
-                           "message": "No valid host was found. There are not enough hosts available."}
+                s.fault = {
+                    "code": 500,
+                    "created": now(),
+                    "message": "No valid host was found. There are not enough hosts available.",
+                }
             self.state.servers[server_id] = s
             if group is not None:
                 group["members"].append(server_id)
@@ -812,9 +1007,13 @@ class Compute:
             self.hypervisor.boot(s)
         else:
             self._release(ports)
-        view = {"id": s.id, "links": self._server_view(req, s)["links"], "OS-DCF:diskConfig": "MANUAL",
-                "security_groups": [{"name": n} for n in s.security_groups or ["default"]],
-                "adminPass": secrets.token_urlsafe(12)}
+        view = {
+            "id": s.id,
+            "links": self._server_view(req, s)["links"],
+            "OS-DCF:diskConfig": "MANUAL",
+            "security_groups": [{"name": n} for n in s.security_groups or ["default"]],
+            "adminPass": secrets.token_urlsafe(12),
+        }
         return 202, {"Location": f"{req.base}/v2.1/servers/{s.id}"}, {"server": view}
 
     def _claim_ports(self, req: Request, networks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -864,16 +1063,24 @@ class Compute:
             return taken[0] if taken and taken[0] else candidates[0]
         if policy == "soft-anti-affinity":
             return sorted(candidates, key=lambda h: taken.count(h))[0]
-        return (taken[0] if taken and taken[0] else candidates[0])  # soft-affinity
+        return taken[0] if taken and taken[0] else candidates[0]  # soft-affinity
 
     def _bind_ports(self, req: Request, s: Server, ports: list[dict[str, Any]]) -> tuple[list[dict], list[str]]:
         bound, groups = [], []
         for port in ports:
-            self.neutron.update_port(port["id"], device_id=s.id, device_owner=f"compute:{ZONE}",
-                                     **{"binding:host_id": s.host})
+            self.neutron.update_port(
+                port["id"], device_id=s.id, device_owner=f"compute:{ZONE}", **{"binding:host_id": s.host}
+            )
             ip = (port.get("fixed_ips") or [{}])[0].get("ip_address", "")
-            bound.append({"id": port["id"], "network": self.neutron.name_of("network", port["network_id"]),
-                          "ip": ip, "mac": port["mac_address"], "preserve": port["preserve"]})
+            bound.append(
+                {
+                    "id": port["id"],
+                    "network": self.neutron.name_of("network", port["network_id"]),
+                    "ip": ip,
+                    "mac": port["mac_address"],
+                    "preserve": port["preserve"],
+                }
+            )
             for sg in port.get("security_groups", []):
                 name = self.neutron.name_of("security_group", sg)
                 if name not in groups:
@@ -884,8 +1091,9 @@ class Compute:
         """Undo a boot on Neutron: delete the ports Nova made, unbind the ones the user made."""
         for port in ports:
             if port["preserve"]:
-                self.neutron.update_port(port["id"], device_id="", device_owner="",
-                                         **{"binding:host_id": "", "binding:profile": {}})
+                self.neutron.update_port(
+                    port["id"], device_id="", device_owner="", **{"binding:host_id": "", "binding:profile": {}}
+                )
             else:
                 self.neutron.call("DELETE", f"ports/{port['id']}")
 
@@ -922,8 +1130,11 @@ class Compute:
             status = s.current_status()
 
             def conflict() -> ApiError:
-                return ApiError(409, f"Cannot '{action}' instance {s.id} while it is in vm_state "
-                                     f"{self._server_view(req, s)['OS-EXT-STS:vm_state']}")
+                return ApiError(
+                    409,
+                    f"Cannot '{action}' instance {s.id} while it is in vm_state "
+                    f"{self._server_view(req, s)['OS-EXT-STS:vm_state']}",
+                )
 
             def transition(during: str, after: str) -> None:
                 s.status, s.next_status, s.until, s.updated = during, after, time.time() + BOOT_SECONDS, now()
@@ -1015,26 +1226,41 @@ class Compute:
     def list_interfaces(self, req: Request, server_id: str):
         with self.state.lock:
             s = self._server(req, server_id)
-            return 200, {}, {"interfaceAttachments": [
-                {"port_id": p["id"], "mac_addr": p["mac"], "port_state": "ACTIVE",
-                 "fixed_ips": [{"ip_address": p["ip"]}]} for p in s.ports]}
+            return (
+                200,
+                {},
+                {
+                    "interfaceAttachments": [
+                        {
+                            "port_id": p["id"],
+                            "mac_addr": p["mac"],
+                            "port_state": "ACTIVE",
+                            "fixed_ips": [{"ip_address": p["ip"]}],
+                        }
+                        for p in s.ports
+                    ]
+                },
+            )
 
 
 # --- image (Glance v2) -----------------------------------------------------------------------------
 
 IMAGE_ROUTES: list[Route] = [
-    ("GET", r"/", "versions"),                                 # version discovery (openstacksdk, 300)
-    ("GET", r"/versions", "versions"),                          # the same, 200
-    ("GET", r"/v2/images", "list_images"),                      # provider: image_name -> id (?name=)
-    ("GET", r"/v2/images/([^/]+)", "get_image"),                # provider Read: image_name by id
-    ("PATCH", r"/v2/images/([^/]+)", "patch_image"),            # day 2 "image renamed" (owner, admin)
-    ("DELETE", r"/v2/images/([^/]+)", "delete_image"),          # day 2 "image deleted" (owner, admin)
+    ("GET", r"/", "versions"),  # version discovery (openstacksdk, 300)
+    ("GET", r"/versions", "versions"),  # the same, 200
+    ("GET", r"/v2/images", "list_images"),  # provider: image_name -> id (?name=)
+    ("GET", r"/v2/images/([^/]+)", "get_image"),  # provider Read: image_name by id
+    ("PATCH", r"/v2/images/([^/]+)", "patch_image"),  # day 2 "image renamed" (owner, admin)
+    ("DELETE", r"/v2/images/([^/]+)", "delete_image"),  # day 2 "image deleted" (owner, admin)
 ]
 
 
 def visible_images(state: State, ctx: Context | None) -> list[dict[str, Any]]:
-    return [i for i in state.images.values()
-            if i["visibility"] in ("public", "community") or (ctx and (ctx.is_admin or i["owner"] == ctx.project_id))]
+    return [
+        i
+        for i in state.images.values()
+        if i["visibility"] in ("public", "community") or (ctx and (ctx.is_admin or i["owner"] == ctx.project_id))
+    ]
 
 
 class Image:
@@ -1044,17 +1270,29 @@ class Image:
     def handle(self, req: Request) -> tuple[int, dict[str, str], Any]:
         try:
             if req.path not in ("/", "/versions"):
-                req.ctx = self.keystone.validate(req.headers.get("X-Auth-Token"))
+                req.auth = self.keystone.validate(req.headers.get("X-Auth-Token"))
             return dispatch(self, IMAGE_ROUTES, req)
         except ApiError as err:
-            title = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                     405: "Method Not Allowed", 409: "Conflict"}.get(err.status, "Error")
+            title = {
+                400: "Bad Request",
+                401: "Unauthorized",
+                403: "Forbidden",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                409: "Conflict",
+            }.get(err.status, "Error")
             text = f"{err.status} {title}\n\n{err.message}\n\n   "
             return err.status, {"Content-Type": "text/plain; charset=UTF-8", **err.headers}, text
 
     def versions(self, req: Request):
-        docs = [{"id": f"v2.{n}", "status": "CURRENT" if n == 17 else "SUPPORTED",
-                 "links": [{"rel": "self", "href": f"{req.base}/v2/"}]} for n in (17, 16, 15)]
+        docs = [
+            {
+                "id": f"v2.{n}",
+                "status": "CURRENT" if n == 17 else "SUPPORTED",
+                "links": [{"rel": "self", "href": f"{req.base}/v2/"}],
+            }
+            for n in (17, 16, 15)
+        ]
         return (300 if req.path == "/" else 200), {}, {"versions": docs}
 
     def _image(self, req: Request, image_id: str) -> dict[str, Any]:
@@ -1068,17 +1306,22 @@ class Image:
         limit = int(req.arg("limit") or 25)
         marker = req.arg("marker")
         with self.state.lock:
-            images = sorted((i for i in visible_images(self.state, req.ctx)
-                             if all(str(i.get(k)) == v for k, v in filters.items())),
-                            key=lambda i: (i["created_at"], i["id"]), reverse=True)
+            images = sorted(
+                (i for i in visible_images(self.state, req.ctx) if all(str(i.get(k)) == v for k, v in filters.items())),
+                key=lambda i: (i["created_at"], i["id"]),
+                reverse=True,
+            )
             if marker:
                 ids = [i["id"] for i in images]
                 if marker not in ids:
                     raise ApiError(400, f"Invalid marker {marker}. Image could not be found.")
-                images = images[ids.index(marker) + 1:]
+                images = images[ids.index(marker) + 1 :]
             page = images[:limit]
-            body: dict[str, Any] = {"images": [dict(i) for i in page], "first": "/v2/images",
-                                    "schema": "/v2/schemas/images"}
+            body: dict[str, Any] = {
+                "images": [dict(i) for i in page],
+                "first": "/v2/images",
+                "schema": "/v2/schemas/images",
+            }
             if len(images) > limit:
                 query = urllib.parse.urlencode({**filters, "limit": limit, "marker": page[-1]["id"]})
                 body["next"] = f"/v2/images?{query}"
@@ -1101,8 +1344,12 @@ class Image:
             self._owned(req, image, "modify_image")
             for op in ops:
                 key = str(op.get("path", "")).lstrip("/")
-                if op.get("op") in ("replace", "add") and key in ("name", "visibility", "protected", "tags") or \
-                        op.get("op") == "add" and key not in image:
+                if (
+                    op.get("op") in ("replace", "add")
+                    and key in ("name", "visibility", "protected", "tags")
+                    or op.get("op") == "add"
+                    and key not in image
+                ):
                     image[key] = op.get("value")
                 elif op.get("op") == "remove" and key in image and key not in ("id", "status", "owner"):
                     del image[key]
@@ -1121,11 +1368,19 @@ class Image:
         return 204, {}, None
 
 
-def start(state: State, keystone: Keystone, neutron: Neutron, compute_port: int, image_port: int,
-          hypervisor: Hypervisor | None = None) -> Callable[[], None]:
+def start(
+    state: State,
+    keystone: Keystone,
+    neutron: Neutron,
+    compute_port: int,
+    image_port: int,
+    hypervisor: Hypervisor | None = None,
+) -> Callable[[], None]:
     """Serve compute and image on loopback; returns the function that stops both."""
-    servers = [serve(Compute(state, keystone, neutron, hypervisor), compute_port),
-               serve(Image(state, keystone), image_port)]
+    servers = [
+        serve(Compute(state, keystone, neutron, hypervisor), compute_port),
+        serve(Image(state, keystone), image_port),
+    ]
 
     def stop() -> None:
         for server in servers:

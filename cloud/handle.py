@@ -50,7 +50,7 @@ class Cloud:
     def value(self, prefix: str) -> str:
         for line in self.lines:
             if line.startswith(prefix):
-                return line[len(prefix):].strip()
+                return line[len(prefix) :].strip()
         raise KeyError(prefix)
 
     @property
@@ -65,12 +65,19 @@ class Cloud:
         an SdkError if the cloud refused it."""
         with self._lock:
             if self._worker is None:
-                self._worker = subprocess.Popen([str(paths.PYTHON), "-m", "cloud.sdk_worker"], cwd=paths.ROOT,
-                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                                env={**os.environ, "PYTHONPATH": str(paths.ROOT)})
-            self._worker.stdin.write(json.dumps({"code": code, "admin": admin}) + "\n")
-            self._worker.stdin.flush()
-            line = self._worker.stdout.readline()
+                self._worker = subprocess.Popen(
+                    [str(paths.PYTHON), "-m", "cloud.sdk_worker"],
+                    cwd=paths.ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": str(paths.ROOT)},
+                )
+            stdin, stdout = self._worker.stdin, self._worker.stdout
+            assert stdin is not None and stdout is not None  # both are pipes
+            stdin.write(json.dumps({"code": code, "admin": admin}) + "\n")
+            stdin.flush()
+            line = stdout.readline()
         if not line:
             raise CloudFailed("the openstacksdk worker exited")
         answer = json.loads(line)
@@ -83,12 +90,14 @@ class Cloud:
 
     def close_worker(self) -> None:
         if self._worker is not None:
-            self._worker.stdin.close()
+            if self._worker.stdin is not None:
+                self._worker.stdin.close()
             self._worker.wait(timeout=30)
             self._worker = None
 
 
 def _read(cloud: Cloud, ready: threading.Event) -> None:
+    assert cloud.proc.stdout is not None  # a pipe
     for line in cloud.proc.stdout:
         cloud.lines.append(line.rstrip("\n"))
         if line.strip() == paths.READY:
@@ -102,9 +111,16 @@ def start(argv: Sequence[str] | None = None, timeout: float = 240) -> Cloud:
     if reason:
         raise CloudFailed(reason)
     started = time.monotonic()
-    proc = subprocess.Popen(list(argv or [str(paths.PYTHON), "-m", "cloud"]), cwd=paths.ROOT, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(paths.ROOT)}, start_new_session=True)
+    proc = subprocess.Popen(
+        list(argv or [str(paths.PYTHON), "-m", "cloud"]),
+        cwd=paths.ROOT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(paths.ROOT)},
+        start_new_session=True,
+    )
     cloud = Cloud(proc)
     ready = threading.Event()
     threading.Thread(target=_read, args=(cloud, ready), daemon=True).start()

@@ -15,10 +15,24 @@ from keystone.cmd import cli
 def main(argv: list[str]) -> int:
     conf, uid, gid, password, url, region = argv
     owner = ["--keystone-user", uid, "--keystone-group", gid]
-    for command in (["db_sync"], ["fernet_setup", *owner], ["credential_setup", *owner],
-                    ["bootstrap", "--bootstrap-password", password, "--bootstrap-admin-url", url,
-                     "--bootstrap-public-url", url, "--bootstrap-internal-url", url,
-                     "--bootstrap-region-id", region]):
+    for command in (
+        ["db_sync"],
+        ["fernet_setup", *owner],
+        ["credential_setup", *owner],
+        [
+            "bootstrap",
+            "--bootstrap-password",
+            password,
+            "--bootstrap-admin-url",
+            url,
+            "--bootstrap-public-url",
+            url,
+            "--bootstrap-internal-url",
+            url,
+            "--bootstrap-region-id",
+            region,
+        ],
+    ):
         cli.CONF.clear()
         cli.main(["keystone-manage", "--config-file", conf, *command])
         print(f"keystone-manage {command[0]}: done", flush=True)

@@ -19,9 +19,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -31,11 +32,23 @@ REGION = "RegionOne"
 ZONE = compute.ZONE
 # What config/example.yaml names, plus a shared network owned by another project.
 SEED = {
-    "project": "demo", "user": "demo", "other_project": "kha-other",
-    "network": "demo-net", "subnet": "demo-subnet", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1",
-    "router": "demo-router", "external": "public", "external_subnet": "public-subnet",
-    "external_cidr": "203.0.113.0/24", "shared_network": "shared-net", "shared_subnet": "shared-subnet",
-    "shared_cidr": "198.51.100.0/24", "image": "ubuntu-24.04", "flavor": "m1.large", "key_pair": "demo-admin",
+    "project": "demo",
+    "user": "demo",
+    "other_project": "kha-other",
+    "network": "demo-net",
+    "subnet": "demo-subnet",
+    "cidr": "192.0.2.0/24",
+    "gateway": "192.0.2.1",
+    "router": "demo-router",
+    "external": "public",
+    "external_subnet": "public-subnet",
+    "external_cidr": "203.0.113.0/24",
+    "shared_network": "shared-net",
+    "shared_subnet": "shared-subnet",
+    "shared_cidr": "198.51.100.0/24",
+    "image": "ubuntu-24.04",
+    "flavor": "m1.large",
+    "key_pair": "demo-admin",
 }
 
 KEYSTONE_CONF = """\
@@ -125,8 +138,9 @@ class Service:
 class Launcher:
     log: Callable[[str], None] = lambda line: print(line, flush=True)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kha-cloud-")))
-    passwords: dict[str, str] = field(default_factory=lambda: {
-        u: secrets.token_urlsafe(18) for u in ("admin", "neutron", "nova", "demo")})
+    passwords: dict[str, str] = field(
+        default_factory=lambda: {u: secrets.token_urlsafe(18) for u in ("admin", "neutron", "nova", "demo")}
+    )
     procs: list[subprocess.Popen] = field(default_factory=list)
     state: compute.State = field(default_factory=compute.State)
     _stop_compute: Callable[[], None] | None = None
@@ -146,27 +160,62 @@ class Launcher:
     def _run(self, step: str, *argv: str, env: dict[str, str] | None = None) -> None:
         logfile = self.tmp / f"{step.split()[0]}-setup.log"
         with logfile.open("a") as out:
-            rc = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, cwd=paths.ROOT,
-                                 env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
+            rc = subprocess.call(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=paths.ROOT,
+                env={**os.environ, **(env or {})},
+                preexec_fn=_die_with_parent,
+            )
         if rc != 0:
             raise CloudError(f"{step} failed (exit {rc}):\n{self._tail(logfile)}")
         self.step(step)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         out = (self.tmp / f"{name}.log").open("a")
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=paths.ROOT, env={**os.environ, **env}, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=paths.ROOT,
+            env={**os.environ, **env},
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         out.close()
         self.procs.append(proc)
         return proc
 
     def _uwsgi(self, svc: Service, module: str, threads: int, env: dict[str, str]) -> None:
-        svc.proc = self._spawn(svc.name, [
-            str(paths.VENV / "bin" / "uwsgi"), "--http-socket", f"127.0.0.1:{svc.port}",
-            "--module", module, "--home", str(paths.VENV), "--master", "--lazy-apps", "--need-app",
-            "--processes", "1", "--threads", str(threads), "--die-on-term", "--no-orphans",
-            "--add-header", "Connection: close", "--buffer-size", "65535", "--disable-logging"], env)
+        svc.proc = self._spawn(
+            svc.name,
+            [
+                str(paths.VENV / "bin" / "uwsgi"),
+                "--http-socket",
+                f"127.0.0.1:{svc.port}",
+                "--module",
+                module,
+                "--home",
+                str(paths.VENV),
+                "--master",
+                "--lazy-apps",
+                "--need-app",
+                "--processes",
+                "1",
+                "--threads",
+                str(threads),
+                "--die-on-term",
+                "--no-orphans",
+                "--add-header",
+                "Connection: close",
+                "--buffer-size",
+                "65535",
+                "--disable-logging",
+            ],
+            env,
+        )
 
     def _tail(self, logfile: Path, lines: int = 25) -> str:
         try:
@@ -178,7 +227,9 @@ class Launcher:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if svc.proc is not None and svc.proc.poll() is not None:
-                raise CloudError(f"{svc.name} exited ({svc.proc.returncode}):\n{self._tail(self.tmp / f'{svc.name}.log')}")
+                raise CloudError(
+                    f"{svc.name} exited ({svc.proc.returncode}):\n{self._tail(self.tmp / f'{svc.name}.log')}"
+                )
             try:
                 urllib.request.urlopen(svc.url + path, timeout=5).close()
                 return
@@ -186,8 +237,10 @@ class Launcher:
                 return  # it answers
             except OSError:
                 time.sleep(0.1)
-        raise CloudError(f"{svc.name} did not answer on {svc.url} within {timeout:.0f} s:\n"
-                         f"{self._tail(self.tmp / f'{svc.name}.log')}")
+        raise CloudError(
+            f"{svc.name} did not answer on {svc.url} within {timeout:.0f} s:\n"
+            f"{self._tail(self.tmp / f'{svc.name}.log')}"
+        )
 
     # start-up
     def start(self) -> None:
@@ -195,25 +248,43 @@ class Launcher:
         for d in (ks_dir, nt_dir, nt_dir / "lock"):
             d.mkdir(parents=True)
         (ks_dir / "keystone.conf").write_text(KEYSTONE_CONF.format(tmp=self.tmp))
-        (nt_dir / "neutron.conf").write_text(NEUTRON_CONF.format(
-            tmp=self.tmp, venv=paths.VENV, keystone=self.keystone.url, password=self.passwords["neutron"]))
+        (nt_dir / "neutron.conf").write_text(
+            NEUTRON_CONF.format(
+                tmp=self.tmp, venv=paths.VENV, keystone=self.keystone.url, password=self.passwords["neutron"]
+            )
+        )
         (nt_dir / "ml2_conf.ini").write_text(ML2_CONF.format(external=SEED["external"]))
         nt_args = ["--config-file", str(nt_dir / "neutron.conf"), "--config-file", str(nt_dir / "ml2_conf.ini")]
 
         # Neutron's tables are built while Keystone starts (sqlite: from the models, see neutron_db.py).
-        neutron_db = self._spawn("neutron-db", [str(paths.PYTHON), "-m", "cloud.neutron_db", *nt_args],
-                                 {"PYTHONPATH": str(paths.ROOT)})
-        self._run("keystone set-up (db_sync, fernet_setup, credential_setup, bootstrap)", str(paths.PYTHON),
-                  "-m", "cloud.keystone_init", str(ks_dir / "keystone.conf"), str(os.getuid()), str(os.getgid()),
-                  self.passwords["admin"], f"{self.keystone.url}/v3", REGION, env={"PYTHONPATH": str(paths.ROOT)})
+        neutron_db = self._spawn(
+            "neutron-db", [str(paths.PYTHON), "-m", "cloud.neutron_db", *nt_args], {"PYTHONPATH": str(paths.ROOT)}
+        )
+        self._run(
+            "keystone set-up (db_sync, fernet_setup, credential_setup, bootstrap)",
+            str(paths.PYTHON),
+            "-m",
+            "cloud.keystone_init",
+            str(ks_dir / "keystone.conf"),
+            str(os.getuid()),
+            str(os.getgid()),
+            self.passwords["admin"],
+            f"{self.keystone.url}/v3",
+            REGION,
+            env={"PYTHONPATH": str(paths.ROOT)},
+        )
         self._uwsgi(self.keystone, "keystone.wsgi.api:application", 4, {"OS_KEYSTONE_CONFIG_DIR": str(ks_dir)})
         if neutron_db.wait() != 0:
             raise CloudError(f"building Neutron's database failed:\n{self._tail(self.tmp / 'neutron-db.log')}")
         self.procs.remove(neutron_db)
         self.step("neutron database (models, stamp heads)")
         # sqlite takes one writer: Neutron gets one thread ("database is locked" otherwise).
-        self._uwsgi(self.neutron, "neutron.wsgi.api:application", 1, {
-            "OS_NEUTRON_CONFIG_DIR": str(nt_dir), "OS_NEUTRON_CONFIG_FILES": "neutron.conf;ml2_conf.ini"})
+        self._uwsgi(
+            self.neutron,
+            "neutron.wsgi.api:application",
+            1,
+            {"OS_NEUTRON_CONFIG_DIR": str(nt_dir), "OS_NEUTRON_CONFIG_FILES": "neutron.conf;ml2_conf.ini"},
+        )
         self._wait(self.keystone, "/v3")
         self.step("keystone answers")
         from cloud import seed  # openstacksdk: only in the cloud's virtualenv
@@ -221,8 +292,9 @@ class Launcher:
         ids = seed.identity(self)
         self.step("identity seeded: projects, users, catalog")
         keystone = compute.Keystone(self.keystone.url, "nova", self.passwords["nova"])
-        self._stop_compute = compute.start(self.state, keystone, compute.Neutron(self.neutron.url, keystone),
-                                           self.compute.port, self.image.port)
+        self._stop_compute = compute.start(
+            self.state, keystone, compute.Neutron(self.neutron.url, keystone), self.compute.port, self.image.port
+        )
         self._wait(self.neutron, "/")
         self.step("neutron answers")
         seed.network(self, ids)
@@ -232,10 +304,23 @@ class Launcher:
 
     def clouds(self, admin: bool) -> dict[str, Any]:
         user, project = ("admin", "admin") if admin else (SEED["user"], SEED["project"])
-        return {"clouds": {paths.ADMIN_CLOUD if admin else paths.CLOUD: {
-            "auth": {"auth_url": f"{self.keystone.url}/v3", "username": user, "password": self.passwords[user],
-                     "project_name": project, "user_domain_name": "Default", "project_domain_name": "Default"},
-            "region_name": REGION, "interface": "public", "identity_api_version": 3}}}
+        return {
+            "clouds": {
+                paths.ADMIN_CLOUD if admin else paths.CLOUD: {
+                    "auth": {
+                        "auth_url": f"{self.keystone.url}/v3",
+                        "username": user,
+                        "password": self.passwords[user],
+                        "project_name": project,
+                        "user_domain_name": "Default",
+                        "project_domain_name": "Default",
+                    },
+                    "region_name": REGION,
+                    "interface": "public",
+                    "identity_api_version": 3,
+                }
+            }
+        }
 
     def write_clouds_yaml(self) -> None:
         paths.OUT.mkdir(parents=True, exist_ok=True)
@@ -271,6 +356,11 @@ class Launcher:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _program(proc: subprocess.Popen) -> str:
+    args = proc.args
+    return str(args[0] if isinstance(args, (list, tuple)) else args)
+
+
 class Stopped(Exception):
     pass
 
@@ -294,7 +384,7 @@ def main() -> int:
         while True:  # until a signal, or until a service dies
             for proc in launcher.procs:
                 if proc.poll() is not None:
-                    print(f"error: a service exited ({proc.args[0]} {proc.returncode}); stopping", file=sys.stderr)
+                    print(f"error: a service exited ({_program(proc)} {proc.returncode}); stopping", file=sys.stderr)
                     return 1
             time.sleep(0.5)
     except Stopped as why:

@@ -17,22 +17,27 @@ from pathlib import Path
 
 import neutron
 import sqlalchemy as sa
-
 from neutron.db.migration.models import head
 
-SEEDING_MIGRATION = "db/migration/alembic_migrations/versions/2023.2/expand/c33da356b165_security_group_default_rules.py"
+SEEDING_MIGRATION = (
+    "db/migration/alembic_migrations/versions/2023.2/expand/c33da356b165_security_group_default_rules.py"
+)
 
 
 def seed_default_rules(engine: sa.engine.Engine) -> None:
     spec = importlib.util.spec_from_file_location("sg_default_rules", Path(neutron.__file__).parent / SEEDING_MIGRATION)
+    assert spec is not None and spec.loader is not None, SEEDING_MIGRATION
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
     table = head.get_metadata().tables[migration.table_name]
     with engine.begin() as conn:
         for template in migration.default_template_rules:
             rule = dict(template)
-            attr = conn.execute(sa.insert(migration.standardattr).values(
-                description=rule.pop("description"), resource_type=migration.table_name))
+            attr = conn.execute(
+                sa.insert(migration.standardattr).values(
+                    description=rule.pop("description"), resource_type=migration.table_name
+                )
+            )
             conn.execute(sa.insert(table).values(**rule, standard_attr_id=attr.inserted_primary_key[0]))
 
 

@@ -15,7 +15,19 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 
@@ -82,7 +94,9 @@ def _strict_address(value: Any) -> Any:
             ipaddress.IPv6Address(value)
         except ValueError:
             raise ValueError("not an IPv4 address; write one such as 192.0.2.10") from None
-        raise ValueError("an IPv6 address; only IPv4 is supported (keepalived's VRRP and the security group rules are IPv4)") from None
+        raise ValueError(
+            "an IPv6 address; only IPv4 is supported (keepalived's VRRP and the security group rules are IPv4)"
+        ) from None
 
 
 # Only a written address: a YAML integer would otherwise become one (5 -> 0.0.0.5).
@@ -202,7 +216,9 @@ class Containers(_Model):
         if not match:
             raise ValueError("not an image reference; expected repository:tag or repository@sha256:<64 hex>")
         if not match["digest"] and (not match["tag"] or match["tag"] == "latest"):
-            raise ValueError("pin the image with a version tag or, better, a digest (@sha256:...); 'latest' or no tag is not allowed")
+            raise ValueError(
+                "pin the image with a version tag or, better, a digest (@sha256:...); 'latest' or no tag is not allowed"
+            )
         return value
 
 
@@ -246,7 +262,9 @@ class State(_Model):
     @classmethod
     def _object_key(cls, value: str | None) -> str | None:
         if value is not None and (not value or value.startswith("/") or value.endswith("/") or "//" in value):
-            raise ValueError("an object path such as clusters/demo/terraform.tfstate: not empty, no leading or trailing '/', no '//'")
+            raise ValueError(
+                "an object path such as clusters/demo/terraform.tfstate: not empty, no leading or trailing '/', no '//'"
+            )
         return value
 
 
@@ -326,32 +344,51 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
             "name",
             f"{cfg.name} ({len(cfg.name)} characters)",
             f"at most {NAME_MAX_WITHOUT_MEMBERS} characters without nodes.members: the nodes are named "
-            f"{cfg.name}{MEMBER_SUFFIX.format('<n>')}, a DNS label of at most {DNS_LABEL_MAX}; shorten it or list nodes.members",
+            f"{cfg.name}{MEMBER_SUFFIX.format('<n>')}, a DNS label of at most {DNS_LABEL_MAX}; "
+            "shorten it or list nodes.members",
         )
     if members is not None:
         if len(members) != cfg.nodes.count:
-            bad("nodes.members", f"{len(members)} members", f"must list exactly nodes.count = {cfg.nodes.count} members")
+            bad(
+                "nodes.members", f"{len(members)} members", f"must list exactly nodes.count = {cfg.nodes.count} members"
+            )
         seen_names: dict[str, int] = {}
         seen_addresses: dict[ipaddress.IPv4Address, int] = {}
         with_address = [m.address is not None for m in members]
         if any(with_address) and not all(with_address):
-            bad("nodes.members", "some members without address", "give every member an address, or none (Neutron allocates)")
+            bad(
+                "nodes.members",
+                "some members without address",
+                "give every member an address, or none (Neutron allocates)",
+            )
         for i, member in enumerate(members):
             field = f"nodes.members[{i}]"
             if member.name in seen_names:
-                bad(f"{field}.name", member.name, f"duplicate of nodes.members[{seen_names[member.name]}].name; names must be unique")
+                bad(
+                    f"{field}.name",
+                    member.name,
+                    f"duplicate of nodes.members[{seen_names[member.name]}].name; names must be unique",
+                )
             seen_names.setdefault(member.name, i)
             if member.address is None:
                 continue
             if member.address == cfg.vip.address:
                 bad(f"{field}.address", member.address, "equals vip.address; the VIP needs its own address")
             elif check_host(f"{field}.address", member.address) and member.address in seen_addresses:
-                bad(f"{field}.address", member.address, f"duplicate of nodes.members[{seen_addresses[member.address]}].address")
+                bad(
+                    f"{field}.address",
+                    member.address,
+                    f"duplicate of nodes.members[{seen_addresses[member.address]}].address",
+                )
             seen_addresses.setdefault(member.address, i)
 
     ports = cfg.ports
     if ports.frontend == ports.apiserver:
-        bad("ports.frontend", ports.frontend, f"must differ from ports.apiserver ({ports.apiserver}): haproxy and kube-apiserver share each node")
+        bad(
+            "ports.frontend",
+            ports.frontend,
+            f"must differ from ports.apiserver ({ports.apiserver}): haproxy and kube-apiserver share each node",
+        )
     if ports.health in (ports.frontend, ports.apiserver):
         bad("ports.health", ports.health, "must differ from ports.frontend and ports.apiserver")
     if ports.metrics in (ports.frontend, ports.apiserver, ports.health):
@@ -368,11 +405,23 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
 
     anywhere = ipaddress.IPv4Network("0.0.0.0/0")
     if anywhere in cfg.access.client_cidrs and not cfg.access.allow_api_from_anywhere:
-        bad("access.client_cidrs", anywhere, "opens the API to the whole internet; set access.allow_api_from_anywhere: true to mean it")
+        bad(
+            "access.client_cidrs",
+            anywhere,
+            "opens the API to the whole internet; set access.allow_api_from_anywhere: true to mean it",
+        )
     if anywhere in cfg.access.admin_cidrs and not cfg.access.allow_ssh_from_anywhere:
-        bad("access.admin_cidrs", anywhere, "opens SSH to the whole internet; set access.allow_ssh_from_anywhere: true to mean it")
+        bad(
+            "access.admin_cidrs",
+            anywhere,
+            "opens SSH to the whole internet; set access.allow_ssh_from_anywhere: true to mean it",
+        )
     if anywhere in cfg.access.monitoring_cidrs:
-        bad("access.monitoring_cidrs", anywhere, "opens the metrics to the whole internet; name the CIDR of your Prometheus")
+        bad(
+            "access.monitoring_cidrs",
+            anywhere,
+            "opens the metrics to the whole internet; name the CIDR of your Prometheus",
+        )
     return problems
 
 
@@ -380,9 +429,14 @@ def _state_problems(state: State) -> list[str]:
     """The backend's fields must fit together; the endpoint is https unless the config says otherwise."""
     if state.backend == "local":
         given = [f for f in ("bucket", "key", "region", "endpoint") if getattr(state, f) is not None]
-        return [f"state.{f}: {getattr(state, f)} — only used with state.backend: s3; set that or remove this key" for f in given]
+        return [
+            f"state.{f}: {getattr(state, f)} — only used with state.backend: s3; set that or remove this key"
+            for f in given
+        ]
     problems = [
-        f"state.{f}: missing — required with state.backend: s3" for f in ("bucket", "region") if getattr(state, f) is None
+        f"state.{f}: missing — required with state.backend: s3"
+        for f in ("bucket", "region")
+        if getattr(state, f) is None
     ]
     if state.endpoint is not None:
         url = urlsplit(state.endpoint)
@@ -392,7 +446,9 @@ def _state_problems(state: State) -> list[str]:
                 "they come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
             )
         elif url.scheme not in ("https", "http") or not url.hostname or url.query or url.fragment:
-            problems.append(f"state.endpoint: {state.endpoint} — an https URL with a host and optional port, such as https://object.example.org:8080")
+            problems.append(
+                f"state.endpoint: {state.endpoint} — an https URL with a host and optional port, such as https://object.example.org:8080"
+            )
         elif url.scheme == "http" and not state.allow_insecure_endpoint:
             problems.append(
                 f"state.endpoint: {state.endpoint} — must be https: the state holds every node's userdata; "
@@ -436,8 +492,8 @@ def _address_collisions(configs: list[ClusterConfig]) -> list[str]:
             if key in owner and owner[key][0] != cfg.name:
                 other, other_field = owner[key]
                 problems.append(
-                    f"{field}: {address} — cluster {cfg.name} and cluster {other} ({other_field}) both use this address "
-                    f"on network {cfg.network.identity.split(':', 1)[1]}; each address belongs to one cluster"
+                    f"{field}: {address} — cluster {cfg.name} and cluster {other} ({other_field}) both use this "
+                    f"address on network {cfg.network.identity.split(':', 1)[1]}; each address belongs to one cluster"
                 )
             owner.setdefault(key, (cfg.name, field))
     return problems
@@ -499,7 +555,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
     return ", ".join(model.model_fields)
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: ErrorDetails) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     field = _loc(loc)
     value = err.get("input")
@@ -531,13 +587,14 @@ def _format_error(err: dict[str, Any]) -> str:
 
 # What each pattern in the model allows, in words (pydantic would print the regex).
 _PATTERNS = {
-    DNS_LABEL: f"a DNS label: lowercase letters, digits and '-', starting with a letter, ending with a letter or digit, at most {DNS_LABEL_MAX} characters",
+    DNS_LABEL: "a DNS label: lowercase letters, digits and '-', starting with a letter, ending with a letter or digit, "
+    f"at most {DNS_LABEL_MAX} characters",
     INTERFACE: "an interface name: 1-15 letters, digits, '_', '.' or '-'",
     REGION: "a region name: 1-64 letters, digits, '.', '_' or '-'",
 }
 
 
-def _allowed(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+def _allowed(err: ErrorDetails, loc: tuple[Any, ...]) -> str:
     """What the field allows, in our words: pydantic's own messages name its types, not the config's."""
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind in ("value_error", "assertion_error"):
@@ -571,7 +628,9 @@ def parse_config(data: Any, source: str = "") -> ClusterConfig:
     if data is None:
         raise ConfigError(["the file is empty; start from config/example.yaml"], source)
     if not isinstance(data, dict):
-        raise ConfigError([f"(top level): {type(data).__name__} — the file must be a mapping of keys to values"], source)
+        raise ConfigError(
+            [f"(top level): {type(data).__name__} — the file must be a mapping of keys to values"], source
+        )
     try:
         cfg = ClusterConfig.model_validate(data)
     except ValidationError as err:
@@ -609,7 +668,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError([f"CONFIG: {str(path)!r} — no such file; point CONFIG at a cluster YAML such as config/example.yaml"])
+        raise ConfigError(
+            [f"CONFIG: {str(path)!r} — no such file; point CONFIG at a cluster YAML such as config/example.yaml"]
+        )
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except _DuplicateKey as err:

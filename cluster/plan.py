@@ -72,6 +72,7 @@ REACH_TIMEOUT_S = 3
 REACH_WAIT_S = 1  # ping -W takes whole seconds in busybox (the osixia image's ping) ...
 REACH_RETRY_S = "0.2"  # ... so the script stops waiting itself, before the next run is due:
 REACH_ROUNDS = 4  # REACH_ROUNDS x REACH_RETRY_S = 0.8 s, below the 1 s interval
+REACH_DEADLINE_S = f"{float(REACH_RETRY_S) * REACH_ROUNDS:g}"
 REACH_FALL = 2
 REACH_RISE = 1
 REACH_WEIGHT = 0  # FAULT whatever the priorities

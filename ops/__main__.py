@@ -1,4 +1,5 @@
-"""python -m ops status|roll|userdata: see and change the HA endpoint of one cluster (CONFIG chooses it, as for synth)."""
+"""python -m ops status|roll|userdata: see and change the HA endpoint of one cluster (CONFIG chooses it,
+as for synth)."""
 
 from __future__ import annotations
 
@@ -31,24 +32,40 @@ def parser() -> argparse.ArgumentParser:
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument("--config", help="the cluster's YAML (default: $CONFIG, else config/example.yaml)")
     cluster.add_argument("--cluster", help="which cluster, when CONFIG names several")
-    cluster.add_argument("--stack", type=Path, help="the synthesized cdk.tf.json (default: cdktf.out/stacks/<cluster>/cdk.tf.json)")
+    cluster.add_argument(
+        "--stack", type=Path, help="the synthesized cdk.tf.json (default: cdktf.out/stacks/<cluster>/cdk.tf.json)"
+    )
     remote = argparse.ArgumentParser(add_help=False, parents=[cluster])
     remote.add_argument("--ssh-user", help="log in as this user (default: ssh's, e.g. from ~/.ssh/config)")
-    remote.add_argument("--ssh-option", action="append", default=[], metavar="OPTION", help="an ssh -o option; repeatable")
     remote.add_argument(
-        "--connect-timeout", type=int, default=CONNECT_TIMEOUT_S, metavar="S", help=f"ssh connect timeout (default: {CONNECT_TIMEOUT_S})"
+        "--ssh-option", action="append", default=[], metavar="OPTION", help="an ssh -o option; repeatable"
+    )
+    remote.add_argument(
+        "--connect-timeout",
+        type=int,
+        default=CONNECT_TIMEOUT_S,
+        metavar="S",
+        help=f"ssh connect timeout (default: {CONNECT_TIMEOUT_S})",
     )
     remote.add_argument("--no-sudo", action="store_true", help="the login is root: run the node scripts without sudo")
     top = argparse.ArgumentParser(prog="python -m ops", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", parents=[remote], help="each node's keepalived, VIP, haproxy view, images and drift")
+    status = sub.add_parser(
+        "status", parents=[remote], help="each node's keepalived, VIP, haproxy view, images and drift"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     roll = sub.add_parser("roll", parents=[remote], help="bring every node to the synthesized userdata, one at a time")
     roll.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     roll.add_argument(
-        "--timeout", type=float, default=GATE_TIMEOUT_S, metavar="S", help=f"health gate per node (default: {GATE_TIMEOUT_S:g})"
+        "--timeout",
+        type=float,
+        default=GATE_TIMEOUT_S,
+        metavar="S",
+        help=f"health gate per node (default: {GATE_TIMEOUT_S:g})",
     )
-    userdata = sub.add_parser("userdata", parents=[cluster], help="print one node's cloud-config from the synthesized stack")
+    userdata = sub.add_parser(
+        "userdata", parents=[cluster], help="print one node's cloud-config from the synthesized stack"
+    )
     userdata.add_argument("node", help="the node's name, as in the config")
     return top
 
@@ -60,7 +77,9 @@ def cluster_plan(args: argparse.Namespace) -> Plan:
         if not configs:
             raise OpsError(f"--cluster: {args.cluster!r} is not a cluster CONFIG names")
     if len(configs) != 1:
-        raise OpsError(f"CONFIG names {len(configs)} clusters ({', '.join(c.name for c in configs)}); choose one with --cluster")
+        raise OpsError(
+            f"CONFIG names {len(configs)} clusters ({', '.join(c.name for c in configs)}); choose one with --cluster"
+        )
     return make_plan(configs[0])
 
 
@@ -86,7 +105,9 @@ def status(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
     else:
         print(table(inv, statuses))
         print()
-        print("\n".join(f.message for f in found) if found else "healthy: one VIP holder, every node as its userdata says")
+        print(
+            "\n".join(f.message for f in found) if found else "healthy: one VIP holder, every node as its userdata says"
+        )
     return Exit.UNHEALTHY if found else Exit.OK
 
 

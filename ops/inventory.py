@@ -128,6 +128,8 @@ def load_inventory(
         except StackError as err:
             raise OpsError(f"{stack_json}: {err}") from None
         if sorted(n.containers) != sorted(CONTAINERS):
-            raise OpsError(f"{stack_json}: {node.name}: userdata runs {list(n.containers)}, expected {list(CONTAINERS)}")
+            raise OpsError(
+                f"{stack_json}: {node.name}: userdata runs {list(n.containers)}, expected {list(CONTAINERS)}"
+            )
         nodes.append(n)
     return Inventory(plan.cluster, plan.vip, plan.interface, plan.health_port, tuple(nodes))

@@ -46,7 +46,9 @@ class Script:
         return self
 
     def report(self, health_port: int, files: list[str]) -> Script:
-        return self.call("kha_report", STATE_FILE, str(health_port), STATS_URI, METRICS_URI, " ".join(CONTAINERS), *files)
+        return self.call(
+            "kha_report", STATE_FILE, str(health_port), STATS_URI, METRICS_URI, " ".join(CONTAINERS), *files
+        )
 
     def text(self) -> str:
         return f"{NODE_SH}\n{CALLS_MARKER}\n" + "\n".join(self.lines) + "\n"

@@ -98,7 +98,9 @@ def make_roll_plan(inv: Inventory, statuses: list[NodeStatus]) -> RollPlan:
     for f in found:
         if f.kind in (FindingKind.NO_HOLDER, FindingKind.SEVERAL_HOLDERS):
             who = ", ".join(f.holders) or "no node"
-            raise RollStopped(f"cannot roll: the VIP {inv.vip} must have exactly one holder, it has {who}; nothing was changed")
+            raise RollStopped(
+                f"cannot roll: the VIP {inv.vip} must have exactly one holder, it has {who}; nothing was changed"
+            )
     [holder] = holders(inv, statuses)
     changes, unchanged = [], []
     for s in statuses:
@@ -115,7 +117,10 @@ def make_roll_plan(inv: Inventory, statuses: list[NodeStatus]) -> RollPlan:
 def describe(plan: RollPlan) -> list[str]:
     if not plan.changes:
         return ["every node matches the synthesized userdata: nothing to roll"]
-    lines = [f"roll plan ({len(plan.changes)} of {len(plan.changes) + len(plan.unchanged)} nodes; VIP holder: {plan.holder}):"]
+    lines = [
+        f"roll plan ({len(plan.changes)} of {len(plan.changes) + len(plan.unchanged)} nodes; "
+        f"VIP holder: {plan.holder}):"
+    ]
     for i, c in enumerate(plan.changes, 1):
         role = "VIP holder, last" if c.holder else "backup"
         actions = [f"recreate {n}" for n in c.recreate] + [f"reload {n}" for n in c.reloads]
@@ -166,11 +171,14 @@ class Roller:
             script.put(stage + f.path, f.owner, f.permissions, f.content)
         staged = {host: stage + host for run in node.runs for host, _, _ in run.mounts()}
         haproxy, keepalived = node.run(HAPROXY), node.run(KEEPALIVED)
-        script.call("kha_step", "haproxy-check", *check_argv(haproxy, staged, "haproxy", "-c", "-f", HAPROXY_CFG.container_path))
         script.call(
-            "kha_step", "keepalived-check",
+            "kha_step", "haproxy-check", *check_argv(haproxy, staged, "haproxy", "-c", "-f", HAPROXY_CFG.container_path)
+        )
+        script.call(
+            "kha_step",
+            "keepalived-check",
             *check_argv(keepalived, staged, "keepalived", "-t", "-f", KEEPALIVED_CONF.container_path),
-        )  # fmt: skip
+        )
         return script
 
     def validate(self, plan: RollPlan) -> list[str]:
@@ -201,7 +209,9 @@ class Roller:
                 + _first_lines(keepalived.output)
             )
         if (haproxy is None or keepalived is None) and not problems:
-            problems.append(f"{node.name}: validation did not run to the end ({failed_write(result.stdout) or result.reason()})")
+            problems.append(
+                f"{node.name}: validation did not run to the end ({failed_write(result.stdout) or result.reason()})"
+            )
         return problems
 
     # --- Changing one node.
@@ -255,7 +265,10 @@ class Roller:
         problems += [f"{d.what}: {d.why}" for d in changes.drifts]
         if not after.haproxy_answers:
             problems.append(f"haproxy does not answer on 127.0.0.1:{self.inv.health_port}")
-        if (HAPROXY in change.recreate or HAPROXY in change.reloads) and after.haproxy_started in (None, before.haproxy_started):
+        if (HAPROXY in change.recreate or HAPROXY in change.reloads) and after.haproxy_started in (
+            None,
+            before.haproxy_started,
+        ):
             problems.append("haproxy has not reloaded yet (same process start time)")
         expected = "MASTER" if change.holder and not change.hands_over else "BACKUP"
         state = after.keepalived_state
@@ -284,7 +297,9 @@ class Roller:
         node = change.node
         before = self.report(node)
         if before is None:
-            raise RollStopped(f"{node.name}: unreachable over SSH before its change; it and the nodes after it are untouched")
+            raise RollStopped(
+                f"{node.name}: unreachable over SSH before its change; it and the nodes after it are untouched"
+            )
         write = Script()
         for f, _ in change.files:
             write.put(f.path, f.owner, f.permissions, f.content)

@@ -60,8 +60,10 @@ def ssh_argv(host: str, opts: SshOptions) -> list[str]:
     argv = [
         "ssh",
         "-T",
-        "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
     ]
     for option in opts.options:
         argv += ["-o", option]

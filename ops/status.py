@@ -252,12 +252,25 @@ def as_json(inv: Inventory, statuses: list[NodeStatus], found: list[Finding]) ->
             r = s.report
             changes = diff(s.node, r)
             entry.update(
-                keepalived={"state": r.keepalived_state, "since": _int(r.state.get("since")), "priority": _int(r.state.get("priority"))},
+                keepalived={
+                    "state": r.keepalived_state,
+                    "since": _int(r.state.get("since")),
+                    "priority": _int(r.state.get("priority")),
+                },
                 holds_vip=r.holds(inv.vip),
                 haproxy_answers=r.haproxy_answers,
-                apiservers=[{"name": a.name, "status": a.status, "check": a.check, "last_check": a.last_check} for a in r.apiservers],
+                apiservers=[
+                    {"name": a.name, "status": a.status, "check": a.check, "last_check": a.last_check}
+                    for a in r.apiservers
+                ],
                 containers={
-                    c.name: {"exists": c.exists, "running": c.running, "status": c.status, "image": c.image, "image_id": c.image_id}
+                    c.name: {
+                        "exists": c.exists,
+                        "running": c.running,
+                        "status": c.status,
+                        "image": c.image,
+                        "image_id": c.image_id,
+                    }
                     for c in r.containers.values()
                 },
                 drift={
@@ -290,19 +303,21 @@ def table(inv: Inventory, statuses: list[NodeStatus]) -> str:
         up = sum(not a.down for a in r.apiservers)
         changes = diff(s.node, r)
         drifted = sum(1 for d in changes.drifts if d.kind.is_drift)
-        rows.append((
-            s.node.name,
-            s.node.address,
-            "ok",
-            r.keepalived_state or "?",
-            "yes" if r.holds(inv.vip) else "-",
-            f"{up}/{len(r.apiservers)}" if r.haproxy_answers else "no answer",
-            _container_cell(r, HAPROXY_CONTAINER),
-            _container_cell(r, KEEPALIVED_CONTAINER),
-            str(drifted) if drifted else "-",
-        ))  # fmt: skip
+        rows.append(
+            (
+                s.node.name,
+                s.node.address,
+                "ok",
+                r.keepalived_state or "?",
+                "yes" if r.holds(inv.vip) else "-",
+                f"{up}/{len(r.apiservers)}" if r.haproxy_answers else "no answer",
+                _container_cell(r, HAPROXY_CONTAINER),
+                _container_cell(r, KEEPALIVED_CONTAINER),
+                str(drifted) if drifted else "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def _container_cell(report: NodeReport, name: str) -> str:

@@ -61,18 +61,28 @@ class ClusterStack(TerraformStack):
             {name: {attr: getattr(vm, attr) for attr in CLOUD_SETTINGS} for name, vm in cp.instances.items()},
         )
         running.override_logical_id("node_cloud_settings")
-        configured = {attr: getattr(config.nodes, field.removeprefix("nodes.")) for attr, field in CLOUD_SETTINGS.items()}
-        TerraformOutput(self, "node_cloud_settings", value=running.expression, description="Image, flavor and key pair each node runs")
+        configured = {
+            attr: getattr(config.nodes, field.removeprefix("nodes.")) for attr, field in CLOUD_SETTINGS.items()
+        }
+        TerraformOutput(
+            self,
+            "node_cloud_settings",
+            value=running.expression,
+            description="Image, flavor and key pair each node runs",
+        )
         TerraformOutput(
             self,
             "nodes_behind_config",
-            value=f"${{[for name, vm in local.{running.friendly_unique_id} : name if vm != {_hcl_object(configured)}]}}",
+            value=f"${{[for name, vm in local.{running.friendly_unique_id} : "
+            f"name if vm != {_hcl_object(configured)}]}}",
             description="Nodes whose image, flavor or key pair differs from the config: replace them one at a time",
         )
         sans = [plan.vip]
         if cp.floating_ip is not None:
             sans.append(cp.floating_ip.address)
-            TerraformOutput(self, "floating_ip", value=cp.floating_ip.address, description="Floating IP bound to the VIP port")
+            TerraformOutput(
+                self, "floating_ip", value=cp.floating_ip.address, description="Floating IP bound to the VIP port"
+            )
         TerraformOutput(
             self,
             "certificate_sans",

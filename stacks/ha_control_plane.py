@@ -63,7 +63,8 @@ class HaControlPlane(Construct):
         # The config's CIDR drives every address check; refuse to plan against a different subnet.
         subnet_matches = Precondition(
             condition=Op.eq(self.subnet.cidr, str(net.subnet.cidr)),
-            error_message=f"subnet {net.subnet.name or net.subnet.id} is not {net.subnet.cidr} as network.subnet.cidr says",
+            error_message=f"subnet {net.subnet.name or net.subnet.id} is not {net.subnet.cidr} "
+            "as network.subnet.cidr says",
         )
 
         self.security_group = self._security_group(config)
@@ -197,7 +198,9 @@ class HaControlPlane(Construct):
         )
         group.override_logical_id("control_plane")
 
-        def rule(name: str, description: str, protocol: str, ports: tuple[int, int] | None = None, *, cidr=None) -> None:
+        def rule(
+            name: str, description: str, protocol: str, ports: tuple[int, int] | None = None, *, cidr=None
+        ) -> None:
             r = NetworkingSecgroupRuleV2(
                 self,
                 f"rule-{name}",
@@ -214,19 +217,34 @@ class HaControlPlane(Construct):
             r.override_logical_id(f"rule_{name}")
 
         rule("vrrp_from_members", "VRRP adverts between keepalived peers", VRRP_PROTOCOL)
-        rule("ping_from_members", "keepalived's network check: a node no peer answers may be cut off", "icmp", ICMP_ECHO_REQUEST)
+        rule(
+            "ping_from_members",
+            "keepalived's network check: a node no peer answers may be cut off",
+            "icmp",
+            ICMP_ECHO_REQUEST,
+        )
         rule("frontend_from_members", "haproxy endpoint from the control-plane nodes", "tcp", (plan.frontend_port,) * 2)
         rule("apiserver_from_members", "kube-apiserver behind haproxy", "tcp", (plan.apiserver_port,) * 2)
         rule("etcd_from_members", "stacked etcd peers and clients", "tcp", ETCD_PORTS)
         for cidr in config.access.client_cidrs:
-            rule(f"frontend_from_{_cidr_id(cidr)}", "API endpoint for clients", "tcp", (plan.frontend_port,) * 2, cidr=cidr)
+            rule(
+                f"frontend_from_{_cidr_id(cidr)}",
+                "API endpoint for clients",
+                "tcp",
+                (plan.frontend_port,) * 2,
+                cidr=cidr,
+            )
         for cidr in config.access.admin_cidrs:
             rule(f"ssh_from_{_cidr_id(cidr)}", "SSH for administrators", "tcp", (SSH_PORT, SSH_PORT), cidr=cidr)
         for cidr in config.access.monitoring_cidrs:
-            rule(f"metrics_from_{_cidr_id(cidr)}", "Prometheus metrics for monitoring", "tcp", (plan.metrics_port,) * 2, cidr=cidr)
+            rule(
+                f"metrics_from_{_cidr_id(cidr)}",
+                "Prometheus metrics for monitoring",
+                "tcp",
+                (plan.metrics_port,) * 2,
+                cidr=cidr,
+            )
         return group
-
-
 
 
 def _terraform_sha256(text: str) -> str:

@@ -13,7 +13,9 @@ import yaml
 
 # jsii starts Node and ops starts Terraform: the project's own ones, as under `make`.
 ROOT = Path(__file__).resolve().parent.parent
-os.environ["PATH"] = os.pathsep.join([str(ROOT / ".tools" / "bin"), str(ROOT / "node_modules" / ".bin"), os.environ.get("PATH", "")])
+os.environ["PATH"] = os.pathsep.join(
+    [str(ROOT / ".tools" / "bin"), str(ROOT / "node_modules" / ".bin"), os.environ.get("PATH", "")]
+)
 os.environ["TF_CLI_CONFIG_FILE"] = str(ROOT / ".stamps" / "terraformrc")
 os.environ["TF_CLI_ARGS_providers_lock"] = f"-fs-mirror={ROOT / '.tools' / 'providers'}"  # as the Makefile says why
 os.environ.setdefault("NODE_OPTIONS", "--no-deprecation")
@@ -64,7 +66,7 @@ def example_plan(example_config: ClusterConfig) -> Plan:
 
 def synth(config: ClusterConfig) -> dict[str, Any]:
     """Synthesize one cluster's stack in-process and return its Terraform JSON."""
-    from cdktf import App, Testing as CdktfTesting  # aliased: pytest would collect `Testing`
+    from cdktf import Testing as CdktfTesting
 
     from stacks.cluster_stack import ClusterStack
 

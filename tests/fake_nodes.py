@@ -62,7 +62,7 @@ class FakeCluster:
         for i, n in enumerate(inv.nodes):
             node = FakeNode(n.name, n.address, 150 - 10 * i, since=int(self.now) - 100)
             node.files = {f.path: (f.content, f.owner, f.permissions) for f in n.files}
-            node.containers = {r.name: FakeContainer(r.image, r.label) for r in n.runs}
+            node.containers = {r.name: FakeContainer(r.image, r.label) for r in n.runs if r.name}
             node.images = {r.image for r in n.runs}
             node.apiservers = {m.name: "UP" for m in inv.nodes}
             self.nodes[n.name] = node
@@ -139,7 +139,11 @@ class FakeCluster:
 
     def step(self, node: FakeNode, command: list[str]) -> tuple[int, str]:
         if command[0] == "kha_image":
-            return (0, "") if command[1] in node.images else (1, f"Error response from daemon: pull access denied for {command[1]}")
+            return (
+                (0, "")
+                if command[1] in node.images
+                else (1, f"Error response from daemon: pull access denied for {command[1]}")
+            )
         if command[0] == "mkdir":
             return 0, ""
         if command[:3] == ["docker", "run", "--rm"]:
@@ -174,8 +178,12 @@ class FakeCluster:
         content = node.files[f"{staged[spec.folder.container]}/{spec.key}"][0]
         if "BROKEN" in content:
             if tool == "haproxy":
-                return 1, f"[ALERT]    (1) : config : parsing [{spec.container_path}:3] : unknown keyword 'BROKEN' in 'global' section"
-            return 143, f"(Line 3) Unknown keyword 'BROKEN'"
+                return (
+                    1,
+                    f"[ALERT]    (1) : config : parsing [{spec.container_path}:3] : "
+                    "unknown keyword 'BROKEN' in 'global' section",
+                )
+            return 143, "(Line 3) Unknown keyword 'BROKEN'"
         return (0, "Configuration file is valid") if tool == "haproxy" else (143, "")
 
     def started(self, node: FakeNode, name: str) -> None:
@@ -188,7 +196,11 @@ class FakeCluster:
         was_holder = node.holds_vip
         node.state, node.since, node.holds_vip = "STOP", int(self.now), False
         if was_holder and self.backups_take_over:
-            candidates = [n for n in self.nodes.values() if n is not node and n.containers["keepalived"].running and n.state == "BACKUP"]
+            candidates = [
+                n
+                for n in self.nodes.values()
+                if n is not node and n.containers["keepalived"].running and n.state == "BACKUP"
+            ]
             if candidates:
                 new = max(candidates, key=lambda n: n.priority)
                 new.state, new.holds_vip, new.since = "MASTER", True, int(self.now)
@@ -211,14 +223,19 @@ class FakeCluster:
             out.append("# pxname,svname,status,check_status,last_chk,type,")
             for name, status in node.apiservers.items():
                 check = "L7OK" if status == "UP" else "L4CON"
-                out.append(f"kube-apiserver,{name},{status},{check},{'200 OK' if status == 'UP' else 'Connection refused'},2,")
+                out.append(
+                    f"kube-apiserver,{name},{status},{check},{'200 OK' if status == 'UP' else 'Connection refused'},2,"
+                )
             out += ["@@ started", f"haproxy_process_start_time_seconds {node.haproxy_started}"]
         for name in ("haproxy", "keepalived"):
             out.append(f"@@ container {name}")
             c = node.containers.get(name)
             if c:
-                info = {"State": {"Running": c.running, "Status": "running" if c.running else "exited"},
-                        "Config": {"Image": c.image, "Labels": {"io.kubeadm-ha.run": c.label}}, "Image": "sha256:" + "0" * 64}
+                info = {
+                    "State": {"Running": c.running, "Status": "running" if c.running else "exited"},
+                    "Config": {"Image": c.image, "Labels": {"io.kubeadm-ha.run": c.label}},
+                    "Image": "sha256:" + "0" * 64,
+                }
                 out.append(json.dumps(info))
         out.append("@@ files")
         for path in files:
@@ -228,5 +245,3 @@ class FakeCluster:
             else:
                 out.append(f"missing - {path}")
         out.append("@@ end")
-
-

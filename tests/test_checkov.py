@@ -22,9 +22,21 @@ def checkov(doc, tmp_path):
     stack = tmp_path / "cdk.tf.json"
     stack.write_text(json.dumps(doc, indent=2))
     result = subprocess.run(
-        [str(CHECKOV), "--file", str(stack), "--framework", "terraform_json", "secrets",
-         "--skip-download", "--quiet", "--output", "json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(CHECKOV),
+            "--file",
+            str(stack),
+            "--framework",
+            "terraform_json",
+            "secrets",
+            "--skip-download",
+            "--quiet",
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     reports = json.loads(result.stdout)
     reports = reports if isinstance(reports, list) else [reports]
@@ -49,7 +61,13 @@ def test_checkov_fails_a_stack_that_opens_ssh_to_the_internet(tmp_path):
 
 @pytest.mark.tools
 def test_checkov_finds_nothing_in_a_stack_with_remote_state(tmp_path):
-    state = {"backend": "s3", "bucket": "kha-state", "region": "RegionOne", "endpoint": "https://object.example.org", "use_path_style": True}
+    state = {
+        "backend": "s3",
+        "bucket": "kha-state",
+        "region": "RegionOne",
+        "endpoint": "https://object.example.org",
+        "use_path_style": True,
+    }
     passed, failed = checkov(synth(config_from({"state": state})), tmp_path)
     assert failed == []
     assert passed >= 10

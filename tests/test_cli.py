@@ -68,7 +68,9 @@ def test_cdktf_synth_rejects_bad_config_without_traceback(tmp_path):
     for name in ("cluster", "stacks", "userdata"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     # The copy has no virtualenv of its own: `pipenv run` uses the project's, as an active one.
-    result = run([cdktf, "synth"], tmp_path, bad_config(tmp_path), VIRTUAL_ENV=str(ROOT / ".venv"), PIPENV_VENV_IN_PROJECT="")
+    result = run(
+        [cdktf, "synth"], tmp_path, bad_config(tmp_path), VIRTUAL_ENV=str(ROOT / ".venv"), PIPENV_VENV_IN_PROJECT=""
+    )
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Traceback" not in output

@@ -14,11 +14,15 @@ pytestmark = pytest.mark.cloud
 
 
 # make passes SIGTERM on to its recipe, waits for it, then dies of the signal itself (-15).
-@pytest.mark.parametrize("argv, sig, exit_code", [
-    (["make", "--no-print-directory", "cloud"], signal.SIGTERM, -signal.SIGTERM),
-    (None, signal.SIGTERM, 0),
-    (None, signal.SIGINT, 0),
-], ids=["make-cloud-sigterm", "launcher-sigterm", "launcher-sigint"])
+@pytest.mark.parametrize(
+    "argv, sig, exit_code",
+    [
+        (["make", "--no-print-directory", "cloud"], signal.SIGTERM, -signal.SIGTERM),
+        (None, signal.SIGTERM, 0),
+        (None, signal.SIGINT, 0),
+    ],
+    ids=["make-cloud-sigterm", "launcher-sigterm", "launcher-sigint"],
+)
 def test_a_signal_stops_everything_and_leaves_nothing_behind(argv, sig, exit_code):
     reason = handle.missing()
     if reason:

@@ -32,7 +32,7 @@ def test_dump_gives_back_what_load_reads():
 def test_a_docker_run_edit_changes_that_line_alone(example_plan):
     before = render_cloud_config(example_plan, "demo-cp-1")
     after = cloudconfig.with_docker_run(before, "haproxy", lambda argv: [*argv[:-1], "haproxy:9"])
-    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
     assert len(changed) == 1 and len(before.splitlines()) == len(after.splitlines())
     assert cloudconfig.docker_runs(after)["haproxy"].image == "haproxy:9"
     assert cloudconfig.docker_runs(after)["keepalived"] == cloudconfig.docker_runs(before)["keepalived"]
@@ -53,5 +53,7 @@ def test_a_file_line_edit_changes_that_file_alone(example_plan):
 
 def test_a_file_line_edit_in_another_file_than_named_is_refused(example_plan):
     text = render_cloud_config(example_plan, "demo-cp-1")
-    with pytest.raises(cloudconfig.CloudConfigError, match=r"is not in /etc/kubeadm-ha/keepalived/keepalived\.conf alone"):
+    with pytest.raises(
+        cloudconfig.CloudConfigError, match=r"is not in /etc/kubeadm-ha/keepalived/keepalived\.conf alone"
+    ):
         cloudconfig.with_file_line(text, KEEPALIVED_CONF.host_path, "timeout client-fin 10s", "timeout client-fin 11s")

@@ -22,7 +22,25 @@ PYDANTIC = re.compile(
     r"Input should|String should|Input is not|should be a valid|should have at (least|most)|Value error|"
     r"Assertion failed|validation error|pydantic|type=|For further information|Field required|Extra inputs"
 )
-BAD_VALUES: tuple[Any, ...] = (None, "", "x", "Bad Value!", "2001:db8::1", "1.2.3.4/40", 7, -1, 70000, 2.5, True, [], ["x"], {}, {"k": 1}, "a" * 70, "${x}")
+BAD_VALUES: tuple[Any, ...] = (
+    None,
+    "",
+    "x",
+    "Bad Value!",
+    "2001:db8::1",
+    "1.2.3.4/40",
+    7,
+    -1,
+    70000,
+    2.5,
+    True,
+    [],
+    ["x"],
+    {},
+    {"k": 1},
+    "a" * 70,
+    "${x}",
+)
 
 
 def _leaves(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -68,7 +86,14 @@ FIELDS = _leaves(ClusterConfig)
 
 
 def test_the_walk_reaches_every_nested_field():
-    assert {"name", "vip.address", "nodes.members.0.address", "state.use_lockfile", "network.subnet.cidr", "allow_destroy"} <= set(FIELDS)
+    assert {
+        "name",
+        "vip.address",
+        "nodes.members.0.address",
+        "state.use_lockfile",
+        "network.subnet.cidr",
+        "allow_destroy",
+    } <= set(FIELDS)
     assert len(FIELDS) > 40
 
 
@@ -163,5 +188,7 @@ def test_boundary_names_synthesize(changes, names):
 
 
 def test_a_long_name_without_members_is_refused_before_anything_is_built():
-    with pytest.raises(ConfigError, match=r"^invalid config:\n  - name: a{30} \(30 characters\) — at most 27 characters"):
+    with pytest.raises(
+        ConfigError, match=r"^invalid config:\n  - name: a{30} \(30 characters\) — at most 27 characters"
+    ):
         config_from({"name": "a" * 30, "nodes.members": DELETE})

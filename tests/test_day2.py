@@ -87,12 +87,17 @@ def _roster_doc(changes):
     return {"resource": {TRACKER: {"roster": synth(config_from(changes))["resource"][TRACKER]["roster"]}}}
 
 
-FIVE = {"nodes.count": 5, "nodes.members": [{"name": f"demo-cp-{i}", "address": f"192.0.2.{10 + i}"} for i in range(1, 6)]}
+FIVE = {
+    "nodes.count": 5,
+    "nodes.members": [{"name": f"demo-cp-{i}", "address": f"192.0.2.{10 + i}"} for i in range(1, 6)],
+}
 TWO_RENAMED = {"nodes.members.2.name": "demo-cp-9"}
 
 
 @pytest.mark.parametrize(
-    "changes", [FIVE, TWO_RENAMED, {"nodes.members": DELETE, "nodes.count": 5}, WITH_FIP], ids=["more-nodes", "renamed-member", "count", "floating-ip"]
+    "changes",
+    [FIVE, TWO_RENAMED, {"nodes.members": DELETE, "nodes.count": 5}, WITH_FIP],
+    ids=["more-nodes", "renamed-member", "count", "floating-ip"],
 )
 def test_terraform_refuses_a_plan_that_changes_the_set_of_nodes_or_the_floating_ip_unless_allowed(tmp_path, changes):
     """Run by Terraform itself: the roster is built in (terraform_data), no cloud needed."""
@@ -122,7 +127,10 @@ def test_what_can_be_recreated_without_loss_is_not_protected(with_fip):
 # --- 2. image, flavor, key pair ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("field", "attribute"), [("nodes.image", "image_name"), ("nodes.flavor", "flavor_name"), ("nodes.key_pair", "key_pair")])
+@pytest.mark.parametrize(
+    ("field", "attribute"),
+    [("nodes.image", "image_name"), ("nodes.flavor", "flavor_name"), ("nodes.key_pair", "key_pair")],
+)
 def test_a_new_image_flavor_or_key_changes_only_that_ignored_attribute(example_json, field, attribute):
     doc = synth(config_from({field: "new-value"}))
     before, after = resources(example_json, ComputeInstanceV2), resources(doc, ComputeInstanceV2)
@@ -143,7 +151,7 @@ def test_outputs_show_what_each_node_runs_and_which_nodes_differ_from_the_config
     outputs = example_json["output"]
     assert outputs["node_cloud_settings"]["value"] == "${local.node_cloud_settings}"
     assert outputs["nodes_behind_config"]["value"] == (
-        '${[for name, vm in local.node_cloud_settings : name if vm != '
+        "${[for name, vm in local.node_cloud_settings : name if vm != "
         '{image_name = "ubuntu-24.04", flavor_name = "m1.large", key_pair = "demo-admin"}]}'
     )
 
@@ -156,16 +164,26 @@ def test_terraform_evaluates_nodes_behind_config_to_the_nodes_on_other_values(ex
         "demo-cp-2": {"image_name": "ubuntu-22.04", "flavor_name": "m1.large", "key_pair": "demo-admin"},
         "demo-cp-3": {"image_name": "ubuntu-24.04", "flavor_name": "m1.large", "key_pair": "old-key"},
     }
-    doc = {"locals": {"node_cloud_settings": running}, "output": {"behind": example_json["output"]["nodes_behind_config"]}}
+    doc = {
+        "locals": {"node_cloud_settings": running},
+        "output": {"behind": example_json["output"]["nodes_behind_config"]},
+    }
     assert _terraform_outputs(tmp_path, doc)["behind"] == ["demo-cp-2", "demo-cp-3"]
 
 
 def _terraform(folder, doc, *args, check=True):
     """Terraform on `doc` in `folder` (its local state kept between calls); no provider, no network."""
     (folder / "main.tf.json").write_text(json.dumps(doc))
-    env = {"TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1", "PATH": os.environ["PATH"], "HOME": str(folder)}
+    env = {
+        "TF_CLI_CONFIG_FILE": "/dev/null",
+        "CHECKPOINT_DISABLE": "1",
+        "PATH": os.environ["PATH"],
+        "HOME": str(folder),
+    }
     flags = ["-no-color"] if args[0] == "output" else ["-no-color", "-input=false"]
-    done = subprocess.run(["terraform", *args, *flags], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["terraform", *args, *flags], cwd=folder, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 or not check, done.stderr
     return done
 
@@ -178,7 +196,13 @@ def _terraform_outputs(folder, doc):
 
 # --- 3. security-group rules ------------------------------------------------------------------
 
-MEMBER_RULES = {"rule_vrrp_from_members", "rule_ping_from_members", "rule_frontend_from_members", "rule_apiserver_from_members", "rule_etcd_from_members"}
+MEMBER_RULES = {
+    "rule_vrrp_from_members",
+    "rule_ping_from_members",
+    "rule_frontend_from_members",
+    "rule_apiserver_from_members",
+    "rule_etcd_from_members",
+}
 
 
 def _rules(doc):
@@ -190,7 +214,11 @@ def _rules(doc):
     [
         ({"access.client_cidrs": ["192.0.2.0/24", "10.20.0.0/16"]}, {"rule_frontend_from_10_20_0_0-16"}, set()),
         ({"access.client_cidrs": ["10.20.0.0/16", "192.0.2.0/24"]}, {"rule_frontend_from_10_20_0_0-16"}, set()),
-        ({"access.client_cidrs": ["10.20.0.0/16"]}, {"rule_frontend_from_10_20_0_0-16"}, {"rule_frontend_from_192_0_2_0-24"}),
+        (
+            {"access.client_cidrs": ["10.20.0.0/16"]},
+            {"rule_frontend_from_10_20_0_0-16"},
+            {"rule_frontend_from_192_0_2_0-24"},
+        ),
         ({"access.admin_cidrs": ["203.0.113.7/32", "198.51.100.0/24"]}, {"rule_ssh_from_203_0_113_7-32"}, set()),
         ({"access.admin_cidrs": []}, set(), {"rule_ssh_from_198_51_100_0-24"}),
         ({"access.monitoring_cidrs": ["203.0.113.0/24"]}, {"rule_metrics_from_203_0_113_0-24"}, set()),
@@ -224,7 +252,11 @@ def test_the_rule_diff_sees_an_attribute_change(example_json):
 
 
 def _trackers(doc):
-    return {name: body["input"]["user_data_sha256"] for name, body in doc["resource"][TRACKER].items() if name.startswith("userdata_")}
+    return {
+        name: body["input"]["user_data_sha256"]
+        for name, body in doc["resource"][TRACKER].items()
+        if name.startswith("userdata_")
+    }
 
 
 def _user_data(doc):
@@ -240,14 +272,19 @@ def test_the_tracker_hashes_the_very_expression_that_becomes_user_data(example_j
     for doc in (example_json, no_members):
         trackers = _trackers(doc)
         for name, text in _user_data(doc).items():
-            assert trackers[name.replace("instance_", "userdata_")] == "${sha256(" + json.dumps(text, ensure_ascii=False) + ")}"
+            assert (
+                trackers[name.replace("instance_", "userdata_")]
+                == "${sha256(" + json.dumps(text, ensure_ascii=False) + ")}"
+            )
 
 
 PORT_REF = re.compile(r"openstack_networking_port_v2\.port_(demo-cp-\d)\.all_fixed_ips")
 
 
 @pytest.mark.parametrize("which", ["members", "no-members"])
-def test_terraform_computes_the_trackers_hash_of_the_user_data_the_node_receives(example_json, no_members, tmp_path, which):
+def test_terraform_computes_the_trackers_hash_of_the_user_data_the_node_receives(
+    example_json, no_members, tmp_path, which
+):
     """Terraform evaluates both: the hash equals sha256 of user_data as Terraform renders it.
 
     Without members the port references become locals holding stand-in addresses (no provider here).
@@ -261,10 +298,17 @@ def test_terraform_computes_the_trackers_hash_of_the_user_data_the_node_receives
         tmp_path,
         {
             "locals": local,
-            "output": {"user_data": {"value": PORT_REF.sub(r"local.port_\1", vm["user_data"])}, "hash": {"value": PORT_REF.sub(r"local.port_\1", tracker)}},
+            "output": {
+                "user_data": {"value": PORT_REF.sub(r"local.port_\1", vm["user_data"])},
+                "hash": {"value": PORT_REF.sub(r"local.port_\1", tracker)},
+            },
         },
     )
-    expected = node_text(vm["user_data"]) if which == "members" else node_text(with_port_addresses(vm["user_data"], {k: v[0] for k, v in local.items()}))
+    expected = (
+        node_text(vm["user_data"])
+        if which == "members"
+        else node_text(with_port_addresses(vm["user_data"], {k: v[0] for k, v in local.items()}))
+    )
     assert outputs["user_data"] == expected
     assert outputs["hash"] == hashlib.sha256(expected.encode()).hexdigest()
 
@@ -295,7 +339,10 @@ def test_the_tracker_follows_a_neutron_address_by_reference(no_members):
     trackers = _trackers(no_members)
     for node in ("demo-cp-1", "demo-cp-2", "demo-cp-3"):
         for peer in ("demo-cp-1", "demo-cp-2", "demo-cp-3"):
-            assert f"${{element(openstack_networking_port_v2.port_{peer}.all_fixed_ips, 0)}}" in trackers[f"userdata_{node}"]
+            assert (
+                f"${{element(openstack_networking_port_v2.port_{peer}.all_fixed_ips, 0)}}"
+                in trackers[f"userdata_{node}"]
+            )
 
 
 # --- 5. the VIP port before any node port -----------------------------------------------------
@@ -333,8 +380,13 @@ def test_required_version_is_the_lowest_every_feature_needs(state, expected):
 def test_terraform_older_than_the_required_version_is_refused(tmp_path, example_json):
     """The constraint is Terraform's to enforce: checked with the installed Terraform against a higher one."""
     require_terraform()
-    done = _terraform(tmp_path, {"terraform": {"required_version": ">= 99.0"}, "output": {"x": {"value": 1}}}, "plan", check=False)
+    done = _terraform(
+        tmp_path, {"terraform": {"required_version": ">= 99.0"}, "output": {"x": {"value": 1}}}, "plan", check=False
+    )
     assert done.returncode != 0 and "Unsupported Terraform Core version" in done.stderr
-    ok = {"terraform": {"required_version": example_json["terraform"]["required_version"]}, "output": {"x": {"value": 1}}}
+    ok = {
+        "terraform": {"required_version": example_json["terraform"]["required_version"]},
+        "output": {"x": {"value": 1}},
+    }
     (tmp_path / "main.tf.json").write_text(json.dumps(ok))
     assert _terraform_outputs(tmp_path, ok) == {"x": 1}

@@ -55,7 +55,7 @@ def anchors(text: str) -> set[str]:
 def broken_links(text: str, where: Path) -> list[str]:
     """Each relative link in `text` (a file at `where`) whose file or #anchor does not exist."""
     problems = []
-    for number, line in enumerate(_prose_lines(text), 1):
+    for line in _prose_lines(text):
         for target in _LINK.findall(_CODE_SPAN.sub("", line)):
             if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...
                 continue

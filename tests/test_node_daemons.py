@@ -20,7 +20,16 @@ import pytest
 
 from cluster.plan import CHECK_FAILED_MARK, CHECK_HOLD_MS, CHECK_HOLDS, KEEPALIVED_METRICS_URI, METRICS_URI, STATS_URI
 from tests.tools import in_mount_namespace, node_netns, placed, require
-from userdata.render import CHECK_SCRIPT, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_METRICS, STATE_DIR, STATE_FILE, render_node_files
+from userdata.render import (
+    CHECK_SCRIPT,
+    HAPROXY_CFG,
+    HAPROXY_DIR,
+    KEEPALIVED_CONF,
+    KEEPALIVED_METRICS,
+    STATE_DIR,
+    STATE_FILE,
+    render_node_files,
+)
 
 pytestmark = pytest.mark.tools
 
@@ -86,8 +95,21 @@ class BareNode:
 
     def status(self, url: str) -> str:
         result = subprocess.run(
-            ["ip", "netns", "exec", self.ns, "curl", "--silent", "--max-time", "2", "--output", "/dev/null",
-             "--write-out", "%{http_code}", url],
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                "curl",
+                "--silent",
+                "--max-time",
+                "2",
+                "--output",
+                "/dev/null",
+                "--write-out",
+                "%{http_code}",
+                url,
+            ],
             capture_output=True,
             text=True,
         )
@@ -95,7 +117,14 @@ class BareNode:
 
     def process_start_time(self) -> str | None:
         metrics = self.curl(f"http://127.0.0.1:{self.plan.health_port}{METRICS_URI}")
-        return next((line.split()[-1] for line in metrics.splitlines() if line.startswith("haproxy_process_start_time_seconds")), None)
+        return next(
+            (
+                line.split()[-1]
+                for line in metrics.splitlines()
+                if line.startswith("haproxy_process_start_time_seconds")
+            ),
+            None,
+        )
 
     def keepalived_metrics(self) -> str:
         return self.curl(f"http://{ADDRESS}:{self.plan.metrics_port}{KEEPALIVED_METRICS_URI}")
@@ -126,7 +155,10 @@ def test_notify_script_keeps_the_state_and_metrics_follow_it(node, example_plan)
     assert state["priority"] == str(example_plan.node(NODE).priority)
     assert abs(int(state["since"]) - time.time()) < 30
 
-    metrics = wait_for("VIP held", lambda: 'kubeadm_ha_vip_held{vip="192.0.2.10"} 1' in node.keepalived_metrics() and node.keepalived_metrics())
+    metrics = wait_for(
+        "VIP held",
+        lambda: 'kubeadm_ha_vip_held{vip="192.0.2.10"} 1' in node.keepalived_metrics() and node.keepalived_metrics(),
+    )
     assert f'kubeadm_ha_keepalived_state{{vrrp_instance="{example_plan.instance_name}",state="MASTER"}} 1' in metrics
     assert f'kubeadm_ha_keepalived_state{{vrrp_instance="{example_plan.instance_name}",state="FAULT"}} 0' in metrics
     assert "kubeadm_ha_keepalived_state_since_seconds" in metrics
@@ -150,7 +182,9 @@ def test_haproxy_shows_every_apiserver_and_its_last_check_on_loopback_only(node,
         return {r["svname"]: r for r in rows if r["pxname"] == "kube-apiserver" and r["type"] == "2"}
 
     # No apiserver listens here: every check fails at layer 4 and each server goes DOWN.
-    servers = wait_for("all DOWN", lambda: (s := apiservers()) and all(r["status"] == "DOWN" for r in s.values()) and s, 30)
+    servers = wait_for(
+        "all DOWN", lambda: (s := apiservers()) and all(r["status"] == "DOWN" for r in s.values()) and s, 30
+    )
     assert set(servers) == {n.name for n in example_plan.nodes}
     for row in servers.values():
         assert row["check_status"].removeprefix("* ").startswith(("L4", "L6", "L7", "SOCKERR")), row
@@ -172,14 +206,17 @@ def test_metrics_frontend_serves_the_exporter_and_nothing_else_on_the_node_addre
 
 
 @pytest.mark.parametrize(("mount", "reload_sees_new_file"), [("folder", True), ("single file", False)])
-def test_a_reload_reads_a_config_replaced_by_rename_only_through_a_folder_mount(node, example_plan, mount, reload_sees_new_file):
+def test_a_reload_reads_a_config_replaced_by_rename_only_through_a_folder_mount(
+    node, example_plan, mount, reload_sees_new_file
+):
     """The roll writes a new file and renames it over the old one; a single-file mount pins the old inode."""
     host_dir = node.folders[HAPROXY_DIR.container]
     host_cfg = host_dir / HAPROXY_CFG.key
     if mount == "single file":  # how the userdata mounted haproxy.cfg before: the control that must fail
         node.mounts += f" && umount {HAPROXY_DIR.container}"
         for name in (HAPROXY_CFG.key, KEEPALIVED_METRICS.key):
-            node.mounts += f" && touch {HAPROXY_DIR.container}/{name} && mount --bind {host_dir / name} {HAPROXY_DIR.container}/{name}"
+            target = f"{HAPROXY_DIR.container}/{name}"
+            node.mounts += f" && touch {target} && mount --bind {host_dir / name} {target}"
     node.start_haproxy()
     stats = f"http://127.0.0.1:{example_plan.health_port}{STATS_URI};csv"
     wait_for("stats", lambda: "demo-cp-3" in node.curl(stats))
@@ -212,7 +249,6 @@ def test_the_haproxy_check_fails_when_haproxy_dies_during_its_held_request(node,
     assert running.wait(timeout=10) == 52
 
 
-
 def test_the_haproxy_check_fails_within_one_hold_of_a_graceful_stop(node, example_plan):
     """docker stop sends haproxy SIGUSR1: a graceful stop closes the listeners but lets the open
     held request finish with 200. The run's next request is refused, so the check fails within
@@ -226,6 +262,7 @@ def test_the_haproxy_check_fails_within_one_hold_of_a_graceful_stop(node, exampl
     os.killpg(node.procs["haproxy"].pid, signal.SIGUSR1)
     assert running.wait(timeout=10) != 0
     assert time.monotonic() - stopped < CHECK_HOLD_MS / 1000 + 0.2, "seen at the next held request, not the next run"
+
 
 def test_after_a_failed_check_the_next_run_passes_as_soon_as_haproxy_serves_again(node, example_plan):
     """A failed run leaves a mark; the next run polls with unheld requests, so keepalived learns
@@ -243,5 +280,6 @@ def test_after_a_failed_check_the_next_run_passes_as_soon_as_haproxy_serves_agai
     assert not Path(CHECK_FAILED_MARK).exists()
     started = time.monotonic()
     assert subprocess.run(check, timeout=10).returncode == 0
-    assert time.monotonic() - started >= CHECK_HOLDS * CHECK_HOLD_MS / 1000 - 0.05, "the next run is the held requests again"
-
+    assert time.monotonic() - started >= CHECK_HOLDS * CHECK_HOLD_MS / 1000 - 0.05, (
+        "the next run is the held requests again"
+    )

@@ -7,7 +7,6 @@ import hashlib
 import os
 import stat
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -16,14 +15,19 @@ from ops.remote import Script, parse_report, steps
 STUBS = {
     "docker": """#!/bin/sh
 case "$*" in
-  *"inspect --type container --format"*haproxy) echo '{"State":{"Running":true,"Status":"running"},"Config":{"Image":"haproxy:2.8.16","Labels":{"io.kubeadm-ha.run":"abc"}},"Image":"sha256:1"}' ;;
+  *"inspect --type container --format"*haproxy)
+    printf '%s' '{"State":{"Running":true,"Status":"running"},' \\
+      '"Config":{"Image":"haproxy:2.8.16","Labels":{"io.kubeadm-ha.run":"abc"}},"Image":"sha256:1"}'
+    echo ;;
   *inspect*) echo "Error: No such object: $*" >&2; exit 1 ;;
   *) echo "docker $*" ;;
 esac
 """,
     "curl": """#!/bin/sh
 case "$*" in
-  *"stats;csv"*) printf '# pxname,svname,status,check_status,last_chk,type,\\nkube-apiserver,demo-cp-1,UP,L7OK,200 OK,2,\\nkube-apiserver,demo-cp-2,DOWN,* L4CON,Connection refused,2,\\nkube-apiserver,BACKEND,UP,,,1,\\n' ;;
+  *"stats;csv"*) printf '%s\\n' '# pxname,svname,status,check_status,last_chk,type,' \\
+      'kube-apiserver,demo-cp-1,UP,L7OK,200 OK,2,' 'kube-apiserver,demo-cp-2,DOWN,* L4CON,Connection refused,2,' \\
+      'kube-apiserver,BACKEND,UP,,,1,' ;;
   */metrics*) printf '# HELP haproxy_process_start_time_seconds x\\nhaproxy_process_start_time_seconds 1764000000\\n' ;;
 esac
 """,
@@ -56,16 +60,25 @@ def test_report_prints_what_the_tool_parses(node_sh, tmp_path):
     present = tmp_path / "haproxy.cfg"
     present.write_text("global\n")
     present.chmod(0o640)
-    script = Script().call("kha_report", str(state), "9444", "/stats", "/metrics", "haproxy keepalived", str(present),
-                           str(tmp_path / "gone"))  # fmt: skip
+    script = Script().call(
+        "kha_report",
+        str(state),
+        "9444",
+        "/stats",
+        "/metrics",
+        "haproxy keepalived",
+        str(present),
+        str(tmp_path / "gone"),
+    )
     result = node_sh(script)
     assert result.returncode == 0, result.stderr
     report = parse_report(result.stdout)
     assert report.state == {"state": "MASTER", "instance": "DEMO_API", "priority": "150", "since": "1764000001"}
     assert report.addresses == ("127.0.0.1", "192.0.2.11", "192.0.2.10") and report.holds("192.0.2.10")
     assert [(a.name, a.status, a.check, a.last_check) for a in report.apiservers] == [
-        ("demo-cp-1", "UP", "L7OK", "200 OK"), ("demo-cp-2", "DOWN", "L4CON", "Connection refused")
-    ]  # fmt: skip
+        ("demo-cp-1", "UP", "L7OK", "200 OK"),
+        ("demo-cp-2", "DOWN", "L4CON", "Connection refused"),
+    ]
     assert report.haproxy_started == "1764000000"
     assert report.containers["haproxy"].running and report.containers["haproxy"].label == "abc"
     assert not report.containers["keepalived"].exists
@@ -97,7 +110,12 @@ def test_a_failing_put_ends_the_script_before_the_next_step(node_sh, tmp_path):
 
 
 def test_a_step_reports_its_status_and_output(node_sh):
-    result = node_sh(Script().step("reload-haproxy", "docker", "kill", "--signal", "USR2", "haproxy").call("kha_step", "bad", "false"))
+    result = node_sh(
+        Script()
+        .step("reload-haproxy", "docker", "kill", "--signal", "USR2", "haproxy")
+        .call("kha_step", "bad", "false")
+    )
     assert [(s.name, s.returncode, s.output) for s in steps(result.stdout)] == [
-        ("reload-haproxy", 0, "docker kill --signal USR2 haproxy"), ("bad", 1, "")
-    ]  # fmt: skip
+        ("reload-haproxy", 0, "docker kill --signal USR2 haproxy"),
+        ("bad", 1, ""),
+    ]

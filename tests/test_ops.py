@@ -73,7 +73,10 @@ def plan_for(cluster, inv):
 
 
 def test_ssh_argv_forces_batch_mode_and_strict_host_keys_before_any_user_option():
-    argv = ssh_argv("192.0.2.11", SshOptions(user="ubuntu", options=("StrictHostKeyChecking=no", "ProxyJump=bastion"), connect_timeout=7))
+    argv = ssh_argv(
+        "192.0.2.11",
+        SshOptions(user="ubuntu", options=("StrictHostKeyChecking=no", "ProxyJump=bastion"), connect_timeout=7),
+    )
     assert argv[0] == "ssh" and "-T" in argv
     options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
     assert options[:2] == ["BatchMode=yes", "StrictHostKeyChecking=yes"]  # ssh takes the first value given
@@ -142,8 +145,17 @@ FINDINGS = [
     (break_apiserver, [r"^demo-cp-2: haproxy sees apiserver demo-cp-3 DOWN \(L4CON: Connection refused\)$"]),
     (break_container, [r"^demo-cp-3: container haproxy is not running \(exited\)$"]),
     (break_file, [r"^demo-cp-2: drift: /etc/kubeadm-ha/haproxy/haproxy\.cfg: content differs$"]),
-    (break_image, [r"^demo-cp-1: drift: container keepalived: image change: runs osixia/keepalived:2\.0\.19, userdata says osixia/keepalived:2\.0\.20$"]),
-    (break_reachability, [r"^demo-cp-3: unreachable over SSH \(ssh: connect to host 192\.0\.2\.13 port 22: Connection timed out\)$"]),
+    (
+        break_image,
+        [
+            r"^demo-cp-1: drift: container keepalived: image change: runs osixia/keepalived:2\.0\.19, userdata says "
+            r"osixia/keepalived:2\.0\.20$"
+        ],
+    ),
+    (
+        break_reachability,
+        [r"^demo-cp-3: unreachable over SSH \(ssh: connect to host 192\.0\.2\.13 port 22: Connection timed out\)$"],
+    ),
 ]
 
 
@@ -176,9 +188,21 @@ def test_status_json_has_a_fixed_shape(capsys, deployed, example_json, write_sta
     assert set(doc) == {"cluster", "vip", "healthy", "holders", "nodes", "findings"}
     assert (doc["cluster"], doc["vip"], doc["healthy"], doc["holders"]) == ("demo", "192.0.2.10", False, ["demo-cp-1"])
     node = doc["nodes"][1]
-    assert set(node) == {"name", "address", "reachable", "keepalived", "holds_vip", "haproxy_answers", "apiservers", "containers", "drift"}
+    assert set(node) == {
+        "name",
+        "address",
+        "reachable",
+        "keepalived",
+        "holds_vip",
+        "haproxy_answers",
+        "apiservers",
+        "containers",
+        "drift",
+    }
     assert node["keepalived"] == {"state": "BACKUP", "since": deployed.node("demo-cp-2").since, "priority": 140}
-    assert {"name": "demo-cp-3", "status": "DOWN", "check": "L4CON", "last_check": "Connection refused"} in node["apiservers"]
+    assert {"name": "demo-cp-3", "status": "DOWN", "check": "L4CON", "last_check": "Connection refused"} in node[
+        "apiservers"
+    ]
     assert node["containers"]["haproxy"]["image"] == "haproxy:2.8.16" and node["containers"]["haproxy"]["running"]
     assert node["drift"] == {"files": [], "containers": []}
     assert doc["findings"] == ["demo-cp-2: haproxy sees apiserver demo-cp-3 DOWN (L4CON: Connection refused)"]
@@ -188,9 +212,11 @@ def test_status_json_of_an_unreachable_node_says_why(capsys, deployed, example_j
     break_reachability(deployed)
     _, out, _ = run_cli(capsys, deployed, write_stack(example_json), "status", "--json")
     assert json.loads(out)["nodes"][2] == {
-        "name": "demo-cp-3", "address": "192.0.2.13", "reachable": False,
+        "name": "demo-cp-3",
+        "address": "192.0.2.13",
+        "reachable": False,
         "error": "ssh: connect to host 192.0.2.13 port 22: Connection timed out",
-    }  # fmt: skip
+    }
 
 
 # --- roll: plan and dry run ----------------------------------------------------------------------
@@ -210,7 +236,10 @@ def test_roll_plan_puts_backups_first_and_the_vip_holder_last(example_json, writ
 def test_roll_plan_says_config_only_or_image_change_and_which_files(deployed, example_json, write_stack):
     config = plan_for(deployed, inventory(example_json, write_stack, CONFIG_CHANGE))
     assert {c.kind for c in config.changes} == {"config-only"}
-    assert {f.path for f, _ in config.changes[0].files} == {HAPROXY_CFG.host_path, "/etc/kubeadm-ha/keepalived/check_haproxy.sh"}
+    assert {f.path for f, _ in config.changes[0].files} == {
+        HAPROXY_CFG.host_path,
+        "/etc/kubeadm-ha/keepalived/check_haproxy.sh",
+    }
     assert config.changes[0].reloads == ("haproxy", "keepalived")
     image = plan_for(deployed, inventory(example_json, write_stack, IMAGE_CHANGE))
     assert {c.kind for c in image.changes} == {"image change"}
@@ -223,7 +252,10 @@ def test_dry_run_prints_the_plan_and_changes_nothing(capsys, deployed, example_j
     assert code == 0
     assert deployed.changes == []
     assert "1. demo-cp-2 (backup): image change: recreate haproxy" in out
-    assert "3. demo-cp-1 (VIP holder, last): image change: hand the VIP over (docker stop keepalived), recreate haproxy, start keepalived" in out
+    assert (
+        "3. demo-cp-1 (VIP holder, last): image change: hand the VIP over (docker stop keepalived), recreate "
+        "haproxy, start keepalived" in out
+    )
     assert "container haproxy: image change: runs haproxy:2.8.16, userdata says haproxy:2.8.17" in out
 
 
@@ -257,18 +289,30 @@ def test_a_config_that_does_not_parse_stops_the_roll_before_any_change(capsys, d
     ) in re.sub(r" +", " ", err)
 
 
-def test_validation_runs_the_target_image_with_the_lines_options_and_staged_folders(deployed, example_json, write_stack):
+def test_validation_runs_the_target_image_with_the_lines_options_and_staged_folders(
+    deployed, example_json, write_stack
+):
     inv = inventory(example_json, write_stack, IMAGE_CHANGE)
     r, _ = roller(deployed, inv)
     script = r.validation_script(inv.node("demo-cp-2")).lines
     (check,) = [line for line in script if "haproxy-check" in line]
     argv = check.split()
-    assert argv[argv.index("--entrypoint") + 1 :] == ["haproxy", "haproxy:2.8.17", "-c", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+    assert argv[argv.index("--entrypoint") + 1 :] == [
+        "haproxy",
+        "haproxy:2.8.17",
+        "-c",
+        "-f",
+        "/usr/local/etc/haproxy/haproxy.cfg",
+    ]
     assert "--restart" not in argv and "--detach" not in argv and "--name" not in argv
     (stage,) = {a.split(":")[0] for a in argv if a.endswith(":/usr/local/etc/haproxy:ro")}
     assert re.fullmatch(r"/tmp/kubeadm-ha-validate\.[0-9a-f]{16}/etc/kubeadm-ha/haproxy", stage)
     (kcheck,) = [line for line in script if "keepalived-check" in line]
-    assert "--cap-add NET_ADMIN" in kcheck and "keepalived -t -f /usr/local/etc/keepalived/keepalived.conf" in kcheck.replace("osixia/keepalived:2.0.20 ", "")
+    assert (
+        "--cap-add NET_ADMIN" in kcheck
+        and "keepalived -t -f /usr/local/etc/keepalived/keepalived.conf"
+        in kcheck.replace("osixia/keepalived:2.0.20 ", "")
+    )
 
 
 def test_a_keepalived_conf_keepalived_rejects_stops_the_roll_before_any_change(deployed, example_json, write_stack):
@@ -277,7 +321,11 @@ def test_a_keepalived_conf_keepalived_rejects_stops_the_roll_before_any_change(d
     vm["user_data"] = vm["user_data"].replace("    vrrp_version 3\n", "    vrrp_version 3\n          BROKEN\n", 1)
     inv = load_inventory(make_plan(config_from(CONFIG_CHANGE)), write_stack(doc))
     r, _ = roller(deployed, inv)
-    with pytest.raises(RollStopped, match=rf"demo-cp-1: {KEEPALIVED_CONF.host_path}: keepalived -t in osixia/keepalived:2\.0\.20 reports: \(Line 3\) Unknown keyword 'BROKEN'"):
+    with pytest.raises(
+        RollStopped,
+        match=rf"demo-cp-1: {KEEPALIVED_CONF.host_path}: keepalived -t in osixia/keepalived:2\.0\.20 reports: "
+        r"\(Line 3\) Unknown keyword 'BROKEN'",
+    ):
         r.roll(plan_for(deployed, inv))
     assert deployed.changes == []
 
@@ -287,7 +335,11 @@ def test_an_image_the_node_cannot_get_stops_the_roll_before_any_change(deployed,
     for name in ("demo-cp-1", "demo-cp-2"):
         deployed.node(name).images.add("haproxy:2.8.17")
     r, _ = roller(deployed, inv)
-    with pytest.raises(RollStopped, match=r"demo-cp-3: image haproxy:2\.8\.17 is not on the node and cannot be pulled: Error response from daemon: pull access denied"):
+    with pytest.raises(
+        RollStopped,
+        match=r"demo-cp-3: image haproxy:2\.8\.17 is not on the node and cannot be pulled: Error response from "
+        r"daemon: pull access denied",
+    ):
         r.roll(plan_for(deployed, inv))
     assert deployed.changes == []
 
@@ -301,14 +353,19 @@ def test_config_only_roll_writes_reloads_and_never_moves_the_vip(capsys, deploye
     assert code == 0, out
     assert deployed.vip_moves == 0 and deployed.node("demo-cp-1").holds_vip
     done = [(n, c) for n, c in deployed.changes if not c.startswith("write")]
-    assert done == [(n, c) for n in ("demo-cp-2", "demo-cp-3", "demo-cp-1")
-                    for c in ("docker kill --signal USR2", "kha_reload_keepalived keepalived")]  # fmt: skip
+    assert done == [
+        (n, c)
+        for n in ("demo-cp-2", "demo-cp-3", "demo-cp-1")
+        for c in ("docker kill --signal USR2", "kha_reload_keepalived keepalived")
+    ]
     assert "now run `cdktf deploy`" in out and "no VM is replaced" in out
     code, out, _ = run_cli(capsys, deployed, stack, "status")
     assert code == 0, out
 
 
-def test_image_roll_hands_the_vip_over_before_recreating_the_holder_and_moves_it_once(capsys, deployed, example_json, write_stack):
+def test_image_roll_hands_the_vip_over_before_recreating_the_holder_and_moves_it_once(
+    capsys, deployed, example_json, write_stack
+):
     stack = write_stack(stack_for(example_json, IMAGE_CHANGE))
     for node in deployed.nodes.values():
         node.images.add("haproxy:2.8.17")
@@ -322,7 +379,9 @@ def test_image_roll_hands_the_vip_over_before_recreating_the_holder_and_moves_it
     assert run_cli(capsys, deployed, stack, "status")[0] == 0
 
 
-def test_a_node_unreachable_mid_roll_stops_there_and_leaves_later_nodes_untouched(capsys, deployed, example_json, write_stack):
+def test_a_node_unreachable_mid_roll_stops_there_and_leaves_later_nodes_untouched(
+    capsys, deployed, example_json, write_stack
+):
     def cut(node, count):
         if node == "demo-cp-3" and any(n == "demo-cp-2" and c.startswith("docker kill") for n, c in deployed.changes):
             deployed.node("demo-cp-3").reachable = False
@@ -360,7 +419,9 @@ def test_a_failing_step_stops_the_roll_with_its_output(deployed, example_json, w
     inv = inventory(example_json, write_stack, CONFIG_CHANGE)
     deployed.node("demo-cp-3").fail_step = "reload-haproxy"
     r, _ = roller(deployed, inv)
-    with pytest.raises(RollStopped, match=r"^demo-cp-3: reload-haproxy failed while applying the change: boom; not rolled: demo-cp-1$"):
+    with pytest.raises(
+        RollStopped, match=r"^demo-cp-3: reload-haproxy failed while applying the change: boom; not rolled: demo-cp-1$"
+    ):
         r.roll(plan_for(deployed, inv))
     assert "demo-cp-1" not in {n for n, _ in deployed.changes}
 
@@ -371,10 +432,13 @@ def test_a_handover_nobody_takes_restarts_keepalived_and_stops(deployed, example
         node.images.add("haproxy:2.8.17")
     deployed.backups_take_over = False
     r, _ = roller(deployed, inv, handover_timeout=2)
-    with pytest.raises(RollStopped, match=(
-        r"^demo-cp-1: no other node took the VIP within 2 s of stopping keepalived there; "
-        r"keepalived was started again and the roll stops$"
-    )):
+    with pytest.raises(
+        RollStopped,
+        match=(
+            r"^demo-cp-1: no other node took the VIP within 2 s of stopping keepalived there; "
+            r"keepalived was started again and the roll stops$"
+        ),
+    ):
         r.roll(plan_for(deployed, inv))
     assert [c for n, c in deployed.changes if n == "demo-cp-1"] == ["docker stop keepalived", "docker start keepalived"]
     assert deployed.node("demo-cp-1").containers["keepalived"].running
@@ -399,7 +463,9 @@ def test_neutron_allocated_addresses_come_from_the_deployed_stack_output(write_s
 def test_a_stack_from_another_config_is_refused(example_json, write_stack):
     from ops import OpsError
 
-    with pytest.raises(OpsError, match=r"was not synthesized from this config \(nodes or VIP differ\); run `make synth`"):
+    with pytest.raises(
+        OpsError, match=r"was not synthesized from this config \(nodes or VIP differ\); run `make synth`"
+    ):
         load_inventory(make_plan(config_from({"vip.address": "192.0.2.20"})), write_stack(example_json))
 
 
@@ -413,7 +479,9 @@ def test_terraform_output_is_read_after_an_init_when_the_synthesized_folder_is_f
     def run(argv, **kw):
         ran.append(argv[1])
         if argv[1] == "output" and "init" not in ran:
-            return CompletedProcess(argv, 1, "", "Error: Backend initialization required, please run \"terraform init\"\n")
+            return CompletedProcess(
+                argv, 1, "", 'Error: Backend initialization required, please run "terraform init"\n'
+            )
         return CompletedProcess(argv, 0, '{"demo-cp-1": "192.0.2.51"}' if argv[1] == "output" else "", "")
 
     assert terraform_node_addresses(tmp_path, run) == {"demo-cp-1": "192.0.2.51"}
@@ -429,7 +497,9 @@ def test_terraform_output_failure_is_one_line_naming_the_folder(tmp_path):
     def run(argv, **kw):
         return CompletedProcess(argv, 1, "", "Error: No outputs found\n")
 
-    with pytest.raises(OpsError, match=rf"^terraform output node_addresses in {tmp_path}: Error: No outputs found \(deploy first"):
+    with pytest.raises(
+        OpsError, match=rf"^terraform output node_addresses in {tmp_path}: Error: No outputs found \(deploy first"
+    ):
         terraform_node_addresses(tmp_path, run)
 
 
@@ -443,9 +513,12 @@ since the state won't be updated with new output variables until that command
 is run.
 """
 NOT_DEPLOYED_BOXED = (
-    "\x1b[31m╷\x1b[0m\x1b[0m\n\x1b[31m│\x1b[0m \x1b[0m\x1b[1m\x1b[31mError: \x1b[0m\x1b[0m\x1b[1mOutput \"node_addresses\" not found\x1b[0m\n"
-    "\x1b[31m│\x1b[0m \x1b[0m\n\x1b[31m│\x1b[0m \x1b[0m\x1b[0mThe output variable requested could not be found in the state file. If you\n"
-    "\x1b[31m│\x1b[0m \x1b[0mrecently added this to your configuration, be sure to run `terraform\n\x1b[31m╵\x1b[0m\x1b[0m\n"
+    "\x1b[31m╷\x1b[0m\x1b[0m\n"
+    '\x1b[31m│\x1b[0m \x1b[0m\x1b[1m\x1b[31mError: \x1b[0m\x1b[0m\x1b[1mOutput "node_addresses" not found\x1b[0m\n'
+    "\x1b[31m│\x1b[0m \x1b[0m\n\x1b[31m│\x1b[0m \x1b[0m\x1b[0mThe output variable requested could not be found in "
+    "the state file. If you\n"
+    "\x1b[31m│\x1b[0m \x1b[0mrecently added this to your configuration, be sure to run "
+    "`terraform\n\x1b[31m╵\x1b[0m\x1b[0m\n"
 )
 
 
@@ -466,7 +539,8 @@ def test_terraform_output_failure_shows_terraforms_own_message(tmp_path, stderr)
         terraform_node_addresses(tmp_path, run)
     assert str(err.value) == (
         f'terraform output node_addresses in {tmp_path}: Error: Output "node_addresses" not found — The output '
-        "variable requested could not be found in the state file. (deploy first, or give every member an address in the config)"
+        "variable requested could not be found in the state file. (deploy first, or give every member an address in "
+        "the config)"
     )
     assert all("-no-color" in argv for argv in ran)
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.world.configs import parse_keepalived
-from cluster.config import ALLOWED_NODE_COUNTS
 from cluster import plan
+from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import effective_priority, make_plan
+from lab.world.configs import parse_keepalived
 from tests.conftest import DELETE, config_from
 from userdata.render import render_keepalived_conf
 
@@ -17,7 +17,7 @@ from userdata.render import render_keepalived_conf
 def keepalived_view(conf: str) -> tuple[int, int]:
     """(priority, weight of the haproxy check) as keepalived reads them from a rendered config."""
     (instance,) = parse_keepalived(conf).find("vrrp_instance")
-    (script,) = [s for s in instance.one("track_script").children if s.keyword == "haproxy_ready"]
+    (script,) = [s for s in (instance.one("track_script").children or []) if s.keyword == "haproxy_ready"]
     assert script.args[0] == "weight", script.args
     return int(instance.value("priority")), int(script.args[1])
 
@@ -32,10 +32,11 @@ VIEWS = {count: views_for(count) for count in ALLOWED_NODE_COUNTS}
 
 
 def failed_ranks_below_healthy(views: list[tuple[int, int]], healthy: list[bool]) -> bool:
-    ranks = [effective_priority(p, w, ok) for (p, w), ok in zip(views, healthy)]
-    live_healthy = [r for r, ok in zip(ranks, healthy) if ok]
-    live_failed = [r for r, ok in zip(ranks, healthy) if not ok and r is not None]
-    return all(f < h for f in live_failed for h in live_healthy)
+    ranks = [effective_priority(p, w, ok) for (p, w), ok in zip(views, healthy, strict=True)]
+    live_healthy = [r for r, ok in zip(ranks, healthy, strict=True) if ok]
+    assert None not in live_healthy, "a healthy node is never in FAULT"
+    live_failed = [r for r, ok in zip(ranks, healthy, strict=True) if not ok and r is not None]
+    return all(f < h for f in live_failed for h in live_healthy if h is not None)
 
 
 @settings(max_examples=300, deadline=None)
@@ -51,7 +52,7 @@ def test_a_node_whose_haproxy_is_down_ranks_below_every_healthy_node(data):
 def test_the_vip_ends_on_a_healthy_node_whenever_one_exists(data):
     count = data.draw(st.sampled_from(ALLOWED_NODE_COUNTS))
     healthy = data.draw(st.lists(st.booleans(), min_size=count, max_size=count).filter(any))
-    ranks = [effective_priority(p, w, ok) for (p, w), ok in zip(VIEWS[count], healthy)]
+    ranks = [effective_priority(p, w, ok) for (p, w), ok in zip(VIEWS[count], healthy, strict=True)]
     winner = max((r, i) for i, r in enumerate(ranks) if r is not None)[1]
     assert healthy[winner]
 

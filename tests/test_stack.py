@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 from cdktf_cdktf_provider_openstack.compute_instance_v2 import ComputeInstanceV2
 from cdktf_cdktf_provider_openstack.compute_servergroup_v2 import ComputeServergroupV2
 from cdktf_cdktf_provider_openstack.networking_floatingip_associate_v2 import NetworkingFloatingipAssociateV2
@@ -54,7 +53,11 @@ def test_vrrp_is_admitted_from_the_group_itself_not_from_an_address_range(exampl
 
 
 def test_no_rule_is_open_to_the_internet_by_default(example_json):
-    assert not [r for r in resources(example_json, NetworkingSecgroupRuleV2).values() if r.get("remote_ip_prefix") == "0.0.0.0/0"]
+    assert not [
+        r
+        for r in resources(example_json, NetworkingSecgroupRuleV2).values()
+        if r.get("remote_ip_prefix") == "0.0.0.0/0"
+    ]
 
 
 def test_every_rule_without_a_cidr_is_limited_to_members(example_json):
@@ -144,7 +147,7 @@ def test_outputs_give_kubeadm_its_endpoint_and_sans(example_json):
         "certificate_sans": ["192.0.2.10"],
         # Day 2: what each node runs, and which nodes still differ from the config (tests/test_day2.py).
         "node_cloud_settings": "${local.node_cloud_settings}",
-        "nodes_behind_config": '${[for name, vm in local.node_cloud_settings : name if vm != '
+        "nodes_behind_config": "${[for name, vm in local.node_cloud_settings : name if vm != "
         '{image_name = "ubuntu-24.04", flavor_name = "m1.large", key_pair = "demo-admin"}]}',
     }
 
@@ -157,7 +160,10 @@ def test_floating_ip_goes_on_the_vip_port_and_into_the_sans():
     assert assoc["port_id"] == "${openstack_networking_port_v2.vip_port.id}"
     outputs = {k: v["value"] for k, v in doc["output"].items()}
     assert outputs["floating_ip"] == "${openstack_networking_floatingip_v2.vip_floating_ip.address}"
-    assert outputs["certificate_sans"] == ["192.0.2.10", "${openstack_networking_floatingip_v2.vip_floating_ip.address}"]
+    assert outputs["certificate_sans"] == [
+        "192.0.2.10",
+        "${openstack_networking_floatingip_v2.vip_floating_ip.address}",
+    ]
 
 
 def test_subnet_cidr_is_checked_against_the_real_subnet_at_plan_time(example_json):
@@ -187,7 +193,13 @@ def test_user_data_with_fixed_addresses_is_literal_text(example_json):
 
 # --- Terraform state ---------------------------------------------------------------------------
 
-SWIFT = {"backend": "s3", "bucket": "kha-state", "region": "RegionOne", "endpoint": "https://object.example.org", "use_path_style": True}
+SWIFT = {
+    "backend": "s3",
+    "bucket": "kha-state",
+    "region": "RegionOne",
+    "endpoint": "https://object.example.org",
+    "use_path_style": True,
+}
 
 
 def test_state_is_a_local_file_outside_the_synthesized_tree_by_default(example_json):
@@ -215,16 +227,34 @@ def test_state_on_an_s3_compatible_store_is_encrypted_locked_and_skips_aws_only_
 
 
 def test_state_on_aws_s3_keeps_the_aws_checks_and_may_turn_the_lock_file_off():
-    doc = synth(config_from({"state": {"backend": "s3", "bucket": "kha-state", "region": "eu-west-1", "key": "k8s/demo.tfstate", "use_lockfile": False}}))
+    doc = synth(
+        config_from(
+            {
+                "state": {
+                    "backend": "s3",
+                    "bucket": "kha-state",
+                    "region": "eu-west-1",
+                    "key": "k8s/demo.tfstate",
+                    "use_lockfile": False,
+                }
+            }
+        )
+    )
     assert doc["terraform"]["backend"] == {
-        "s3": {"bucket": "kha-state", "key": "k8s/demo.tfstate", "region": "eu-west-1", "encrypt": True, "use_lockfile": False}
+        "s3": {
+            "bucket": "kha-state",
+            "key": "k8s/demo.tfstate",
+            "region": "eu-west-1",
+            "encrypt": True,
+            "use_lockfile": False,
+        }
     }
 
 
 def test_s3_state_carries_no_credentials_and_the_resources_do_not_change(example_json):
     doc = synth(config_from({"state": SWIFT}))
     backend = json.dumps(doc["terraform"]["backend"])
-    for argument in ("access_key", "secret_key", "token", "profile", "endpoint\"", "force_path_style", "dynamodb"):
+    for argument in ("access_key", "secret_key", "token", "profile", 'endpoint"', "force_path_style", "dynamodb"):
         assert argument not in backend
     assert doc["resource"] == example_json["resource"]
 

@@ -38,10 +38,14 @@ def test_nodes_are_the_instances_with_their_ports_address_and_cloud_config(examp
 
 def test_a_reference_to_another_type_is_an_error_naming_the_resource(example_json):
     doc = copy.deepcopy(example_json)
-    doc["resource"][stack.INSTANCE]["instance_demo-cp-2"]["network"] = [{"port": "${openstack_networking_network_v2.x.id}"}]
-    expected = r"^openstack_compute_instance_v2\.instance_demo-cp-2: expected a reference \$\{openstack_networking_port_v2"
+    doc["resource"][stack.INSTANCE]["instance_demo-cp-2"]["network"] = [
+        {"port": "${openstack_networking_network_v2.x.id}"}
+    ]
+    expected = (
+        r"^openstack_compute_instance_v2\.instance_demo-cp-2: expected a reference \$\{openstack_networking_port_v2"
+    )
     with pytest.raises(StackError, match=expected):
-        SynthesizedStack(doc).instances
+        _ = SynthesizedStack(doc).instances
 
 
 def test_neutron_allocated_addresses_are_filled_in_only_where_given():

@@ -79,7 +79,9 @@ def test_terraform_runs_the_one_provider_version_the_stack_pins_built_into_the_m
     work = workdirs["example.yaml"]
     assert work.doc["terraform"]["required_providers"]["openstack"]["version"] == OPENSTACK_PROVIDER_VERSION
     assert work.provider_versions() == {PROVIDER: OPENSTACK_PROVIDER_VERSION}
-    assert (MIRROR / "registry.terraform.io/terraform-provider-openstack/openstack" / OPENSTACK_PROVIDER_VERSION).is_dir()
+    assert (
+        MIRROR / "registry.terraform.io/terraform-provider-openstack/openstack" / OPENSTACK_PROVIDER_VERSION
+    ).is_dir()
 
 
 @pytest.mark.parametrize("label", list(VARIANTS))
@@ -95,7 +97,9 @@ def test_every_attribute_the_json_sets_is_in_the_provider_schema(workdirs, label
     check = check_schema(work.doc, work.provider_schemas())
     assert check.problems == []
     # Nothing passes by being skipped: every resource and data source was walked.
-    assert check.resources == sum(len(items) for kind in ("resource", "data") for items in work.doc.get(kind, {}).values())
+    assert check.resources == sum(
+        len(items) for kind in ("resource", "data") for items in work.doc.get(kind, {}).values()
+    )
     assert check.checked > 5 * check.resources
 
 
@@ -120,7 +124,8 @@ def test_a_misspelt_vrrp_protocol_fails_with_the_providers_message(workdirs, tmp
     assert error.address == f"{NetworkingSecgroupRuleV2.TF_RESOURCE_TYPE}.rule_vrrp_from_members"
     # The provider's own ValidateFunc: a protocol is a name it knows or a number 0-255.
     assert error.summary == (
-        'unknown "vrrrp" protocol for openstack_networking_secgroup_rule_v2: strconv.Atoi: parsing "vrrrp": invalid syntax'
+        'unknown "vrrrp" protocol for openstack_networking_secgroup_rule_v2: '
+        'strconv.Atoi: parsing "vrrrp": invalid syntax'
     )
 
 
@@ -133,6 +138,9 @@ def test_an_attribute_the_provider_lacks_fails_validate_and_the_schema_check(wor
     assert not result.valid
     [error] = result.errors
     # Terraform's JSON syntax names it so (HCL would say "Unsupported argument").
-    assert (error.summary, error.detail) == ("Extraneous JSON object property", 'No argument or block type is named "colour".')
+    assert (error.summary, error.detail) == (
+        "Extraneous JSON object property",
+        'No argument or block type is named "colour".',
+    )
     check = check_schema(work.doc, work.provider_schemas())
     assert [p.split(":")[0] for p in check.problems] == [f"{NetworkingPortV2.TF_RESOURCE_TYPE}.vip_port.colour"]

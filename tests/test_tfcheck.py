@@ -21,7 +21,11 @@ SCHEMAS = {
 
 
 def test_nested_blocks_and_meta_arguments_are_walked_and_counted():
-    doc = {"resource": {"demo_port": {"a": {"name": "a", "fixed_ip": [{"ip_address": "192.0.2.1"}], "depends_on": ["x"], "//": {}}}}}
+    doc = {
+        "resource": {
+            "demo_port": {"a": {"name": "a", "fixed_ip": [{"ip_address": "192.0.2.1"}], "depends_on": ["x"], "//": {}}}
+        }
+    }
     check = check_schema(doc, SCHEMAS)
     assert check.problems == [] and (check.checked, check.resources) == (3, 1)
 

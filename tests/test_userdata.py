@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from cluster import plan
-from lab.world import apiserver
-from lab.world.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
+from lab.world import apiserver
+from lab.world.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
 from tests.conftest import DELETE, config_from
 from tests.tools import cloud_init_schema, haproxy_check, keepalived_check, require
-from userdata.cloudconfig import load as load_cloud_config, parse_docker_run
+from userdata.cloudconfig import load as load_cloud_config
+from userdata.cloudconfig import parse_docker_run
 from userdata.render import (
     CHECK_SCRIPT,
     CONTAINER_FILES,
@@ -25,8 +26,8 @@ from userdata.render import (
     HAPROXY_CONTAINER,
     HAPROXY_DIR,
     KEEPALIVED_CONF,
-    NETWORK_SCRIPT,
     KEEPALIVED_DIR,
+    NETWORK_SCRIPT,
     NOTIFY_SCRIPT,
     RUN_LABEL,
     STATE_DIR,
@@ -174,7 +175,7 @@ def test_the_network_check_sees_a_target_that_starts_answering_during_its_run(fi
 
 def test_keepalived_is_unicast_backup_nopreempt_with_distinct_priorities(files):
     priorities = []
-    for name, node_files in files.items():
+    for node_files in files.values():
         conf = node_files[KEEPALIVED_CONF.key]
         assert "state BACKUP" in conf and "nopreempt" in conf and "state MASTER" not in conf
         assert "enable_script_security" in conf and re.search(r"script_user \w+", conf)
@@ -192,12 +193,16 @@ def test_haproxy_balances_over_every_apiserver_with_https_readyz(files):
     assert "http-check connect ssl" in cfg and "http-check send meth GET uri /readyz" in cfg
     assert "/healthz" not in cfg, "a draining apiserver answers /healthz until it stops: haproxy must not ask it"
     assert re.findall(r"^\s*server (\S+) (\S+)", cfg, re.M) == [
-        ("demo-cp-1", "192.0.2.11:6443"), ("demo-cp-2", "192.0.2.12:6443"), ("demo-cp-3", "192.0.2.13:6443")
+        ("demo-cp-1", "192.0.2.11:6443"),
+        ("demo-cp-2", "192.0.2.12:6443"),
+        ("demo-cp-3", "192.0.2.13:6443"),
     ]
 
 
 def _ms(value: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)(ms|s)", value).groups()
+    m = re.fullmatch(r"(\d+)(ms|s)", value)
+    assert m, value
+    number, unit = m.groups()
     return int(number) * (1 if unit == "ms" else 1000)
 
 
@@ -206,7 +211,9 @@ def test_the_documented_apiserver_shutdown_delay_outlasts_haproxys_worst_case_de
     within inter, then fall failed checks fastinter apart, each allowed min(timeout connect, inter)
     to connect and timeout check to answer. The lab's stand-in drains for as long."""
     cfg = files["demo-cp-1"][HAPROXY_CFG.key]
-    server = dict(re.findall(r"\b(inter|fastinter|fall) (\w+)", re.search(r"^\s*default-server .*$", cfg, re.M).group(0)))
+    server = dict(
+        re.findall(r"\b(inter|fastinter|fall) (\w+)", re.search(r"^\s*default-server .*$", cfg, re.M).group(0))
+    )
     inter, fastinter, fall = _ms(server["inter"]), _ms(server["fastinter"]), int(server["fall"])
     connect, check = (_ms(re.search(rf"^\s*timeout {t} (\w+)$", cfg, re.M).group(1)) for t in ("connect", "check"))
     worst_ms = inter + fall * (min(connect, inter) + check) + (fall - 1) * fastinter
@@ -222,17 +229,21 @@ def test_the_documented_apiserver_shutdown_delay_outlasts_haproxys_worst_case_de
 def test_the_plans_detection_and_shutdown_delay_are_the_ones_the_rendered_haproxy_cfg_gives(files):
     """cluster.plan computes what docs/design.md recommends; the rendered config must agree with it."""
     cfg = files["demo-cp-1"][HAPROXY_CFG.key]
-    server = dict(re.findall(r"\b(inter|fastinter|fall) (\w+)", re.search(r"^\s*default-server .*$", cfg, re.M).group(0)))
+    server = dict(
+        re.findall(r"\b(inter|fastinter|fall) (\w+)", re.search(r"^\s*default-server .*$", cfg, re.M).group(0))
+    )
     inter, fastinter, fall = _ms(server["inter"]), _ms(server["fastinter"]), int(server["fall"])
     connect, check = (_ms(re.search(rf"^\s*timeout {t} (\w+)$", cfg, re.M).group(1)) for t in ("connect", "check"))
-    assert round(plan.detection_worst_s() * 1000) == inter + fall * (min(connect, inter) + check) + (fall - 1) * fastinter
+    assert (
+        round(plan.detection_worst_s() * 1000) == inter + fall * (min(connect, inter) + check) + (fall - 1) * fastinter
+    )
     readme = (Path(__file__).resolve().parent.parent / "docs" / "design.md").read_text()
     [delay] = re.findall(r"- name: shutdown-delay-duration\n\s+value: (\d+)s\n", readme)
     assert plan.shutdown_delay_s() == int(delay)
 
 
 def test_haproxy_health_and_stats_are_on_loopback_only_and_metrics_on_the_nodes_address(files):
-    for node, address in zip(NODE_NAMES, ["192.0.2.11", "192.0.2.12", "192.0.2.13"]):
+    for node, address in zip(NODE_NAMES, ["192.0.2.11", "192.0.2.12", "192.0.2.13"], strict=True):
         cfg = files[node][HAPROXY_CFG.key]
         binds = re.findall(r"^\s*bind (\S+)", cfg, re.M)
         assert binds == ["127.0.0.1:9444", f"{address}:8405", ":9443"]
@@ -270,7 +281,10 @@ def test_containers_restart_run_on_the_host_network_and_read_configs_where_image
     caps = {keepalived[i + 1] for i, a in enumerate(keepalived) if a == "--cap-add"}
     assert caps == {"NET_ADMIN", "NET_BROADCAST", "NET_RAW"}
     # osixia/keepalived 2.0.20 runs keepalived -f /usr/local/etc/keepalived/keepalived.conf.
-    assert volumes(keepalived) == {"/etc/kubeadm-ha/keepalived:/usr/local/etc/keepalived:ro", f"{STATE_DIR}:{STATE_DIR}"}
+    assert volumes(keepalived) == {
+        "/etc/kubeadm-ha/keepalived:/usr/local/etc/keepalived:ro",
+        f"{STATE_DIR}:{STATE_DIR}",
+    }
     assert keepalived[-2:] == [example_plan.keepalived_image, "--copy-service"]
 
 
@@ -359,8 +373,10 @@ def test_a_docker_run_option_the_project_does_not_know_is_refused_not_guessed():
 def test_a_docker_run_line_gives_its_label_and_mounts(example_plan):
     keepalived = parse_docker_run(container_commands(example_plan)[1])
     assert keepalived.label is not None and len(keepalived.label) == 16
-    assert keepalived.mounts() == [("/etc/kubeadm-ha/keepalived", "/usr/local/etc/keepalived", "ro"),
-                                   ("/run/kubeadm-ha", "/run/kubeadm-ha", "rw")]  # fmt: skip
+    assert keepalived.mounts() == [
+        ("/etc/kubeadm-ha/keepalived", "/usr/local/etc/keepalived", "ro"),
+        ("/run/kubeadm-ha", "/run/kubeadm-ha", "rw"),
+    ]
 
 
 def test_every_boot_sets_arp_retransmission_on_the_vip_interface(example_plan):

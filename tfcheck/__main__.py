@@ -18,7 +18,10 @@ WORK = ROOT / ".stamps" / "validate"
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: python -m tfcheck STACK_DIR... (folders holding cdk.tf.json, e.g. cdktf.out/stacks/*)", file=sys.stderr)
+        print(
+            "usage: python -m tfcheck STACK_DIR... (folders holding cdk.tf.json, e.g. cdktf.out/stacks/*)",
+            file=sys.stderr,
+        )
         return 2
     why = missing_setup()
     if why:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Terraform's meta-arguments, and cdktf's metadata key: not the provider's to define.
-META_ARGUMENTS = frozenset({"count", "depends_on", "for_each", "lifecycle", "provider", "provisioner", "connection", "//"})
+META_ARGUMENTS = frozenset(
+    {"count", "depends_on", "for_each", "lifecycle", "provider", "provisioner", "connection", "//"}
+)
 SECTIONS = (("resource", "resource_schemas"), ("data", "data_source_schemas"))
 
 
@@ -42,7 +44,9 @@ def _walk(body: dict[str, Any], block: dict[str, Any], path: str, check: SchemaC
             continue
         if key in attributes:
             check.checked += 1
-            if attributes[key].get("computed") and not (attributes[key].get("optional") or attributes[key].get("required")):
+            if attributes[key].get("computed") and not (
+                attributes[key].get("optional") or attributes[key].get("required")
+            ):
                 check.problems.append(f"{path}.{key}: read-only in the provider's schema; it cannot be set")
         elif key in blocks:
             check.checked += 1

@@ -34,7 +34,11 @@ class TerraformError(Exception):
 
 def missing_setup() -> str | None:
     """Why Terraform cannot run here, or None when `make setup` has put everything in place."""
-    for path, what in ((TERRAFORM, "the project's terraform"), (CLI_CONFIG, "the Terraform CLI config"), (MIRROR, "the provider mirror")):
+    for path, what in (
+        (TERRAFORM, "the project's terraform"),
+        (CLI_CONFIG, "the Terraform CLI config"),
+        (MIRROR, "the provider mirror"),
+    ):
         if not path.exists():
             return f"{what} ({path.relative_to(ROOT)}) is missing; run `make setup`"
     return None
@@ -78,7 +82,9 @@ class Diagnostic:
 
     @staticmethod
     def of(raw: dict[str, Any]) -> Diagnostic:
-        return Diagnostic(raw.get("severity", ""), raw.get("summary", ""), raw.get("detail", ""), raw.get("address", ""))
+        return Diagnostic(
+            raw.get("severity", ""), raw.get("summary", ""), raw.get("detail", ""), raw.get("address", "")
+        )
 
     def __str__(self) -> str:
         where = f"{self.address}: " if self.address else ""
@@ -113,7 +119,9 @@ class Workdir:
         try:
             raw = json.loads(done.stdout)
         except ValueError:
-            raise TerraformError(f"terraform validate in {self.path}: " + " ".join(meaningful_lines(done.stderr))) from None
+            raise TerraformError(
+                f"terraform validate in {self.path}: " + " ".join(meaningful_lines(done.stderr))
+            ) from None
         diags = [Diagnostic.of(d) for d in raw.get("diagnostics", [])]
         return Validation(
             valid=bool(raw.get("valid")),

@@ -94,16 +94,70 @@ def written_files(user_data: str) -> dict[str, WrittenFile]:
 # refused, not guessed: a flag taken for an option with a value swallows the image name, and the
 # operator's tool must never recreate a container from a line it misread.
 _VALUE_OPTIONS = frozenset(
-    {"--restart", "--network", "--name", "--label", "-l", "--volume", "-v", "--mount", "--cap-add", "--cap-drop",
-     "--env", "-e", "--env-file", "--ulimit", "--user", "-u", "--stop-signal", "--stop-timeout", "--log-driver",
-     "--log-opt", "--entrypoint", "--pid", "--memory", "-m", "--cpus", "--sysctl", "--security-opt", "--tmpfs",
-     "--hostname", "-h", "--workdir", "-w", "--publish", "-p", "--device", "--add-host", "--dns", "--health-cmd",
-     "--health-interval", "--health-retries", "--health-timeout", "--health-start-period"}
-)  # fmt: skip
+    {
+        "--restart",
+        "--network",
+        "--name",
+        "--label",
+        "-l",
+        "--volume",
+        "-v",
+        "--mount",
+        "--cap-add",
+        "--cap-drop",
+        "--env",
+        "-e",
+        "--env-file",
+        "--ulimit",
+        "--user",
+        "-u",
+        "--stop-signal",
+        "--stop-timeout",
+        "--log-driver",
+        "--log-opt",
+        "--entrypoint",
+        "--pid",
+        "--memory",
+        "-m",
+        "--cpus",
+        "--sysctl",
+        "--security-opt",
+        "--tmpfs",
+        "--hostname",
+        "-h",
+        "--workdir",
+        "-w",
+        "--publish",
+        "-p",
+        "--device",
+        "--add-host",
+        "--dns",
+        "--health-cmd",
+        "--health-interval",
+        "--health-retries",
+        "--health-timeout",
+        "--health-start-period",
+    }
+)
 _FLAG_OPTIONS = frozenset(
-    {"--detach", "-d", "--rm", "--init", "--read-only", "--privileged", "--interactive", "-i", "--tty", "-t",
-     "--publish-all", "-P", "--oom-kill-disable", "--no-healthcheck", "--sig-proxy"}
-)  # fmt: skip
+    {
+        "--detach",
+        "-d",
+        "--rm",
+        "--init",
+        "--read-only",
+        "--privileged",
+        "--interactive",
+        "-i",
+        "--tty",
+        "-t",
+        "--publish-all",
+        "-P",
+        "--oom-kill-disable",
+        "--no-healthcheck",
+        "--sig-proxy",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -164,7 +218,9 @@ def parse_docker_run(argv: list[str] | tuple[str, ...]) -> DockerRun:
         elif option in _FLAG_OPTIONS:
             options.append((option, inline if eq else None))
         else:
-            raise CloudConfigError(f"docker run option {option} is not one this project reads (refused rather than guessed)")
+            raise CloudConfigError(
+                f"docker run option {option} is not one this project reads (refused rather than guessed)"
+            )
         i += 1
     if i >= len(argv):
         raise CloudConfigError(f"docker run without an image: {list(argv)}")
@@ -211,8 +267,10 @@ def with_docker_run(user_data: str, container: str, edit: Callable[[list[str]], 
     hits = 0
     for i, line in enumerate(lines):
         m = _FLOW_ENTRY.match(line)
-        argv = yaml.safe_load(m.group(2)) if m else None
-        if not (m and _is_docker_run(argv) and parse_docker_run(argv).name == container):
+        if not m:
+            continue
+        argv = yaml.safe_load(m.group(2))
+        if not (_is_docker_run(argv) and parse_docker_run(argv).name == container):
             continue
         edited = edit(list(argv))
         if edited == argv:

@@ -26,6 +26,8 @@ _ENV = jinja2.Environment(
 )
 # One command per line as a YAML flow list that a reviewer reads as typed (no HTML escaping).
 _ENV.filters["flow"] = lambda items: json.dumps(list(items))
+# Every timing and limit, as `tunables.NAME`: cluster.plan decides them, the templates format them.
+_ENV.globals["tunables"] = p
 
 
 @dataclass(frozen=True)
@@ -89,59 +91,6 @@ KEEPALIVED_CONTAINER = "keepalived"
 CONTAINERS = (HAPROXY_CONTAINER, KEEPALIVED_CONTAINER)
 
 
-@dataclass(frozen=True)
-class _Check:
-    interval: int = p.CHECK_INTERVAL_S
-    timeout: int = p.CHECK_TIMEOUT_S
-    weight: int = p.CHECK_WEIGHT
-    fall: int = p.CHECK_FALL
-    rise: int = p.CHECK_RISE
-    hold_ms: int = p.CHECK_HOLD_MS
-    holds: int = p.CHECK_HOLDS
-    max_time: str = p.CHECK_MAX_TIME
-    recover_poll: str = p.CHECK_RECOVER_POLL_S
-    recover_polls: int = p.CHECK_RECOVER_POLLS
-    failed_mark: str = p.CHECK_FAILED_MARK
-
-
-@dataclass(frozen=True)
-class _Reach:
-    interval: int = p.REACH_INTERVAL_S
-    timeout: int = p.REACH_TIMEOUT_S
-    fall: int = p.REACH_FALL
-    rise: int = p.REACH_RISE
-    weight: int = p.REACH_WEIGHT
-    wait: int = p.REACH_WAIT_S
-    retry: str = p.REACH_RETRY_S
-    rounds: int = p.REACH_ROUNDS
-
-    @property
-    def deadline(self) -> str:
-        return f"{float(self.retry) * self.rounds:g}"
-
-
-@dataclass(frozen=True)
-class _Haproxy:
-    connect_timeout_ms: int = p.CONNECT_TIMEOUT_MS
-    retries: int = p.CONNECT_RETRIES
-    stream_timeout_h: int = p.STREAM_TIMEOUT_H
-    fin_timeout_s: int = p.FIN_TIMEOUT_S
-    local_client_timeout_s: int = p.LOCAL_CLIENT_TIMEOUT_S
-    check_uri: str = p.APISERVER_CHECK_URI
-    check_timeout_s: int = p.APISERVER_CHECK_TIMEOUT_S
-    inter_ms: int = p.APISERVER_CHECK_INTER_MS
-    fastinter_ms: int = p.APISERVER_CHECK_FASTINTER_MS
-    fall: int = p.APISERVER_CHECK_FALL
-    rise: int = p.APISERVER_CHECK_RISE
-    error_limit: int = p.APISERVER_ERROR_LIMIT
-
-
-@dataclass(frozen=True)
-class _Garp:
-    delay_s: int = p.GARP_MASTER_DELAY_S
-    refresh_s: int = p.GARP_MASTER_REFRESH_S
-
-
 def _literal_addresses(plan: p.Plan) -> dict[str, str]:
     missing = [n.name for n in plan.nodes if n.address is None]
     if missing:
@@ -156,15 +105,8 @@ def render_haproxy_cfg(plan: p.Plan, node_name: str, addresses: Mapping[str, str
         plan=plan,
         servers=servers,
         node_address=addresses[node_name],
-        health_uri=p.HEALTH_URI,
-        haproxy=_Haproxy(),
-        hold_ms=p.CHECK_HOLD_MS,
         check_request_line=f"GET {p.HEALTH_URI} ",  # as curl sends it: the check script's request
-        stats_uri=p.STATS_URI,
-        metrics_uri=p.METRICS_URI,
-        keepalived_metrics_uri=p.KEEPALIVED_METRICS_URI,
         lua_path=KEEPALIVED_METRICS.container_path,
-        maxconn=p.HAPROXY_MAXCONN,
     )
 
 
@@ -185,12 +127,7 @@ def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str,
         node=node,
         node_address=addresses[node_name],
         peers=peers,
-        vrrp_version=p.VRRP_VERSION,
-        advert_interval=p.ADVERT_INTERVAL,
-        garp=_Garp(),
-        check=_Check(),
         check_script_path=CHECK_SCRIPT.container_path,
-        reach=_Reach(),
         reach_script_path=NETWORK_SCRIPT.container_path,
         # The gateway first: the script treats all alike, the lab finds the gateway there.
         reach_targets=[plan.gateway, *peers],
@@ -199,11 +136,11 @@ def render_keepalived_conf(plan: p.Plan, node_name: str, addresses: Mapping[str,
 
 
 def render_check_script(plan: p.Plan) -> str:
-    return _ENV.get_template("check_haproxy.sh.j2").render(plan=plan, check=_Check(), health_uri=p.HEALTH_URI)
+    return _ENV.get_template("check_haproxy.sh.j2").render(plan=plan)
 
 
 def render_network_script() -> str:
-    return _ENV.get_template("check_network.sh.j2").render(reach=_Reach())
+    return _ENV.get_template("check_network.sh.j2").render()
 
 
 def render_node_files(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -233,7 +170,8 @@ def container_commands(plan: p.Plan) -> list[list[str]]:
         HAPROXY_CONTAINER,
         *nofile,
         *mount(HAPROXY_DIR),
-        "--volume", f"{STATE_DIR}:{STATE_DIR}:ro",
+        "--volume",
+        f"{STATE_DIR}:{STATE_DIR}:ro",
         plan.haproxy_image,
     ]
     keepalived = [
@@ -241,13 +179,18 @@ def container_commands(plan: p.Plan) -> list[list[str]]:
         "--name",
         KEEPALIVED_CONTAINER,
         # NET_RAW and NET_BROADCAST too: with NET_ADMIN alone unicast adverts fail.
-        "--cap-add", "NET_ADMIN",
-        "--cap-add", "NET_BROADCAST",
-        "--cap-add", "NET_RAW",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-add",
+        "NET_BROADCAST",
+        "--cap-add",
+        "NET_RAW",
         # The image's start-up removes these addresses if a killed keepalived left them behind.
-        "--env", f"KEEPALIVED_VIRTUAL_IPS=#PYTHON2BASH:['{plan.vip}']",
+        "--env",
+        f"KEEPALIVED_VIRTUAL_IPS=#PYTHON2BASH:['{plan.vip}']",
         *mount(KEEPALIVED_DIR),
-        "--volume", f"{STATE_DIR}:{STATE_DIR}",
+        "--volume",
+        f"{STATE_DIR}:{STATE_DIR}",
         plan.keepalived_image,
         "--copy-service",
     ]
@@ -267,7 +210,11 @@ def render_cloud_config(plan: p.Plan, node_name: str, addresses: Mapping[str, st
         for f in CONTAINER_FILES
     ]
     return _ENV.get_template("cloud-config.yaml.j2").render(
-        plan=plan, node=plan.node(node_name), files=files, boot_commands=boot_commands(plan), neigh_retrans_ms=p.NEIGH_RETRANS_MS, commands=container_commands(plan)
+        plan=plan,
+        node=plan.node(node_name),
+        files=files,
+        boot_commands=boot_commands(plan),
+        commands=container_commands(plan),
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloud import handle, paths
+from cloud import paths
 from tests.conftest import DELETE, ROOT, example_data, with_changes
 
 pytestmark = pytest.mark.cloud
@@ -26,19 +26,15 @@ CLUSTER = "cdk"
 CHANGES = {"name": CLUSTER, "nodes.members": DELETE, "vip.floating_ip_pool": "public"}
 
 
-@pytest.fixture(scope="module")
-def cloud():
-    reason = handle.missing() or (None if (ROOT / ".tools" / "bin" / "terraform").exists() else "no terraform: `make setup`")
-    if reason:
-        pytest.skip(reason)
-    with handle.running_cloud() as running:
-        yield running
-
-
 def project_copy(dest: Path) -> Path:
     """The project's files as a fresh clone has them, its installed tools linked, not copied."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, listed):
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -52,27 +48,53 @@ def cdktf(project: Path, config: dict, *args: str) -> subprocess.CompletedProces
     (project / "config" / f"{CLUSTER}.yaml").write_text(yaml.safe_dump(config))
     env = {
         **os.environ,
-        "PATH": os.pathsep.join([str(ROOT / ".tools" / "bin"), str(ROOT / "node_modules" / ".bin"),
-                                 str(ROOT / ".venv" / "bin"), os.environ["PATH"]]),
-        "CONFIG": f"config/{CLUSTER}.yaml", "OS_CLOUD": paths.CLOUD, "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML),
-        "PIPENV_VENV_IN_PROJECT": "1", "PIPENV_NOSPIN": "1", "PIPENV_YES": "1", "CHECKPOINT_DISABLE": "1",
-        "DISABLE_VERSION_CHECK": "1", "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1", "CI": "1",
+        "PATH": os.pathsep.join(
+            [
+                str(ROOT / ".tools" / "bin"),
+                str(ROOT / "node_modules" / ".bin"),
+                str(ROOT / ".venv" / "bin"),
+                os.environ["PATH"],
+            ]
+        ),
+        "CONFIG": f"config/{CLUSTER}.yaml",
+        "OS_CLOUD": paths.CLOUD,
+        "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML),
+        "PIPENV_VENV_IN_PROJECT": "1",
+        "PIPENV_NOSPIN": "1",
+        "PIPENV_YES": "1",
+        "CHECKPOINT_DISABLE": "1",
+        "DISABLE_VERSION_CHECK": "1",
+        "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1",
+        "CI": "1",
     }
-    done = subprocess.run(["cdktf", *args, "--auto-approve"], cwd=project, env=env, text=True, capture_output=True,
-                          timeout=1200, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"cdktf {args[0]} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+    done = subprocess.run(
+        ["cdktf", *args, "--auto-approve"],
+        cwd=project,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=1200,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, (
+        f"cdktf {args[0]} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+    )
     return done
 
 
 def deployed(cloud) -> dict:
-    return cloud.sdk(f"""
+    return cloud.sdk(
+        f"""
 n, c = conn.network, conn.compute
 ports = {{p.name: [i['ip_address'] for i in p.fixed_ips] for p in n.ports() if p.name.startswith('{CLUSTER}-')}}
 servers = sorted(s.name for s in c.servers(all_projects=True) if s.name.startswith('{CLUSTER}-'))
 vip = n.find_port('{CLUSTER}-vip')
 fips = [[vip is not None and f.port_id == vip.id, f.floating_ip_address] for f in n.ips()]
-result = {{'ports': ports, 'servers': servers, 'fips': fips, 'sg': bool(n.find_security_group('{CLUSTER}-control-plane'))}}
-""", admin=True)
+sg = bool(n.find_security_group('{CLUSTER}-control-plane'))
+result = {{'ports': ports, 'servers': servers, 'fips': fips, 'sg': sg}}
+""",
+        admin=True,
+    )
 
 
 def test_cdktf_deploy_builds_the_cluster_and_cdktf_destroy_removes_it(cloud, tmp_path):
@@ -88,8 +110,9 @@ def test_cdktf_deploy_builds_the_cluster_and_cdktf_destroy_removes_it(cloud, tmp
     assert [f[0] for f in got["fips"]] == [True] and got["sg"]
     # The stack's outputs, as `cdktf output` gives them, match what Neutron allocated.
     stack = project / "cdktf.out" / "stacks" / CLUSTER
-    out = subprocess.run(["terraform", "output", "-json", "-no-color"], cwd=stack, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["terraform", "output", "-json", "-no-color"], cwd=stack, capture_output=True, text=True, check=True
+    ).stdout
     outputs = {k: v["value"] for k, v in json.loads(out).items()}
     assert {n: [a] for n, a in outputs["node_addresses"].items()} == {n: got["ports"][f"{n}-port"] for n in nodes}
     assert outputs["floating_ip"] == got["fips"][0][1]

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.conftest import config_from, synth
-from tests.test_cloud_deploy import cloud, terraform, workdir_for, write_config  # noqa: F401 (cloud is a fixture)
+from tests.deploy.test_cloud_deploy import terraform, workdir_for, write_config
 
 pytestmark = pytest.mark.cloud
 
@@ -19,10 +19,13 @@ TRACKERS = {f"terraform_data.userdata_demo-cp-{i}": ["update"] for i in (1, 2, 3
 
 
 @pytest.fixture(scope="module")
-def deployed(cloud, tmp_path_factory):  # noqa: F811
+def deployed(cloud, tmp_path_factory):
     work = workdir_for(synth(config_from()), tmp_path_factory.mktemp("day2"))
     terraform(work, "apply", "-auto-approve", "-input=false")
-    return work
+    yield work
+    # The shared cloud must be left as found: lift prevent_destroy for the teardown only.
+    write_config(synth(config_from({"allow_destroy": True})), work)
+    terraform(work, "destroy", "-auto-approve", "-input=false")
 
 
 def plan(work, changes: dict | None = None) -> dict | str:
@@ -32,8 +35,11 @@ def plan(work, changes: dict | None = None) -> dict | str:
     if proc.returncode != 0:
         return proc.stderr
     shown = json.loads(terraform(work, "show", "-json", "plan.bin").stdout)
-    return {rc["address"]: rc["change"]["actions"] for rc in shown.get("resource_changes", [])
-            if rc["change"]["actions"] != ["no-op"]}
+    return {
+        rc["address"]: rc["change"]["actions"]
+        for rc in shown.get("resource_changes", [])
+        if rc["change"]["actions"] != ["no-op"]
+    }
 
 
 def refused(result, address: str) -> None:
@@ -47,7 +53,10 @@ def test_nothing_changed_plans_nothing(deployed):
 
 def test_a_haproxy_port_rolls_the_trackers_and_replaces_its_member_rule(deployed):
     got = plan(deployed, {"ports.apiserver": 6444})
-    assert got == {**TRACKERS, "openstack_networking_secgroup_rule_v2.rule_apiserver_from_members": ["delete", "create"]}
+    assert got == {
+        **TRACKERS,
+        "openstack_networking_secgroup_rule_v2.rule_apiserver_from_members": ["delete", "create"],
+    }
 
 
 def test_a_client_cidr_added_creates_exactly_its_rule(deployed):
@@ -57,8 +66,10 @@ def test_a_client_cidr_added_creates_exactly_its_rule(deployed):
 
 def test_a_client_cidr_swapped_deletes_and_creates_exactly_those_rules(deployed):
     got = plan(deployed, {"access.client_cidrs": ["203.0.113.0/24"]})
-    assert got == {"openstack_networking_secgroup_rule_v2.rule_frontend_from_192_0_2_0-24": ["delete"],
-                   "openstack_networking_secgroup_rule_v2.rule_frontend_from_203_0_113_0-24": ["create"]}
+    assert got == {
+        "openstack_networking_secgroup_rule_v2.rule_frontend_from_192_0_2_0-24": ["delete"],
+        "openstack_networking_secgroup_rule_v2.rule_frontend_from_203_0_113_0-24": ["create"],
+    }
 
 
 def test_one_members_address_updates_its_port_in_place_and_every_tracker(deployed):

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from cloud import handle, paths
+from cloud import paths
 from cluster.plan import make_plan
 from ops.inventory import load_inventory, terraform_node_addresses
 from tests.conftest import DELETE, config_from, synth
@@ -25,22 +24,21 @@ from userdata.render import render_cloud_config
 pytestmark = pytest.mark.cloud
 
 
-@pytest.fixture(scope="module")
-def cloud():
-    reason = handle.missing() or (None if shutil.which("terraform") else "no terraform on PATH: `make setup`")
-    if reason:
-        pytest.skip(reason)
-    with handle.running_cloud() as running:
-        yield running
-
-
 def terraform(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OS_CLOUD": paths.CLOUD, "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML),
-           "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
-    proc = subprocess.run(["terraform", *args, "-no-color"], cwd=workdir, env=env, text=True, capture_output=True,
-                          timeout=900)
+    env = {
+        **os.environ,
+        "OS_CLOUD": paths.CLOUD,
+        "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML),
+        "TF_IN_AUTOMATION": "1",
+        "CHECKPOINT_DISABLE": "1",
+    }
+    proc = subprocess.run(
+        ["terraform", *args, "-no-color"], cwd=workdir, env=env, text=True, capture_output=True, timeout=900
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"terraform {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"terraform {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -55,16 +53,19 @@ def workdir_for(doc: dict, tmp: Path) -> Path:
     write_config(doc, tmp)
     init = terraform(tmp, "init", "-input=false", check=False)
     if init.returncode != 0:
-        pytest.skip(f"terraform init found no provider (make setup builds it into the mirror): {init.stderr.strip()[-300:]}")
+        pytest.skip(
+            f"terraform init found no provider (make setup builds it into the mirror): {init.stderr.strip()[-300:]}"
+        )
     return tmp
 
 
 def read_back(cloud, cluster: str) -> dict:
-    return cloud.sdk(f"""
+    return cloud.sdk(
+        f"""
 n, c = conn.network, conn.compute
-ports = {{p.name: p for p in n.ports() if p.name.startswith({cluster + '-'!r})}}
-sg = n.find_security_group({cluster + '-control-plane'!r})
-servers = {{s.name: s for s in c.servers(details=True, all_projects=True) if s.name.startswith({cluster + '-'!r})}}
+ports = {{p.name: p for p in n.ports() if p.name.startswith({cluster + "-"!r})}}
+sg = n.find_security_group({cluster + "-control-plane"!r})
+servers = {{s.name: s for s in c.servers(details=True, all_projects=True) if s.name.startswith({cluster + "-"!r})}}
 groups = [g for g in c.server_groups(all_projects=True) if g.name.startswith({cluster!r})]
 result = {{
   'ports': {{k: {{'pairs': p.allowed_address_pairs, 'security': p.is_port_security_enabled, 'mac': p.mac_address,
@@ -74,11 +75,14 @@ result = {{
                     r.remote_group_id == sg.id] for r in n.security_group_rules(security_group_id=sg.id)],
                   key=str) if sg else None,
   'sg': sg.id if sg else None,
-  'servers': {{k: {{'user_data': s.user_data, 'group': s.server_groups, 'status': s.status}} for k, s in servers.items()}},
+  'servers': {{k: {{'user_data': s.user_data, 'group': s.server_groups, 'status': s.status}}
+              for k, s in servers.items()}},
   'groups': [[g.name, g.policy, sorted(g.member_ids)] for g in groups],
   'fips': [[f.port_id, f.floating_ip_address] for f in n.ips()],
 }}
-""", admin=True)
+""",
+        admin=True,
+    )
 
 
 def expected_rules(doc: dict) -> list:
@@ -86,16 +90,30 @@ def expected_rules(doc: dict) -> list:
     for rule in doc["resource"]["openstack_networking_secgroup_rule_v2"].values():
         # The provider leaves out a zero (gophercloud's omitempty): ICMP echo's code 0 reaches Neutron as
         # no code at all (any code of type 8), and reads back as 0, so Terraform sees no drift.
-        rules.append([rule["direction"], rule["ethertype"], rule.get("protocol"), rule.get("port_range_min") or None,
-                      rule.get("port_range_max") or None, rule.get("remote_ip_prefix"), "remote_group_id" in rule])
+        rules.append(
+            [
+                rule["direction"],
+                rule["ethertype"],
+                rule.get("protocol"),
+                rule.get("port_range_min") or None,
+                rule.get("port_range_max") or None,
+                rule.get("remote_ip_prefix"),
+                "remote_group_id" in rule,
+            ]
+        )
     return rules
 
 
 # allow_destroy lifts prevent_destroy, so that the test can tear down what it deployed.
 CONFIGS = {
     "example": {"allow_destroy": True},
-    "five-nodes-floating-ip": {"allow_destroy": True, "name": "five", "nodes.count": 5, "nodes.members": DELETE,
-                               "vip.floating_ip_pool": "public"},
+    "five-nodes-floating-ip": {
+        "allow_destroy": True,
+        "name": "five",
+        "nodes.count": 5,
+        "nodes.members": DELETE,
+        "vip.floating_ip_pool": "public",
+    },
 }
 
 
@@ -143,7 +161,9 @@ def check_deployed(cloud, work: Path, config, doc: dict) -> None:
     for node in nodes:
         server = got["servers"][node]
         assert server["status"] == "ACTIVE"
-        assert base64.b64decode(server["user_data"]).decode() == render_cloud_config(plan, node, outputs["node_addresses"])
+        assert base64.b64decode(server["user_data"]).decode() == render_cloud_config(
+            plan, node, outputs["node_addresses"]
+        )
     if config.vip.floating_ip_pool:
         assert [fip[0] for fip in got["fips"]] == [vip_port["id"]]
         assert outputs["floating_ip"] == got["fips"][0][1]
@@ -160,11 +180,18 @@ def check_deployed(cloud, work: Path, config, doc: dict) -> None:
 
 # --- what Neutron refuses, as a user running `cdktf deploy` sees it ------------------------------
 
-SHARED = {"allow_destroy": True, "name": "shared", "network.name": "shared-net", "network.subnet.name": "shared-subnet",
-          "network.subnet.cidr": "198.51.100.0/24", "network.subnet.gateway": "198.51.100.1",
-          "vip.address": "198.51.100.10", "access.client_cidrs": ["198.51.100.0/24"],
-          "access.admin_cidrs": ["203.0.113.0/24"],
-          **{f"nodes.members.{i}.address": f"198.51.100.{11 + i}" for i in range(3)}}
+SHARED = {
+    "allow_destroy": True,
+    "name": "shared",
+    "network.name": "shared-net",
+    "network.subnet.name": "shared-subnet",
+    "network.subnet.cidr": "198.51.100.0/24",
+    "network.subnet.gateway": "198.51.100.1",
+    "vip.address": "198.51.100.10",
+    "access.client_cidrs": ["198.51.100.0/24"],
+    "access.admin_cidrs": ["203.0.113.0/24"],
+    **{f"nodes.members.{i}.address": f"198.51.100.{11 + i}" for i in range(3)},
+}
 
 
 def failed_apply(cloud, tmp_path, changes: dict) -> str:
@@ -189,8 +216,17 @@ n = conn.network
 net = n.create_network(name='lonely-net')
 n.create_subnet(network_id=net.id, name='lonely-subnet', ip_version=4, cidr='192.0.2.0/24', gateway_ip='192.0.2.1')
 """)
-    message = failed_apply(cloud, tmp_path, {"allow_destroy": True, "name": "lonely", "network.name": "lonely-net",
-                                             "network.subnet.name": "lonely-subnet", "vip.floating_ip_pool": "public"})
+    message = failed_apply(
+        cloud,
+        tmp_path,
+        {
+            "allow_destroy": True,
+            "name": "lonely",
+            "network.name": "lonely-net",
+            "network.subnet.name": "lonely-subnet",
+            "vip.floating_ip_pool": "public",
+        },
+    )
     assert "404" in message and "is not reachable from subnet" in message, message
 
 
