@@ -12,11 +12,13 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import drills, images, operate, soak, synth, topology
-from lab.harness import VARIANTS, Lab, acquire_lock, synthesize
+from lab.scenarios import operate, registry, soak
+from lab.scenarios.variants import VARIANTS, lab_for
+from lab.world import images, synth, topology
+from lab.world.harness import Lab, acquire_lock, synthesize
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     ap.add_argument("--json", type=Path, help="synthesized cdk.tf.json (default: cdktf.out/stacks/*/cdk.tf.json)")
     ap.add_argument("--variant", choices=VARIANTS, default="ours", help="our keepalived.conf, or the seed's settings")
@@ -24,16 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command")
     sub.add_parser("show", help="build, print nodes and VIP holder, tear down (the default)")
     drill = sub.add_parser("drill", help="run one drill")
-    drill.add_argument("name", choices=[*drills.DRILLS, *drills.CONTROLS])
+    drill.add_argument("name", choices=list(registry.LAB_DRILLS))
     sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, engines, mounts, work dirs)")
     sub.add_parser("images", help="build the stand-in images for the JSON's image references (cached)")
     soak_cmd = sub.add_parser("soak", help="a seeded random sequence of faults; checks the invariants")
-    soak_cmd.add_argument("--seed", type=int, required=True, help="the schedule follows from it: a failing run is replayed with it")
+    soak_cmd.add_argument(
+        "--seed", type=int, required=True, help="the schedule follows from it: a failing run is replayed with it"
+    )
     soak_cmd.add_argument("--minutes", type=float, default=2.0)
     soak_cmd.add_argument("--out", type=Path, help="also write the faults, attempts and holder samples here (JSON)")
     ops = sub.add_parser("ops", help="run `python -m ops ARGS` from the admin network (e.g. status, roll --dry-run)")
     ops.add_argument("args", nargs=argparse.REMAINDER)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     if args.command == "cleanup":
         with acquire_lock(timeout=600):  # never under a running lab
@@ -55,15 +63,15 @@ def main(argv: list[str] | None = None) -> int:
             run = lab.operator(operate.default_config()).run(command, lab.stack_json, *rest)
             print(f"$ {shlex.join(run.argv)}\n{run.output}[exit {run.returncode}]")
             return run.returncode
-    if args.command == "drill" and args.name in drills.CONTROLS:
-        result = drills.CONTROLS[args.name](doc, args.variant)
+    if args.command == "drill" and registry.ENTRIES[args.name].kind is registry.CONTROL:
+        result = registry.ENTRIES[args.name].run(doc, args.variant)
     else:
-        with Lab(doc, args.variant, keep=args.keep) as lab:
+        with lab_for(doc, args.variant, keep=args.keep) as lab:
             lab.wait_steady()
             print(lab.describe())
             if args.command != "drill":
                 return 0
-            result = drills.DRILLS[args.name](lab)
+            result = registry.ENTRIES[args.name].run(lab)
             print(lab.describe())
             if args.keep:
                 print(f"logs kept in {lab.workdir}")
@@ -74,15 +82,31 @@ def main(argv: list[str] | None = None) -> int:
 def _soak(doc: dict, args: argparse.Namespace) -> int:
     duration = args.minutes * 60
     replay = f"python -m lab soak --seed {args.seed} --minutes {args.minutes:g}"
-    with Lab(doc, args.variant, keep=args.keep) as lab:
+    with lab_for(doc, args.variant, keep=args.keep) as lab:
         lab.wait_steady()
         faults = soak.schedule(args.seed, duration, list(lab.nodes))
-        print(f"soak seed {args.seed}, {args.minutes:g} min, {len(faults)} faults:", *map(str, faults), sep="\n  ", flush=True)
-        happened, attempts, samples = soak.run(soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True))
+        print(
+            f"soak seed {args.seed}, {args.minutes:g} min, {len(faults)} faults:",
+            *map(str, faults),
+            sep="\n  ",
+            flush=True,
+        )
+        happened, attempts, samples = soak.run(
+            soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True)
+        )
         workdir = str(lab.workdir)
     if args.out:
-        args.out.write_text(json.dumps({"seed": args.seed, "nodes": list(lab.nodes), "faults": [asdict(f) for f in happened],
-                                        "attempts": [asdict(a) for a in attempts], "samples": [asdict(x) for x in samples]}))  # fmt: skip
+        args.out.write_text(
+            json.dumps(
+                {
+                    "seed": args.seed,
+                    "nodes": list(lab.nodes),
+                    "faults": [asdict(f) for f in happened],
+                    "attempts": [asdict(a) for a in attempts],
+                    "samples": [asdict(x) for x in samples],
+                }
+            )
+        )
     report = soak.check(args.seed, happened, list(lab.nodes), attempts, samples, soak.leftovers(workdir))
     print(report.format(replay))
     return 0 if report.ok else 1

@@ -1,5 +1,6 @@
 """`python -m lab.bench`: every drill N times for our configs and for the seed's keepalived
-settings, in one run, and one table per drill; then the operator's tool's drills (`lab.operate`).
+settings, in one run, and one table per drill; then the operator's tool's drills (`lab.scenarios.operate`).
+The drills, their titles and goals are `lab.scenarios.registry`'s.
 
 Figures, not assertions: timings depend on the machine. The tests check behaviour; this prints
 what the behaviour costs, with the command and date, so a change in the configs can be compared.
@@ -14,60 +15,22 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
-from lab import drills, operate, synth
-from lab.harness import VARIANTS, Lab, synthesize
-from lab.topology import run
+import yaml
 
-TITLES = {
-    "haproxy-kill": "haproxy crashes on the VIP holder (SIGKILL; Docker restarts it)",
-    "haproxy-stop": "docker stop haproxy on the VIP holder (stays down)",
-    "haproxy-recover": "docker start the stopped haproxy (the VIP must stay)",
-    "keepalived-kill": "keepalived crashes on the holder (SIGKILL; Docker restarts it)",
-    "node-cut": "cut the holder off the network, then heal",
-    "crash-loop": "haproxy on the holder crashes 5 times in 10 s (Docker's restart back-off)",
-    "node-reboot": "hard reset of the holder, then boot (engine, containers by restart policy, apiserver)",
-    "peers-cut": "cut the holder and the other peer off: the last node still reaching the gateway, then heal",
-    "reboot-each": "reboot every node in turn, the holder last",
-    "cold-start": "power cut: every node off, then all boot at once",
-    "cold-start-staggered": "power cut, then the nodes boot 0 to 5 s apart",
-    "gateway-down": "the subnet gateway goes down, every node fine",
-    "apiserver-stop": "the holder's apiserver dies (SIGKILL)",
-    "apiserver-unhealthy": "the holder's apiserver answers /readyz and /healthz with 500",
-    "apiserver-drain": "the holder's apiserver stopped gracefully (SIGTERM: /readyz fails, serves for its shutdown delay, exits)",
-    "no-vrrp-rule": "negative control: VRRP rule removed from the JSON",
-    "no-vip-pair": "negative control: VIP removed from allowed_address_pairs",
-    "haproxy-network-none": "negative control: haproxy's docker run line says --network none",
-    "keepalived-no-net-admin": "negative control: keepalived's docker run line lacks --cap-add NET_ADMIN",
-    "apiserver-drain-healthz": "negative control: apiserver-drain with haproxy checking /healthz (kubeadm's recipe)",
-}
-# Targets from the issue, printed next to the figures (never asserted).
-GOALS = {
-    "haproxy-kill": "ours: median <= 0.1 s, max <= 0.2 s, <= 1 attempt > 0.5 s per run",
-    "haproxy-stop": "ours: median <= 0.5 s, max <= 1.2 s, >= 5x better than seed",
-    "haproxy-recover": "ours: 0 s",
-    "keepalived-kill": "ours: median <= 0.5 s",
-    "node-cut": "ours: median <= 0.5 s; one holder and 0 VIP moves after heal",
-    "peers-cut": "ours: the survivor holds the VIP; 0 VIP moves after heal",
-    "reboot-each": "at most 1 VIP move per reboot",
-    "cold-start": "one holder; served within 3 s of the first haproxy's start",
-    "cold-start-staggered": "one holder; served within 3 s of the first haproxy's start",
-    "gateway-down": "0 failed, 0 VIP moves",
-    "crash-loop": "one holder at the end, served again",
-    "node-reboot": "one holder, at most one VIP move, served again after the boot",
-    "apiserver-stop": "0 failed connections after haproxy's detection",
-    "apiserver-unhealthy": "0 failed connections after haproxy's detection",
-    "apiserver-drain": "0 failed; haproxy marks it DOWN before it stops accepting",
-    "no-vrrp-rule": "must break: more than one holder",
-    "no-vip-pair": "must break: client cannot reach the VIP",
-    "haproxy-network-none": "must break: no holder (every check fails)",
-    "keepalived-no-net-admin": "must break: no holder (the VIP cannot be added)",
-    "apiserver-drain-healthz": "must break: haproxy marks it DOWN only after it stopped accepting",
-}
+from lab.scenarios import drills, operate, registry
+from lab.scenarios.operate import RollResult, StatusResult
+from lab.scenarios.registry import CONTROL, DRILL, OPERATOR
+from lab.scenarios.variants import VARIANTS, lab_for
+from lab.world import synth
+from lab.world.harness import Lab, synthesize, synthesize_config
+from lab.world.topology import run
 
 
 def _stats(values: list[float], fmt: str) -> str:
@@ -94,7 +57,10 @@ COLUMNS: list[Column] = [
     ("runs", lambda rs: str(len(rs))),
     ("outage s med/max", lambda rs: _stats([r.outage_s for r in rs], "{:.2f}")),
     ("failed med/max", lambda rs: _stats([r.failed for r in rs], "{:.0f}")),
-    ("slowest after fault s med/max", lambda rs: _stats([r.slowest_s for r in rs if r.slowest_s is not None], "{:.2f}")),
+    (
+        "slowest after fault s med/max",
+        lambda rs: _stats([r.slowest_s for r in rs if r.slowest_s is not None], "{:.2f}"),
+    ),
     ("not recovered", lambda rs: str(sum(not r.recovered for r in rs))),
     ("VIP moved", lambda rs: str(sum(r.holder_before is not None and r.holder_after != r.holder_before for r in rs))),
     ("MASTER entries max", lambda rs: _max([r.master_transitions for r in rs])),
@@ -102,33 +68,55 @@ COLUMNS: list[Column] = [
 ]
 OPTIONAL: list[Column] = [
     ("heal/boot outage s med/max", lambda rs: _stats([r.second.outage_s for r in rs if r.second], "{:.2f}")),
-    ("heal/boot not recovered", lambda rs: str(sum(not r.second.recovered for r in rs if r.second)) if any(r.second for r in rs) else "-"),
+    (
+        "heal/boot not recovered",
+        lambda rs: str(sum(not r.second.recovered for r in rs if r.second)) if any(r.second for r in rs) else "-",
+    ),
     ("detection s med/max", lambda rs: _stats([r.detection_s for r in rs if r.detection_s is not None], "{:.2f}")),
-    ("stopped accepting s med/max", lambda rs: _stats([r.not_accepting_s for r in rs if r.not_accepting_s is not None], "{:.2f}")),
-    ("last served by it s med/max", lambda rs: _stats([r.last_served_s for r in rs if r.last_served_s is not None], "{:.2f}")),
-    ("failed after detection max", lambda rs: _max([r.failed_after_detection for r in rs if r.failed_after_detection is not None])),
+    (
+        "stopped accepting s med/max",
+        lambda rs: _stats([r.not_accepting_s for r in rs if r.not_accepting_s is not None], "{:.2f}"),
+    ),
+    (
+        "last served by it s med/max",
+        lambda rs: _stats([r.last_served_s for r in rs if r.last_served_s is not None], "{:.2f}"),
+    ),
+    (
+        "failed after detection max",
+        lambda rs: _max([r.failed_after_detection for r in rs if r.failed_after_detection is not None]),
+    ),
     ("slowest attempt s med/max", lambda rs: _stats([r.slowest_s for r in rs if r.slowest_s is not None], "{:.2f}")),
     (f"attempts > {drills.SLOW} s max", lambda rs: _max([r.slow_attempts for r in rs if r.slow_attempts is not None])),
     ("VIP moves", lambda rs: _sum([r.vip_moves for r in rs if r.vip_moves is not None])),
-    ("served after 1st haproxy s med/max", lambda rs: _stats([r.served_after_s for r in rs if r.served_after_s is not None], "{:.2f}")),
+    (
+        "served after 1st haproxy s med/max",
+        lambda rs: _stats([r.served_after_s for r in rs if r.served_after_s is not None], "{:.2f}"),
+    ),
     ("two holders s max", lambda rs: _max_s([r.double_holder_s for r in rs if r.double_holder_s is not None])),
 ]
 
 
+def render(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as aligned columns, a rule under the first (the header); the last column is free text."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in [*widths, len(row[-1])]))
+    return lines
+
+
 def table(name: str, by_variant: dict[str, list[drills.DrillResult]], errors: dict[str, list[str]]) -> str:
+    entry = registry.ENTRIES[name]
     all_results = [r for rs in by_variant.values() for r in rs]
     cols = COLUMNS + [c for c in OPTIONAL if c[1](all_results) not in ("-", "")]
-    rows = [["config", *(c[0] for c in cols), "errors"]]
+    rows = [("config", *(c[0] for c in cols), "errors")]
     for variant, rs in by_variant.items():
-        rows.append([variant, *(c[1](rs) for c in cols), str(len(errors.get(variant, [])))])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"## {name}: {TITLES[name]}", f"goal: {GOALS[name]}"]
-    for i, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+        rows.append((variant, *(c[1](rs) for c in cols), str(len(errors.get(variant, [])))))
+    lines = [f"## {name}: {entry.title}", f"goal: {entry.goal}", *render(rows)]
     ours, seed = by_variant.get("ours"), by_variant.get("seed")
-    if ours and seed and name in drills.DRILLS:
+    if ours and seed and entry.kind is DRILL:
         o, s = statistics.median(r.outage_s for r in ours), statistics.median(r.outage_s for r in seed)
         lines.append(f"seed/ours median outage: {s / o:.1f}x" if o > 0 else f"seed median outage {s:.2f} s, ours 0 s")
     for variant, errs in errors.items():
@@ -136,27 +124,166 @@ def table(name: str, by_variant: dict[str, list[drills.DrillResult]], errors: di
     return "\n".join(lines)
 
 
+# --- the operator's tool ------------------------------------------------------------------------
+def _med_max(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} / {max(values):.2f}" if values else "-"
+
+
+def roll_table(title: str, results: list[RollResult]) -> list[str]:
+    rows = [
+        (
+            "drill",
+            "nodes",
+            "runs",
+            "exit",
+            "took s med/max",
+            "failed",
+            "failed outside hand-over",
+            "outage s med/max",
+            "slowest s max",
+            "VIP moves",
+            "nodes changed",
+            "status after",
+        )
+    ]
+    by: dict[tuple[str, int], list[RollResult]] = {}
+    for r in results:
+        by.setdefault((r.drill, r.nodes), []).append(r)
+    for (drill, nodes), rs in by.items():
+        rows.append(
+            (
+                drill,
+                str(nodes),
+                str(len(rs)),
+                ",".join(str(r.returncode) for r in rs),
+                _med_max([r.took_s for r in rs]),
+                str(sum(r.failed for r in rs)),
+                str(sum(r.failed_outside_handover for r in rs)),
+                _med_max([r.outage_s for r in rs]),
+                f"{max(r.slowest_s or 0 for r in rs):.2f}",
+                ",".join(str(r.vip_moves) for r in rs),
+                ",".join(str(len(r.changed)) for r in rs),
+                ",".join("-" if r.status_after is None else str(r.status_after) for r in rs),
+            )
+        )
+    return [f"## {title}", *render(rows), *(f"goal {d}: {registry.ENTRIES[d].goal}" for d in by_drills(results))]
+
+
+def by_drills(results: list[RollResult]) -> list[str]:
+    return list(dict.fromkeys(r.drill for r in results if r.drill in registry.of(OPERATOR)))
+
+
+def status_table(results: list[StatusResult]) -> list[str]:
+    rows = [("fault", "exit", "missing", "unexpected", "status s", "exit once put back", "findings")]
+    for r in results:
+        rows.append(
+            (
+                r.scenario,
+                str(r.returncode),
+                str(len(r.missing)),
+                str(len(r.unexpected)),
+                f"{r.took_s:.2f}",
+                str(r.healthy_after),
+                " | ".join(r.findings),
+            )
+        )
+    status = registry.ENTRIES["status"]
+    return [f"## {status.title}", *render(rows), f"goal: {status.goal}"]
+
+
+def ops_bench(doc: dict, runs: int, say: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """Every drill of the tool: config and image rolls `runs` times each (there and back), the
+    refused and the interrupted roll, each status fault once, on the lab of `doc`; then a config
+    and an image roll of a five-node cluster. Returns the tables' lines and the errors."""
+    config = operate.default_config()
+    rolls: list[RollResult] = []
+    statuses: list[StatusResult] = []
+    errors: list[str] = []
+
+    def attempt(what: str, fn: Callable[[], object]) -> None:
+        try:
+            out = fn()
+            (statuses if isinstance(out, StatusResult) else rolls).append(out)  # type: ignore[arg-type]
+        except Exception as e:  # one failed run must not lose the others' figures
+            errors.append(f"{what}: {type(e).__name__}: {e}")
+        say(f"  ops   {what}")
+
+    with Lab(doc) as lab:
+        op = lab.operator(config)
+        base, changed = lab.stack_json, lab.write_stack(operate.config_change(doc), "config")
+        for i in range(runs):
+            attempt(
+                f"roll-config {i + 1}/{runs}", partial(operate.config_roll, lab, op, changed if i % 2 == 0 else base)
+            )
+        current = changed if runs % 2 else base
+        attempt(
+            "roll-refused",
+            lambda: operate.refused_roll(lab, op, lab.write_stack(operate.broken_haproxy_cfg(doc), "broken"), current),
+        )
+        other = base if current == changed else changed
+        attempt("roll-unreachable", lambda: operate.unreachable_mid_roll(lab, op, other))
+        attempt("roll-unreachable, then again", lambda: operate.roll(lab, op, "roll-resume", other))
+        bumped = lab.write_stack(operate.image_change(lab, config, lab.workdir / "images"), "images")
+        for i in range(runs):
+            attempt(f"roll-image {i + 1}/{runs}", partial(operate.image_roll, lab, op, bumped if i % 2 == 0 else base))
+        current = bumped if runs % 2 else base
+        for name in operate.SCENARIOS:
+            attempt(f"status {name}", partial(operate.status_drill, lab, op, current, name))
+    with tempfile.TemporaryDirectory(prefix="kha-ops-five-") as tmp:
+        five_config, five_stack = synthesize_config(
+            operate.five_nodes(yaml.safe_load(config.read_text())), Path(tmp) / "five"
+        )
+        five = synth.load(five_stack)
+        with Lab(five) as lab:
+            op = lab.operator(five_config)
+            attempt(
+                "roll-config (5 nodes)",
+                lambda: operate.config_roll(lab, op, lab.write_stack(operate.config_change(five), "config")),
+            )
+            attempt(
+                "roll-image (5 nodes)",
+                lambda: operate.image_roll(
+                    lab, op, lab.write_stack(operate.image_change(lab, five_config, Path(tmp) / "images"), "images")
+                ),
+            )
+    lines = (
+        roll_table("the operator's tool: rolls over SSH from the admin network", rolls) + [""] + status_table(statuses)
+    )
+    return lines, errors
+
+
 def _versions() -> str:
     haproxy = run(["haproxy", "-v"]).stdout.splitlines()[0]
     keepalived = (run(["keepalived", "-v"], check=False).stderr or "").splitlines()[0]
     docker = run(["dockerd", "--version"]).stdout.strip()
-    return (f"stand-in images with {haproxy}; {keepalived}; {docker}; kernel {platform.release()}; "
-            f"{platform.python_implementation()} {platform.python_version()}")  # fmt: skip
+    return (
+        f"stand-in images with {haproxy}; {keepalived}; {docker}; kernel {platform.release()}; "
+        f"{platform.python_implementation()} {platform.python_version()}"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--control-runs", type=int, default=2, help="runs of each negative control (each builds a lab)")
-    ap.add_argument("--json", type=Path, help="synthesized cdk.tf.json (default: cdktf.out/stacks/*/cdk.tf.json)")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="synthesized cdk.tf.json (default: the config synthesized now into cdktf.out, as make synth does, "
+        "so the figures are those of this checkout, never of a stale stack)",
+    )
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    ap.add_argument("--drills", nargs="+", choices=[*drills.DRILLS, *drills.CONTROLS], default=[*drills.DRILLS, *drills.CONTROLS])
+    ap.add_argument("--drills", nargs="+", choices=list(registry.LAB_DRILLS), default=list(registry.LAB_DRILLS))
     ap.add_argument("--ops-runs", type=int, default=5, help="config and image rolls of the operator's tool (0: none)")
     ap.add_argument("--out", type=Path, help="also write every result as JSON here")
-    args = ap.parse_args(argv)
-    path = args.json or synthesize()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    path = args.json or synthesize(fresh=True)
     doc = synth.load(path)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     t_start = time.monotonic()
     results: dict[str, dict[str, list[drills.DrillResult]]] = {d: {v: [] for v in args.variants} for d in args.drills}
     errors: dict[str, dict[str, list[str]]] = {d: {} for d in args.drills}
@@ -167,31 +294,38 @@ def main(argv: list[str] | None = None) -> int:
             results[name][variant].append(fn())
         except Exception as e:  # one failed run must not lose the others' figures
             errors[name].setdefault(variant, []).append(f"{type(e).__name__}: {e}")
-        total = args.control_runs if name in drills.CONTROLS else args.runs
-        print(f"  {variant:<5} {name:<24} run {len(results[name][variant]) + len(errors[name].get(variant, []))}/{total}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        total = args.control_runs if registry.ENTRIES[name].kind is CONTROL else args.runs
+        print(
+            f"  {variant:<5} {name:<24} run {len(results[name][variant]) + len(errors[name].get(variant, []))}/{total}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     interrupted = None
     try:
         for variant in args.variants:
-            regular = [d for d in args.drills if d in drills.DRILLS]
+            regular = [d for d in args.drills if registry.ENTRIES[d].kind is DRILL]
             if regular:
-                with Lab(doc, variant) as lab:
+                with lab_for(doc, variant) as lab:
                     substitutions.update(lab.substitutions)
                     lab.wait_steady()
                     for name in regular:
                         for _ in range(args.runs):
-                            attempt(name, variant, lambda: drills.DRILLS[name](lab))
-            for name in (d for d in args.drills if d in drills.CONTROLS):
+                            attempt(name, variant, partial(registry.ENTRIES[name].run, lab))
+            for name in (d for d in args.drills if registry.ENTRIES[d].kind is CONTROL):
                 for _ in range(args.control_runs):
-                    attempt(name, variant, lambda: drills.CONTROLS[name](doc, variant))
+                    attempt(name, variant, partial(registry.ENTRIES[name].run, doc, variant))
     except (KeyboardInterrupt, SystemExit) as e:  # print what was measured; the lab is torn down
         interrupted = f"INTERRUPTED ({type(e).__name__} {e}): the figures below are partial"
 
-    ops_lines, ops_errors = ([], []) if interrupted or not args.ops_runs else operate.bench(
-        doc, args.ops_runs, lambda line: print(line, file=sys.stderr, flush=True))
+    ops_lines, ops_errors = (
+        ([], [])
+        if interrupted or not args.ops_runs
+        else ops_bench(doc, args.ops_runs, lambda line: print(line, file=sys.stderr, flush=True))
+    )
 
-    print(f"command: {' '.join([Path(sys.executable).name, '-m', 'lab.bench', *(argv if argv is not None else sys.argv[1:])])}")
+    command = [Path(sys.executable).name, "-m", "lab.bench", *(argv if argv is not None else sys.argv[1:])]
+    print(f"command: {' '.join(command)}")
     print(f"date: {started} (took {time.monotonic() - t_start:.0f} s)")
     if interrupted:
         print(interrupted)
@@ -199,8 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"software: {_versions()}")
     for line in sorted(substitutions):
         print(f"lab substitution: {line}")
-    print("outage: fault injection -> start of the first served attempt after the last failed one (20 ms client ticks, 1 s timeout)")
-    print("slowest after fault: the longest single attempt that started after the fault (a failed one counts its 1 s timeout)")
+    print(
+        "outage: fault injection -> start of the first served attempt after the last failed one "
+        "(20 ms client ticks, 1 s timeout)"
+    )
+    print(
+        "slowest after fault: the longest single attempt that started after the fault "
+        "(a failed one counts its 1 s timeout)"
+    )
     for name in args.drills:
         print()
         print(table(name, results[name], errors[name]))
@@ -209,8 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(ops_lines))
         print("\n".join(f"error (ops): {e}" for e in ops_errors))
     if args.out:
-        args.out.write_text(json.dumps({d: {v: [asdict(r) for r in rs] for v, rs in by.items()} for d, by in results.items()}, indent=1))
-    return 0 if not interrupted and not ops_errors and not any(errs for by in errors.values() for errs in by.values()) else 1
+        args.out.write_text(
+            json.dumps({d: {v: [asdict(r) for r in rs] for v, rs in by.items()} for d, by in results.items()}, indent=1)
+        )
+    return (
+        0
+        if not interrupted and not ops_errors and not any(errs for by in errors.values() for errs in by.values())
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ whether the client is served. Timings are the benchmark's business (`python -m l
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import resource
 import shutil
@@ -14,17 +16,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from lab import bench, configs, contract, drills, engine, images, neutron, seed, soak, synth, topology
-from lab.admin import ADMIN_NS
-from lab.client import Attempt
-from lab.daemons import Container, NodeDaemons
-from lab.engine import ContainerEvent
-from lab.drills import Window
-from lab.harness import APISERVER_CGROUP, CLIENT_CGROUP, DAEMON_CPU_SHARES, NODE_CPU_SHARES, Lab, acquire_lock, synthesize
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
+from lab import __main__ as lab_cli
+from lab import bench
+from lab.scenarios import controls, drills, registry, seed, soak, variants
+from lab.scenarios.drills import Window
+from lab.world import configs, contract, engine, images, neutron, synth, topology
+from lab.world.admin import ADMIN_NS
+from lab.world.client import Attempt
+from lab.world.daemons import ContainerWatch, NodeDaemons
+from lab.world.engine import ContainerEvent, Engine
+from lab.world.harness import (
+    APISERVER_CGROUP,
+    CLIENT_CGROUP,
+    DAEMON_CPU_SHARES,
+    NODE_CPU_SHARES,
+    Lab,
+    acquire_lock,
+    synthesize,
+)
 from userdata.cloudconfig import parse_docker_run
 from userdata.render import HAPROXY_CFG, STATE_FILE
 from userdata.stack import INSTANCE, PORT, RULE
@@ -49,7 +63,11 @@ def _ruleset(stack: synth.Stack) -> str:
 
 # --- reading the JSON ---------------------------------------------------------------------------
 def test_nodes_are_the_instances_in_name_order_with_their_port_addresses(stack):
-    assert [(n.name, n.address) for n in stack.nodes] == [("fx-a", "10.9.8.11"), ("fx-b", "10.9.8.12"), ("fx-c", "10.9.8.13")]
+    assert [(n.name, n.address) for n in stack.nodes] == [
+        ("fx-a", "10.9.8.11"),
+        ("fx-b", "10.9.8.12"),
+        ("fx-c", "10.9.8.13"),
+    ]
 
 
 def test_the_vip_is_the_port_no_instance_uses(stack):
@@ -94,13 +112,13 @@ def test_a_reference_to_a_missing_security_group_is_an_error(doc):
 
 
 def test_without_vrrp_rules_removes_only_the_vrrp_rule(doc):
-    edited = synth.parse(synth.without_vrrp_rules(doc))
+    edited = synth.parse(variants.without_vrrp_rules(doc))
     assert {r.name for r in edited.rules} == {"api", "etcd", "ping", "out_dns"}
     assert "vrrp" in doc["resource"][RULE], "the original must stay untouched"
 
 
 def test_without_vip_pairs_removes_the_vip_from_every_port(doc):
-    edited = synth.parse(synth.without_vip_pairs(doc))
+    edited = synth.parse(variants.without_vip_pairs(doc))
     assert all("10.9.8.10" not in p.pairs for p in edited.ports)
 
 
@@ -132,16 +150,16 @@ def test_nodes_running_different_images_are_an_error(doc):
 
 
 def test_network_none_control_changes_only_the_haproxy_network(doc):
-    edited = synth.parse(synth.with_haproxy_network_none(doc))
+    edited = synth.parse(variants.with_haproxy_network_none(doc))
     before = synth.parse(doc)
-    for old, new in zip(before.nodes, edited.nodes):
+    for old, new in zip(before.nodes, edited.nodes, strict=True):
         assert new.containers["haproxy"].values("--network") == ["none"]
         assert new.containers["keepalived"] == old.containers["keepalived"]
         assert new.files == old.files
 
 
 def test_net_admin_control_drops_only_that_capability(doc):
-    for node in synth.parse(synth.without_net_admin(doc)).nodes:
+    for node in synth.parse(variants.without_net_admin(doc)).nodes:
         assert node.containers["keepalived"].values("--cap-add") == ["NET_BROADCAST", "NET_RAW"]
 
 
@@ -149,14 +167,16 @@ def test_the_check_uri_variant_changes_only_haproxys_check_line():
     doc = synth.load(SNAPSHOT)  # the example as synthesized: the fixture has no backend
     path = contract.HAPROXY_HOST_PATH
     before = synth.parse(doc)
-    edited = synth.parse(synth.with_check_uri(doc, path, "/healthz"))
-    for old, new in zip(before.nodes, edited.nodes):
+    edited = synth.parse(variants.with_check_uri(doc, path, "/healthz"))
+    for old, new in zip(before.nodes, edited.nodes, strict=True):
         assert configs.check_send(old.file(path).content) == ("http-check send meth GET uri /readyz", "/readyz")
         assert configs.check_send(new.file(path).content) == ("http-check send meth GET uri /healthz", "/healthz")
         assert old.file(path).content.replace("uri /readyz", "uri /healthz") == new.file(path).content
         assert [f for f in new.files if f.path != path] == [f for f in old.files if f.path != path]
-    with pytest.raises(synth.SynthError, match=r"haproxy already checks /readyz: 'http-check send meth GET uri /readyz'"):
-        synth.with_check_uri(doc, path, "/readyz")
+    with pytest.raises(
+        synth.SynthError, match=r"haproxy already checks /readyz: 'http-check send meth GET uri /readyz'"
+    ):
+        variants.with_check_uri(doc, path, "/readyz")
 
 
 def test_a_haproxy_cfg_without_one_check_line_is_an_error():
@@ -164,28 +184,56 @@ def test_a_haproxy_cfg_without_one_check_line_is_an_error():
         configs.check_send("backend b\n    option httpchk\n")
 
 
-def test_every_drill_and_control_has_a_title_and_a_goal_for_the_bench():
-    names = {*drills.DRILLS, *drills.CONTROLS}
-    assert names <= set(bench.TITLES) and names <= set(bench.GOALS)
+def test_every_registered_scenario_has_a_title_and_a_goal_for_the_bench():
+    assert registry.ENTRIES and all(e.title.strip() and e.goal.strip() for e in registry.ENTRIES.values())
+    assert {e.kind for e in registry.ENTRIES.values()} == set(registry.Kind)
+
+
+def test_the_registry_refuses_a_scenario_without_a_goal_or_registered_twice():
+    entry = registry.Entry("x", registry.DRILL, "a title", "a goal", drills.haproxy_kill)
+    with pytest.raises(ValueError, match=r"scenario 'x': no goal; the benchmark prints one for every scenario"):
+        registry.index([dataclasses.replace(entry, goal=" ")])
+    with pytest.raises(ValueError, match=r"scenario 'x': no title"):
+        registry.index([dataclasses.replace(entry, title="")])
+    with pytest.raises(ValueError, match=r"scenario 'x': registered twice"):
+        registry.index([entry, entry])
+
+
+def _choices(parser: argparse.ArgumentParser, dest: str) -> list[str]:
+    return list(next(a for a in parser._actions if a.dest == dest).choices or [])
+
+
+def test_the_cli_and_the_bench_offer_the_registered_drills_and_controls():
+    lab_drills = list(registry.of(registry.DRILL, registry.CONTROL))
+    drill = next(a for a in lab_cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["drill"]
+    assert _choices(drill, "name") == lab_drills
+    assert _choices(bench.parser(), "drills") == lab_drills == bench.parser().get_default("drills")
+    assert set(registry.of(registry.OPERATOR)).isdisjoint(lab_drills), (
+        "the operator's drills run in the bench's ops part"
+    )
 
 
 def test_a_control_that_changes_nothing_is_an_error(doc):
     with pytest.raises(synth.SynthError, match=r"expected one '--network host'"):
-        synth.with_haproxy_network_none(synth.with_haproxy_network_none(doc))
+        variants.with_haproxy_network_none(variants.with_haproxy_network_none(doc))
 
 
 def test_open_files_fit_lowers_the_ulimit_to_the_hard_limit_and_says_so(doc):
     fitted, notes = synth.fit_open_files(doc, hard_limit=20000, headroom=1000)
     assert {n.containers["haproxy"].values("--ulimit")[0] for n in synth.parse(fitted).nodes} == {"nofile=20000:20000"}
-    assert notes == ["haproxy --ulimit nofile=65536:65536 -> nofile=20000:20000 on every node "
-                     "(this machine's hard open-files limit is 20000; runc cannot set more)"]  # fmt: skip
+    assert notes == [
+        "haproxy --ulimit nofile=65536:65536 -> nofile=20000:20000 on every node "
+        "(this machine's hard open-files limit is 20000; runc cannot set more)"
+    ]
 
 
 def test_open_files_fit_lowers_maxconn_only_where_it_does_not_fit(doc):
     _, notes = synth.fit_open_files(doc, hard_limit=70000, headroom=1000)
     assert notes == []
     fitted, notes = synth.fit_open_files(doc, hard_limit=1100, headroom=1000)
-    assert notes[-1] == "haproxy.cfg maxconn 100 -> 50 on 3 nodes (2 x maxconn + 1000 must fit the open-files limit 1100)"
+    assert (
+        notes[-1] == "haproxy.cfg maxconn 100 -> 50 on 3 nodes (2 x maxconn + 1000 must fit the open-files limit 1100)"
+    )
     cfg = synth.parse(fitted).nodes[0].file("/etc/kubeadm-ha/haproxy/haproxy.cfg").content
     assert configs.global_maxconn(cfg) == 50
 
@@ -195,15 +243,26 @@ def test_seed_variant_swaps_keepalived_conf_and_mounts_its_check(doc):
     first = seeded.nodes[0]
     assert "weight 11" in first.file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
     assert ":9443 " in first.file("/etc/kubeadm-ha/keepalived/seed_check.sh").content
-    assert "/etc/kubeadm-ha/keepalived/seed_check.sh:/etc/keepalived/seed_check.sh:ro" in first.containers["keepalived"].values("--volume")
+    assert "/etc/kubeadm-ha/keepalived/seed_check.sh:/etc/keepalived/seed_check.sh:ro" in first.containers[
+        "keepalived"
+    ].values("--volume")
     assert first.containers["haproxy"] == synth.parse(doc).nodes[0].containers["haproxy"]
 
 
 def test_both_variants_take_the_open_files_fit_and_the_seed_keeps_it(doc):
     for variant in ("ours", "seed"):
-        lab = Lab(doc, variant)  # reads the JSON only; nothing starts before `with`
-        assert lab.stack.nodes[0].containers["haproxy"].values("--ulimit") == [f"nofile={lab_hard_limit()}:{lab_hard_limit()}"]
+        lab = variants.lab_for(doc, variant)  # reads the JSON only; nothing starts before `with`
+        assert lab.stack.nodes[0].containers["haproxy"].values("--ulimit") == [
+            f"nofile={lab_hard_limit()}:{lab_hard_limit()}"
+        ]
     assert "seed_check.sh" in lab.stack.nodes[0].file("/etc/kubeadm-ha/keepalived/keepalived.conf").content
+
+
+def test_a_lab_runs_only_the_variants_there_are_and_the_seed_only_with_its_edit(doc):
+    with pytest.raises(ValueError, match=r"variant 'nope': expected one of \('ours', 'seed'\)"):
+        variants.lab_for(doc, "nope")
+    with pytest.raises(ValueError, match=r"variant 'seed': an edit is needed for any variant but 'ours'"):
+        Lab(doc, "seed")
 
 
 def lab_hard_limit() -> int:
@@ -211,7 +270,9 @@ def lab_hard_limit() -> int:
     return 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
 
 
-@pytest.mark.skipif(not all(shutil.which(b) for b in ("haproxy", "keepalived", "curl", "ldd")), reason="needs the daemons")
+@pytest.mark.skipif(
+    not all(shutil.which(b) for b in ("haproxy", "keepalived", "curl", "ldd")), reason="needs the daemons"
+)
 def test_stand_in_images_carry_the_binaries_their_libraries_and_the_contracts_users():
     haproxy = {e.path: e for e in images.entries(images.HAPROXY)}
     assert haproxy["/usr/local/sbin/haproxy"].source and haproxy["/usr/local/bin/docker-entrypoint.sh"].mode == 0o755
@@ -220,8 +281,17 @@ def test_stand_in_images_carry_the_binaries_their_libraries_and_the_contracts_us
     assert (haproxy["/var/lib/haproxy"].uid, haproxy["/var/lib/haproxy"].kind) == (99, "dir")
     assert "STOPSIGNAL SIGUSR1" in images.HAPROXY.dockerfile and "USER haproxy" in images.HAPROXY.dockerfile
     keepalived = {e.path for e in images.entries(images.KEEPALIVED)}
-    assert {"/usr/local/sbin/keepalived", "/usr/bin/curl", "/bin/sleep", "/bin/sh", "/sbin/ip", "/container/tool/run"} <= keepalived
-    assert {"/bin/date", "/bin/mv"} <= keepalived, "the notify script writes its state with date and mv (busybox's in the real image)"
+    assert {
+        "/usr/local/sbin/keepalived",
+        "/usr/bin/curl",
+        "/bin/sleep",
+        "/bin/sh",
+        "/sbin/ip",
+        "/container/tool/run",
+    } <= keepalived
+    assert {"/bin/date", "/bin/mv"} <= keepalived, (
+        "the notify script writes its state with date and mv (busybox's in the real image)"
+    )
 
 
 # --- the Neutron emulation ------------------------------------------------------------------------
@@ -252,9 +322,13 @@ def test_egress_is_filtered_only_for_groups_without_default_rules(doc, stack):
     assert 'meta l4proto udp th dport 53 return comment "out_dns"' in rules
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"), reason="needs root and nft")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"), reason="needs root and nft"
+)
 def test_the_ruleset_is_valid_nftables(stack):
-    done = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=_ruleset(stack), capture_output=True, text=True)
+    done = subprocess.run(
+        ["unshare", "--net", "nft", "-c", "-f", "-"], input=_ruleset(stack), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -271,7 +345,12 @@ def test_seed_config_keeps_vip_interface_vrid_and_peers_and_changes_the_rest(sta
     text = seed.keepalived_conf(ours, first=True)
     again = configs.vrrp_instance(text)
     assert (again.interface, again.router_id, again.peers, again.vips, again.src_ip) == (
-        ours.interface, ours.router_id, ours.peers, ours.vips, ours.src_ip)  # fmt: skip
+        ours.interface,
+        ours.router_id,
+        ours.peers,
+        ours.vips,
+        ours.src_ip,
+    )
     assert again.priority == 100 and configs.vrrp_instance(seed.keepalived_conf(ours, first=False)).priority == 90
     for setting in ("vrrp_version 2", "advert_int 1", "state MASTER", "weight 11", "interval 1"):
         assert setting in text
@@ -320,8 +399,11 @@ class _Engine:
 
 
 def _daemons(tmp_path: Path, monkeypatch, running: bool) -> NodeDaemons:
-    monkeypatch.setattr(Container, "follow", lambda self: self.history.append(ContainerEvent(0, self.name, "followed", None)))
-    return NodeDaemons("n1", _Engine(tmp_path, running), "haproxy", "keepalived")
+    monkeypatch.setattr(
+        ContainerWatch, "follow", lambda self: self.history.append(ContainerEvent(0, self.name, "followed", None))
+    )
+    fake = cast(Engine, _Engine(tmp_path, running))  # the two methods NodeDaemons calls
+    return NodeDaemons("n1", fake, "haproxy", "keepalived")
 
 
 def test_a_run_reported_by_both_the_event_stream_and_the_boot_sync_is_taken_once(tmp_path, monkeypatch):
@@ -352,7 +434,14 @@ def _a(start: float, ok: bool, dur: float = 0.01) -> Attempt:
 
 
 def test_outage_runs_from_the_fault_to_the_first_success_after_the_last_failure():
-    attempts = [_a(10.0, True), _a(10.02, False, 1.0), _a(10.04, True), _a(10.3, False), _a(10.32, True), _a(10.34, True)]
+    attempts = [
+        _a(10.0, True),
+        _a(10.02, False, 1.0),
+        _a(10.04, True),
+        _a(10.3, False),
+        _a(10.32, True),
+        _a(10.34, True),
+    ]
     w = Window.of(attempts, 10.01, 11.0)
     assert (round(w.outage_s, 3), w.failed, w.recovered) == (0.31, 2, True)
 
@@ -367,8 +456,22 @@ def test_no_failure_is_no_outage_and_no_success_is_no_recovery():
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, nftables)"
-    for binary in ("haproxy", "keepalived", "curl", "nft", "openssl", "ip", "unshare", "nsenter", "ss", "dockerd",
-                   "docker", "tini", "cloud-init", "ping"):  # fmt: skip
+    for binary in (
+        "haproxy",
+        "keepalived",
+        "curl",
+        "nft",
+        "openssl",
+        "ip",
+        "unshare",
+        "nsenter",
+        "ss",
+        "dockerd",
+        "docker",
+        "tini",
+        "cloud-init",
+        "ping",
+    ):
         if not shutil.which(binary):
             return f"the lab needs the {binary} binary"
     probe = topology.PREFIX + "probe"
@@ -384,11 +487,20 @@ def _assert_nothing_left(doc: dict) -> None:
     under the lab lock: no other lab can be running then (other labs share the machine)."""
     names = [topology.node_ns(n.name) for n in synth.parse(doc).nodes]
     with acquire_lock(timeout=900):
-        assert set(topology.lab_namespaces()) & {*names, topology.NET_NS, topology.CLIENT_NS, topology.GATEWAY_NS, ADMIN_NS} == set()
+        assert (
+            set(topology.lab_namespaces())
+            & {*names, topology.NET_NS, topology.CLIENT_NS, topology.GATEWAY_NS, ADMIN_NS}
+            == set()
+        )
         assert topology.WORKDIR_PREFIX not in Path("/proc/self/mounts").read_text()
         assert [d for d in engine.CGROUP_ROOT.glob(f"*/{topology.PREFIX}*") if d.name in names] == []
-        assert subprocess.run(["pgrep", "-f", f"dockerd --data-root {topology.WORKDIR_PARENT}/{topology.WORKDIR_PREFIX}"],
-                              capture_output=True).returncode == 1, "no lab engine may outlive its lab"  # fmt: skip
+        assert (
+            subprocess.run(
+                ["pgrep", "-f", f"dockerd --data-root {topology.WORKDIR_PARENT}/{topology.WORKDIR_PREFIX}"],
+                capture_output=True,
+            ).returncode
+            == 1
+        ), "no lab engine may outlive its lab"
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +514,7 @@ def real_doc() -> dict:
 @pytest.mark.lab
 def test_without_the_vrrp_rule_more_than_one_node_holds_the_vip(real_doc):
 
-    r = drills.without_vrrp_rule(real_doc)
+    r = controls.without_vrrp_rule(real_doc)
     assert r.holders_at_end > 1
     _assert_nothing_left(real_doc)
 
@@ -410,7 +522,7 @@ def test_without_the_vrrp_rule_more_than_one_node_holds_the_vip(real_doc):
 @pytest.mark.lab
 def test_without_the_vip_as_address_pair_the_client_cannot_reach_the_vip(real_doc):
 
-    r = drills.without_vip_pair(real_doc)
+    r = controls.without_vip_pair(real_doc)
     assert r.failed > 0 and sum(r.answered_by.values()) == 0
     _assert_nothing_left(real_doc)
 
@@ -418,7 +530,7 @@ def test_without_the_vip_as_address_pair_the_client_cannot_reach_the_vip(real_do
 @pytest.mark.lab
 def test_haproxy_on_network_none_leaves_every_check_failing_and_no_vip_holder(real_doc):
     """The docker run lines are really run: one flag changed in the JSON breaks the lab."""
-    r = drills.haproxy_network_none(real_doc)
+    r = controls.haproxy_network_none(real_doc)
     assert (r.holders_at_end, r.master_transitions, sum(r.answered_by.values())) == (0, 0, 0)
     failed = [n for n in r.notes if "VRRP_Script(haproxy_ready) failed" in n]
     assert len(failed) == len(r.vrrp_states), "every node's keepalived must report its check failing"
@@ -426,7 +538,7 @@ def test_haproxy_on_network_none_leaves_every_check_failing_and_no_vip_holder(re
 
 @pytest.mark.lab
 def test_keepalived_without_net_admin_cannot_add_the_vip(real_doc):
-    r = drills.keepalived_without_net_admin(real_doc)
+    r = controls.keepalived_without_net_admin(real_doc)
     assert (r.holders_at_end, sum(r.answered_by.values())) == (0, 0)
     assert "MASTER" in r.vrrp_states.values(), "keepalived elects a master..."
     assert any("Operation not permitted" in n and "RTM_NEWADDR" in n for n in r.notes), "...which may not add the VIP"
@@ -436,7 +548,7 @@ def test_keepalived_without_net_admin_cannot_add_the_vip(real_doc):
 @pytest.mark.lab
 def test_with_the_old_healthz_check_haproxy_sees_a_draining_apiserver_down_only_once_it_stopped_accepting(real_doc):
     """Negative control of the drain drill: /healthz stays ok while the apiserver drains."""
-    r = drills.apiserver_drain_healthz(real_doc)
+    r = controls.apiserver_drain_healthz(real_doc)
     assert r.not_accepting_s is not None and r.detection_s is not None
     assert r.detection_s >= r.not_accepting_s, r.notes
     assert (r.recovered, r.holder_after) == (True, r.holder_before)
@@ -488,7 +600,9 @@ def test_every_process_of_a_node_runs_in_its_own_weighted_cgroup_as_on_a_vm(lab)
             assert proc.popen.pid in members, f"{node.name}: {proc.name} outside the node's cgroup"
         for container in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER):
             cid = node.docker("inspect", "--format", "{{.Id}}", container).strip()
-            assert (top / cid / "cgroup.procs").read_text().split(), f"{node.name}: {container} has no process in {top / cid}"
+            assert (top / cid / "cgroup.procs").read_text().split(), (
+                f"{node.name}: {container} has no process in {top / cid}"
+            )
             assert node.engine.container_shares(container) == DAEMON_CPU_SHARES, f"{node.name}: {container}"
         assert int((top / APISERVER_CGROUP / "cpu.shares").read_text()) == DAEMON_CPU_SHARES, node.name
         # Only what serves weighs more: the node's own processes (its engine among them) do not.
@@ -523,7 +637,9 @@ def test_a_crashed_keepalived_is_restarted_by_docker_and_its_image_removes_the_v
     r = drills.keepalived_kill(lab)
     assert (r.holders_at_end, r.recovered) == (1, True)
     assert "Docker restarted keepalived" in r.notes[0] and "1x" in r.notes[0]
-    assert any(f"removing {lab.stack.vip}/32 from" in n for n in r.notes), "the image's start-up must remove the stale VIP"
+    assert any(f"removing {lab.stack.vip}/32 from" in n for n in r.notes), (
+        "the image's start-up must remove the stale VIP"
+    )
 
 
 @pytest.mark.lab
@@ -646,12 +762,13 @@ def test_the_vip_is_up_and_haproxy_accepts_on_it_before_any_apiserver_exists(lab
         time.sleep(1.5)  # more than a check-script run: no keepalived may react to dead backends
         assert len(lab.holders()) == 1
         connect = (
-            "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); "
-            "s.close()"
+            "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); s.close()"
         )
         done = subprocess.run(
             topology.in_ns(topology.CLIENT_NS, [sys.executable, "-c", connect, lab.stack.vip, str(lab.frontend_port)]),
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         assert done.returncode == 0, done.stderr
     finally:
@@ -666,7 +783,10 @@ def test_the_stand_ins_keep_the_images_user_and_reload_contracts(lab):
     the pid in /var/run/keepalived.pid: how an operator reloads either without a restart."""
     lab.wait_steady()
     node = next(iter(lab.nodes.values()))
-    assert node.docker("inspect", "--format", "{{.Config.User}} {{.Config.StopSignal}}", "haproxy").split() == ["haproxy", "SIGUSR1"]
+    assert node.docker("inspect", "--format", "{{.Config.User}} {{.Config.StopSignal}}", "haproxy").split() == [
+        "haproxy",
+        "SIGUSR1",
+    ]
     assert {row.split()[1] for row in node.docker("top", "haproxy", "-o", "pid,uid").splitlines()[1:]} == {"99"}
     t0 = time.monotonic()
     node.docker("kill", "--signal", "USR2", "haproxy")
@@ -675,8 +795,11 @@ def test_the_stand_ins_keep_the_images_user_and_reload_contracts(lab):
     reloaded = []
     while time.monotonic() < deadline and len(reloaded) < 2:
         time.sleep(0.2)
-        reloaded = [c for c, pattern in (("haproxy", r"[Rr]eexecuting|[Rr]eloading|New worker"), ("keepalived", r"[Rr]eloading"))
-                    if node.daemons.events_between(c, pattern, t0, float("inf"))]  # fmt: skip
+        reloaded = [
+            c
+            for c, pattern in (("haproxy", r"[Rr]eexecuting|[Rr]eloading|New worker"), ("keepalived", r"[Rr]eloading"))
+            if node.daemons.events_between(c, pattern, t0, float("inf"))
+        ]
     assert reloaded == ["haproxy", "keepalived"]
     assert [e.action for c in node.daemons.containers for e in c.history if e.t >= t0 and e.action == "die"] == []
     lab.wait_steady()
@@ -690,3 +813,20 @@ def test_cloud_init_bootcmd_set_arp_retransmission_on_every_node(lab):
         interface = configs.vrrp_instance(node.engine.run(["cat", contract.KEEPALIVED_HOST_PATH]).stdout).interface
         value = node.engine.run(["cat", f"/proc/sys/net/ipv4/neigh/{interface}/retrans_time_ms"]).stdout.strip()
         assert value == str(NEIGH_RETRANS_MS), node.name
+
+
+def test_the_bench_measures_the_stack_synthesized_now_not_a_stale_one(tmp_path):
+    """`python -m lab.bench` without --json synthesizes first (synthesize(fresh=True)); without
+    `fresh` an existing cdktf.out is taken as it is (the negative control)."""
+    stale = tmp_path / "cdktf.out" / "stacks" / "old" / "cdk.tf.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    (tmp_path / "main.py").write_text(
+        "from pathlib import Path\n"
+        "out = Path('cdktf.out/stacks/new/cdk.tf.json')\n"
+        "out.parent.mkdir(parents=True)\n"
+        "out.write_text('{}')\n"
+    )
+    assert synthesize(tmp_path) == stale
+    assert synthesize(tmp_path, fresh=True) == tmp_path / "cdktf.out" / "stacks" / "new" / "cdk.tf.json"
+    assert not stale.exists()

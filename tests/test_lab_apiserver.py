@@ -1,6 +1,6 @@
 """The lab's stand-in apiserver on loopback, without the lab: its unhealthy state and its graceful shutdown.
 
-Started as the lab starts it (`python -m lab.apiserver`, a self-signed EC certificate from openssl),
+Started as the lab starts it (`python -m lab.world.apiserver`, a self-signed EC certificate from openssl),
 on 127.0.0.1 and a free port. The waits are deadlines for something to happen, not measurements.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import apiserver
+from lab.world import apiserver
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 10.0
@@ -33,25 +33,69 @@ class StandIn:
 
     def __init__(self, tmp: Path, shutdown_delay: float):
         cert, key = tmp / "apiserver.crt", tmp / "apiserver.key"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                        "-days", "1", "-subj", "/CN=kube-apiserver", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=kube-apiserver",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.unhealthy = tmp / "unhealthy"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab.apiserver", "--bind", "127.0.0.1", "--port", "0", "--node", "t1", "--cert", str(cert),
-             "--key", str(key), "--unhealthy-file", str(self.unhealthy), "--shutdown-delay", str(shutdown_delay)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "lab.world.apiserver",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--node",
+                "t1",
+                "--cert",
+                str(cert),
+                "--key",
+                str(key),
+                "--unhealthy-file",
+                str(self.unhealthy),
+                "--shutdown-delay",
+                str(shutdown_delay),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         first = self.expect("apiserver t1 listening on ")
-        self.port = int(re.search(r":(\d+)$", first).group(1))
+        port = re.search(r":(\d+)$", first)
+        assert port, first
+        self.port = int(port.group(1))
         self.context = ssl.create_default_context()
         self.context.check_hostname = False
         self.context.verify_mode = ssl.CERT_NONE
 
     def _read(self) -> None:
+        assert self.proc.stdout is not None  # a pipe
         for line in self.proc.stdout:
             self.lines.put(line.rstrip("\n"))
 
@@ -169,8 +213,27 @@ def test_a_second_sigterm_ends_the_shutdown_at_once(start):
 
 
 def test_a_negative_shutdown_delay_is_refused_with_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lab.apiserver", "--bind", "127.0.0.1", "--node", "t1", "--cert", "c",
-                           "--key", "k", "--unhealthy-file", "u", "--shutdown-delay", "-1"],
-                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lab.world.apiserver",
+            "--bind",
+            "127.0.0.1",
+            "--node",
+            "t1",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+            "--unhealthy-file",
+            "u",
+            "--shutdown-delay",
+            "-1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("--shutdown-delay -1: must be 0 or more seconds")

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import operate, synth, topology
-from lab.harness import Lab, synthesize, synthesize_config
-from lab.operate import HAPROXY_CFG, broken_haproxy_cfg, config_change, default_config, five_nodes
+from lab.scenarios import operate
+from lab.scenarios.operate import HAPROXY_CFG_PATH, broken_haproxy_cfg, config_change, default_config, five_nodes
+from lab.world import synth, topology
+from lab.world.harness import Lab, synthesize, synthesize_config
 from tests.test_lab import _assert_nothing_left, _missing
+
 
 @pytest.fixture(scope="module")
 def real_doc() -> dict:
@@ -75,10 +77,28 @@ def test_status_from_the_admin_network_finds_the_lab_healthy(rolled):
 @pytest.mark.lab
 def test_ssh_from_outside_the_admin_cidrs_is_dropped_by_the_security_group(rolled):
     node = next(iter(rolled.lab.nodes.values()))
-    done = subprocess.run(topology.in_ns(topology.CLIENT_NS, [
-        "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-i", str(rolled.lab.keys.identity), f"ubuntu@{node.address}", "true",
-    ]), capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        topology.in_ns(
+            topology.CLIENT_NS,
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=2",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-i",
+                str(rolled.lab.keys.identity),
+                f"ubuntu@{node.address}",
+                "true",
+            ],
+        ),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 255 and "Connection timed out" in done.stderr, done.stderr
 
 
@@ -89,17 +109,21 @@ def test_a_config_only_roll_reloads_every_node_without_a_failed_request_or_a_vip
     assert (r.failed, r.vip_moves, r.holder_after) == (0, 0, r.holder_before)
     assert sorted(r.changed) == sorted(rolled.lab.nodes)
     assert r.status_after == 0, "no drift after the roll"
-    assert "recreate" not in r.output and r.output.count("config-only: reload haproxy, reload keepalived") == len(rolled.lab.nodes)
+    assert "recreate" not in r.output and r.output.count("config-only: reload haproxy, reload keepalived") == len(
+        rolled.lab.nodes
+    )
     rolled.current = rolled.variant(config_change(rolled.doc), "config")
 
 
 @pytest.mark.lab
 def test_a_haproxy_cfg_that_does_not_parse_is_refused_before_any_node_changes(rolled):
-    r = operate.refused_roll(rolled.lab, rolled.op, rolled.variant(broken_haproxy_cfg(rolled.doc), "broken"), rolled.current)
+    r = operate.refused_roll(
+        rolled.lab, rolled.op, rolled.variant(broken_haproxy_cfg(rolled.doc), "broken"), rolled.current
+    )
     assert r.returncode == 1 and "validation failed, no node was changed" in r.message
     assert (r.changed, r.failed, r.vip_moves, r.status_after) == ([], 0, 0, 0)
     for node in rolled.lab.nodes:
-        assert f"{node}: {HAPROXY_CFG}: haproxy -c in " in r.message
+        assert f"{node}: {HAPROXY_CFG_PATH}: haproxy -c in " in r.message
     assert "[ALERT]" in r.message and "clientfin" in r.message, "haproxy's own error"
 
 

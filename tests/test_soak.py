@@ -6,8 +6,19 @@ import itertools
 
 import pytest
 
-from lab.client import Attempt
-from lab.soak import Fault, Sample, availability, blame, check, groups, recovery, schedule, serviceable, split_brain
+from lab.scenarios.soak import (
+    Fault,
+    Sample,
+    availability,
+    blame,
+    check,
+    groups,
+    recovery,
+    schedule,
+    serviceable,
+    split_brain,
+)
+from lab.world.client import Attempt
 
 NODES = ["a", "b", "c"]
 
@@ -31,9 +42,11 @@ def test_faults_overlap_only_on_different_nodes_and_leave_one_node_alone(seed):
 
 def test_faults_do_overlap_on_different_nodes():
     overlapping = [
-        (f, g) for seed in range(5) for f, g in itertools.combinations(schedule(seed, 600, NODES), 2)
+        (f, g)
+        for seed in range(5)
+        for f, g in itertools.combinations(schedule(seed, 600, NODES), 2)
         if f.node != g.node and f.start < g.end and g.start < f.end
-    ]  # fmt: skip
+    ]
     assert overlapping
 
 
@@ -44,7 +57,11 @@ def test_a_cut_node_is_a_group_of_its_own():
 
 
 def test_the_service_is_owed_while_one_node_works_and_one_apiserver_is_healthy():
-    no_apiserver = [Fault(0, 10, "cut", "a"), Fault(0, 10, "apiserver-stop", "b"), Fault(0, 10, "apiserver-unhealthy", "c")]
+    no_apiserver = [
+        Fault(0, 10, "cut", "a"),
+        Fault(0, 10, "apiserver-stop", "b"),
+        Fault(0, 10, "apiserver-unhealthy", "c"),
+    ]
     assert not serviceable(no_apiserver, NODES, 5)  # b and c forward, but to no healthy apiserver
     assert serviceable(no_apiserver, NODES, 11)
     no_proxy = [Fault(0, 10, "cut", "a"), Fault(0, 10, "haproxy-crash", "b"), Fault(0, 10, "keepalived-crash", "c")]
@@ -80,7 +97,10 @@ def test_two_holders_that_reach_each_other_for_more_than_a_second_is_split_brain
 
 def _attempts(start: float, end: float, ok: bool) -> list[Attempt]:
     n = round((end - start) / 0.02)
-    return [Attempt(start + i * 0.02, start + i * 0.02 + 0.005, ok, "a" if ok else None, None if ok else "x") for i in range(n)]
+    return [
+        Attempt(start + i * 0.02, start + i * 0.02 + 0.005, ok, "a" if ok else None, None if ok else "x")
+        for i in range(n)
+    ]
 
 
 def test_availability_counts_only_attempts_made_while_the_service_is_owed():

@@ -13,8 +13,8 @@ import pytest
 from cluster import plan
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import make_plan
-from lab import apiserver
-from lab.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
+from lab.world import apiserver
+from lab.world.configs import global_maxconn, parse_keepalived, script_arguments, vrrp_instance
 from tests.conftest import DELETE, config_from
 from tests.tools import cloud_init_schema, haproxy_check, keepalived_check, require
 from userdata.cloudconfig import load as load_cloud_config

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.synth import Port, Rule, Stack
+from lab.world.synth import Port, Rule, Stack
 
 TABLE = "kha"
 CUT_SET = "cut"

@@ -1,8 +1,8 @@
 """The drills: inject one fault into a steady lab, watch the client, put the lab back.
 
 Tests and the benchmark run the same functions. Each regular drill starts from and returns to
-the steady state (`Lab.wait_steady`), so drills can run one after another on one lab. The two
-negative controls build their own lab from an edited copy of the JSON.
+the steady state (`Lab.wait_steady`), so drills can run one after another on one lab. The
+negative controls (`lab.scenarios.controls`) build their own lab and share the figures here.
 
 Outage (seconds): from the fault injection to the start of the first successful client attempt
 that started after the last failed attempt of the window; 0 when no attempt failed. Attempts
@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab import apiserver, contract, synth
-from lab.client import TIMEOUT, Attempt
-from lab.harness import Lab, LabNode
-
-HAPROXY = contract.HAPROXY_CONTAINER
-KEEPALIVED = contract.KEEPALIVED_CONTAINER
+from lab.world import apiserver
+from lab.world.client import TIMEOUT, Attempt
+from lab.world.contract import HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
+from lab.world.harness import Lab
+from lab.world.node import LabNode
 
 SETTLE_MIN = 3.0  # watch every fault at least this long: some failures only start later
 SETTLE_QUIET = 1.5  # and until the client has been served this long without a failure
@@ -63,7 +62,9 @@ class DrillResult:
     holder_after: str | None
     holders_at_end: int
     recovered: bool = True
-    detection_s: float | None = None  # drill 5: fault -> haproxy on the holder marks the backend down
+    detection_s: float | None = (
+        None  # fault -> the holder notices (apiserver: haproxy marks it DOWN; crash: keepalived FAULT)
+    )
     failed_after_detection: int | None = None
     second: Window | None = None  # the heal of a cut, the restart of a killed keepalived
     slow_attempts: int | None = None  # attempts started after the fault that took longer than SLOW
@@ -79,7 +80,8 @@ class DrillResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _one_holder(lab: Lab) -> str:
+def one_holder(lab: Lab) -> str:
+    """The VIP holder of a lab about to take a fault: exactly one, or an AssertionError."""
     holders = lab.holders()
     if len(holders) != 1:
         raise AssertionError(f"expected one VIP holder before the drill, found {holders}")
@@ -104,21 +106,36 @@ def _window(lab: Lab, t0: float, t1: float) -> Window:
     return Window.of(lab.client.between(t0, t1), t0, t1)
 
 
-def _result(lab: Lab, name: str, t0: float, t1: float, before: str | None, window: Window | None = None) -> DrillResult:
+def drill_result(
+    lab: Lab, name: str, t0: float, t1: float, before: str | None, window: Window | None = None
+) -> DrillResult:
     """The drill's result over [t0, t1]; `window` when the outage is not that of [t0, t1]."""
     w = window or _window(lab, t0, t1)
     holders = lab.holders()
     answered: dict[str, int] = {}
     attempts = lab.client.between(t0, t1)
     for a in attempts:
-        if a.ok:
+        if a.ok and a.node is not None:  # an attempt that was served says by which node
             answered[a.node] = answered.get(a.node, 0) + 1
     after = [a.end - a.start for a in attempts if a.start >= t0]
-    masters = sum(1 for n in lab.nodes.values() for e in n.daemons.events_between("keepalived", "Entering MASTER STATE", t0, t1))
-    return DrillResult(name, lab.variant, w.outage_s, w.failed, before, holders[0] if len(holders) == 1 else None,
-                       len(holders), w.recovered, answered_by=answered, slowest_s=max(after, default=None),
-                       slow_attempts=sum(d > SLOW for d in after), master_transitions=masters,
-                       vrrp_states={n: d.daemons.vrrp_state for n, d in lab.nodes.items()})  # fmt: skip
+    masters = sum(
+        1 for n in lab.nodes.values() for e in n.daemons.events_between("keepalived", "Entering MASTER STATE", t0, t1)
+    )
+    return DrillResult(
+        name,
+        lab.variant,
+        w.outage_s,
+        w.failed,
+        before,
+        holders[0] if len(holders) == 1 else None,
+        len(holders),
+        w.recovered,
+        answered_by=answered,
+        slowest_s=max(after, default=None),
+        slow_attempts=sum(d > SLOW for d in after),
+        master_transitions=masters,
+        vrrp_states={n: d.daemons.vrrp_state for n, d in lab.nodes.items()},
+    )
 
 
 def vip_moves(samples: list[tuple[str, ...]], holder: str | None) -> int:
@@ -153,7 +170,7 @@ class HolderLog:
     def longest_double(self) -> float:
         """The longest stretch during which two or more nodes held the VIP at once (seconds)."""
         longest, since = 0.0, None
-        for t, sample in zip(self.times, self.samples):
+        for t, sample in zip(self.times, self.samples, strict=True):
             if len(sample) > 1 and since is None:
                 since = t
             elif len(sample) <= 1 and since is not None:
@@ -181,7 +198,11 @@ def _wait_for(condition: Callable[[], bool], deadline: float) -> bool:
 
 def _restarts(lab: Lab, node: str, container: str, t0: float) -> str:
     gaps = lab.nodes[node].daemons.container(container).restarts_after(t0)
-    return f"Docker restarted {container} on {node} {len(gaps)}x, down " + ", ".join(f"{b - a:.2f}" for a, b in gaps) + " s"
+    return (
+        f"Docker restarted {container} on {node} {len(gaps)}x, down "
+        + ", ".join(f"{b - a:.2f}" for a, b in gaps)
+        + " s"
+    )
 
 
 # --- drills on a steady lab -------------------------------------------------------------------
@@ -189,53 +210,56 @@ def _crash(lab: Lab, name: str, container: str, evidence: str | None = None) -> 
     """SIGKILL a container's main process on the VIP holder; Docker's restart policy answers.
     `evidence`: a pattern for the container's log lines after the crash to put in the notes."""
     lab.wait_steady()
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     t0 = time.monotonic()
     lab.nodes[holder].crash(container)
     t1 = _settle(lab, t0)
-    result = _result(lab, name, t0, t1, holder)
+    result = drill_result(lab, name, t0, t1, holder)
     result.notes.append(_restarts(lab, holder, container, t0))
     fault = lab.nodes[holder].daemons.first_event("keepalived", r"Entering FAULT STATE", t0)
     if fault is not None:  # detection: keepalived on the holder has seen the crash
         result.detection_s = fault.t - t0
     if evidence:
-        result.notes += [f"{holder} {container}: {e.text}" for e in lab.nodes[holder].daemons.events_between(container, evidence, t0, t1)]
+        result.notes += [
+            f"{holder} {container}: {e.text}"
+            for e in lab.nodes[holder].daemons.events_between(container, evidence, t0, t1)
+        ]
     lab.wait_steady()
     return result
 
 
 def haproxy_kill(lab: Lab) -> DrillResult:
     """haproxy crashes on the holder (SIGKILL): Docker restarts it; the VIP may move or stay."""
-    return _crash(lab, "haproxy-kill", HAPROXY)
+    return _crash(lab, "haproxy-kill", HAPROXY_CONTAINER)
 
 
 def haproxy_stop(lab: Lab) -> DrillResult:
     """haproxy stopped on the holder (`docker stop`, stays down): keepalived's check must move the VIP."""
     lab.wait_steady()
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     t0 = time.monotonic()
-    lab.nodes[holder].stop_container(HAPROXY)
-    result = _result(lab, "haproxy-stop", t0, _settle(lab, t0), holder)
-    lab.nodes[holder].start_container(HAPROXY)
+    lab.nodes[holder].stop_container(HAPROXY_CONTAINER)
+    result = drill_result(lab, "haproxy-stop", t0, _settle(lab, t0), holder)
+    lab.nodes[holder].start_container(HAPROXY_CONTAINER)
     lab.wait_steady()
     return result
 
 
 def _move_vip_away(lab: Lab, holder: str) -> None:
     """Stop haproxy on the holder and wait until one other node holds the VIP."""
-    lab.nodes[holder].stop_container(HAPROXY)
+    lab.nodes[holder].stop_container(HAPROXY_CONTAINER)
     _settle(lab, time.monotonic(), lambda h: len(h) == 1 and h[0] != holder)
 
 
 def haproxy_recover(lab: Lab) -> DrillResult:
     """Bring a stopped haproxy back: the VIP must stay where it went (no preemption)."""
     lab.wait_steady()
-    old = _one_holder(lab)
+    old = one_holder(lab)
     _move_vip_away(lab, old)
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     t0 = time.monotonic()
-    lab.nodes[old].start_container(HAPROXY)
-    result = _result(lab, "haproxy-recover", t0, _settle(lab, t0), holder)
+    lab.nodes[old].start_container(HAPROXY_CONTAINER)
+    result = drill_result(lab, "haproxy-recover", t0, _settle(lab, t0), holder)
     result.notes.append(f"haproxy started again on {old}, which held the VIP before it was stopped")
     lab.wait_steady()
     return result
@@ -244,7 +268,7 @@ def haproxy_recover(lab: Lab) -> DrillResult:
 def keepalived_kill(lab: Lab) -> DrillResult:
     """keepalived crashes on the holder (SIGKILL, the VIP left on the interface): Docker restarts
     it, and the image's start-up removes the VIP before keepalived runs."""
-    return _crash(lab, "keepalived-kill", KEEPALIVED, evidence=VIP_CLEANUP)
+    return _crash(lab, "keepalived-kill", KEEPALIVED_CONTAINER, evidence=VIP_CLEANUP)
 
 
 VIP_CLEANUP = r"removing \S+ from \S+"  # the keepalived image's start-up, for a VIP a killed keepalived left
@@ -261,7 +285,7 @@ def crash_loop(lab: Lab) -> DrillResult:
     container that ran less than 10 s; what that does to the VIP is the figure. Only what must
     hold is asserted by the tests: one holder at the end and the service recovered."""
     lab.wait_steady()
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     node = lab.nodes[holder]
     t0 = time.monotonic()
     crashed = []
@@ -270,11 +294,13 @@ def crash_loop(lab: Lab) -> DrillResult:
         deadline = time.monotonic() + 5
         while not node.daemons.haproxy.running and time.monotonic() < deadline:
             time.sleep(0.02)
-        node.crash(HAPROXY)
+        node.crash(HAPROXY_CONTAINER)
         crashed.append(time.monotonic() - t0)
     t1 = _settle(lab, crashed[-1] + t0)
-    result = _result(lab, "crash-loop", t0, t1, holder)
-    result.notes.append(f"crashes at {', '.join(f'{c:.1f}' for c in crashed)} s; " + _restarts(lab, holder, HAPROXY, t0))
+    result = drill_result(lab, "crash-loop", t0, t1, holder)
+    result.notes.append(
+        f"crashes at {', '.join(f'{c:.1f}' for c in crashed)} s; " + _restarts(lab, holder, HAPROXY_CONTAINER, t0)
+    )
     lab.wait_steady()
     return result
 
@@ -284,7 +310,7 @@ def node_reboot(lab: Lab, down: float = 1.0) -> DrillResult:
     a boot: network, engine, containers by Docker's restart policy, apiserver. Another node must
     take the VIP and keep it: the rebooted node comes back as BACKUP (nopreempt)."""
     lab.wait_steady()
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     node = lab.nodes[holder]
     t0 = time.monotonic()
     lab.power_off(holder)
@@ -300,19 +326,28 @@ def node_reboot(lab: Lab, down: float = 1.0) -> DrillResult:
     # Watched from when its containers run: a boot slower than SETTLE_MIN would otherwise end the
     # watch before the booted keepalived has said which state it entered.
     t3 = _settle(lab, time.monotonic())
-    result = _result(lab, "node-reboot", t0, t3, holder, window=off)
+    result = drill_result(lab, "node-reboot", t0, t3, holder, window=off)
     result.second = _window(lab, t2, t3)
-    starts = sorted((e.t, c.name) for c in node.daemons.containers for e in c.history if e.t >= t2 and e.action == "start")
-    result.notes.append(f"{holder} off for {t2 - t0:.1f} s; engine answered {booted - t2:.1f} s after power-on; "
-                        + ", ".join(f"{name} started at +{t - t2:.1f} s" for t, name in starts)
-                        + "; 'second' is the boot")  # fmt: skip
+    starts = sorted(
+        (e.t, c.name) for c in node.daemons.containers for e in c.history if e.t >= t2 and e.action == "start"
+    )
+    result.notes.append(
+        f"{holder} off for {t2 - t0:.1f} s; engine answered {booted - t2:.1f} s after power-on; "
+        + ", ".join(f"{name} started at +{t - t2:.1f} s" for t, name in starts)
+        + "; 'second' is the boot"
+    )
     lab.wait_steady()
     return result
 
 
 def _first_start(lab: Lab, container: str, t: float) -> float | None:
     """When the first node's `container` started at or after t (Docker's start event)."""
-    starts = [e.t for n in lab.nodes.values() for e in n.daemons.container(container).history if e.t >= t and e.action == "start"]
+    starts = [
+        e.t
+        for n in lab.nodes.values()
+        for e in n.daemons.container(container).history
+        if e.t >= t and e.action == "start"
+    ]
     return min(starts, default=None)
 
 
@@ -324,7 +359,7 @@ def _cold_start(lab: Lab, name: str, stagger: float) -> DrillResult:
     0 to `stagger` seconds (seeded). Figures: the client served again counted from the first
     haproxy's start (the goal: within 3 s), VIP moves after the first holder, two holders at once."""
     lab.wait_steady()
-    before = _one_holder(lab)
+    before = one_holder(lab)
     for node in lab.nodes:
         lab.power_off(node)
     time.sleep(1.0)
@@ -334,25 +369,29 @@ def _cold_start(lab: Lab, name: str, stagger: float) -> DrillResult:
     with HolderLog(lab) as log:
         threads = []
         for node, delay in delays.items():
+
             def boot(node=node, delay=delay) -> None:
                 time.sleep(delay)
                 lab.power_on(node)
+
             threads.append(threading.Thread(target=boot, name=f"boot-{node}"))
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         t1 = _settle(lab, t0)
-    result = _result(lab, name, t0, t1, before)
-    first_proxy = _first_start(lab, HAPROXY, t0)
+    result = drill_result(lab, name, t0, t1, before)
+    first_proxy = _first_start(lab, HAPROXY_CONTAINER, t0)
     served = next((a.start for a in lab.client.between(t0, t1) if a.ok), None)
     if first_proxy is not None and served is not None:
         result.served_after_s = max(0.0, served - first_proxy)
     first = next((h[0] for h in log.samples if len(h) == 1), None)
     result.vip_moves = vip_moves(log.samples, first)
     result.double_holder_s = log.longest_double()
-    result.notes.append(", ".join(f"{n} booted at +{d:.1f} s" for n, d in sorted(delays.items(), key=lambda kv: kv[1]))
-                        + (f"; first haproxy at +{first_proxy - t0:.1f} s" if first_proxy else ""))  # fmt: skip
+    result.notes.append(
+        ", ".join(f"{n} booted at +{d:.1f} s" for n, d in sorted(delays.items(), key=lambda kv: kv[1]))
+        + (f"; first haproxy at +{first_proxy - t0:.1f} s" if first_proxy else "")
+    )
     lab.wait_steady(timeout=60)
     return result
 
@@ -371,22 +410,22 @@ def reboot_each(lab: Lab, down: float = 1.0) -> DrillResult:
     """Reboot every node in turn (backups first, the holder last, as a maintenance would), each
     once the lab is steady again: each reboot may move the VIP at most once (the holder's)."""
     lab.wait_steady()
-    before = _one_holder(lab)
+    before = one_holder(lab)
     order = sorted(lab.nodes, key=lambda n: n == before)
     t0 = time.monotonic()
     moves = []
     for node in order:
         lab.wait_steady(timeout=60)
         with HolderLog(lab) as log:
-            start = _one_holder(lab)
+            start = one_holder(lab)
             lab.reboot(node, down)
             _settle(lab, time.monotonic())
             lab.wait_steady(timeout=60)
         moves.append(vip_moves(log.samples, start))
     t1 = time.monotonic()
-    result = _result(lab, "reboot-each", t0, t1, before)
+    result = drill_result(lab, "reboot-each", t0, t1, before)
     result.vip_moves = max(moves)
-    result.notes.append("VIP moves per reboot: " + ", ".join(f"{n} {m}" for n, m in zip(order, moves)))
+    result.notes.append("VIP moves per reboot: " + ", ".join(f"{n} {m}" for n, m in zip(order, moves, strict=True)))
     return result
 
 
@@ -394,11 +433,11 @@ def make_holder(lab: Lab, node: str) -> None:
     """Move the VIP to `node` by killing haproxy wherever else it is (and bringing it back)."""
     for _ in range(len(lab.nodes)):
         lab.wait_steady()
-        holder = _one_holder(lab)
+        holder = one_holder(lab)
         if holder == node:
             return
         _move_vip_away(lab, holder)
-        lab.nodes[holder].start_container(HAPROXY)
+        lab.nodes[holder].start_container(HAPROXY_CONTAINER)
     raise AssertionError(f"could not move the VIP to {node}")
 
 
@@ -410,7 +449,7 @@ def node_cut(lab: Lab) -> DrillResult:
     the VIP in its island, so that the heal moves nothing (`vip_moves`)."""
     top = max(lab.nodes, key=lambda n: lab.priority[n])
     make_holder(lab, top)  # returns with the lab steady
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     t0 = time.monotonic()
     lab.topology.cut(holder)
     # While cut, the node may still hold the VIP on its own interface: only the others count.
@@ -422,10 +461,12 @@ def node_cut(lab: Lab) -> DrillResult:
     with HolderLog(lab) as log:
         lab.topology.cut(holder, False)
         t3 = _settle(lab, t2)
-    result = _result(lab, "node-cut", t0, t3, holder, window=cut)
+    result = drill_result(lab, "node-cut", t0, t3, holder, window=cut)
     result.second = _window(lab, t2, t3)
     result.vip_moves = vip_moves(log.samples, during[0] if len(during) == 1 else None)
-    result.notes.append(f"VIP while cut: {during}; the cut node {'gave up' if stepped_down else 'kept'} its copy; 'second' is the heal")
+    result.notes.append(
+        f"VIP while cut: {during}; the cut node {'gave up' if stepped_down else 'kept'} its copy; 'second' is the heal"
+    )
     lab.wait_steady()
     return result
 
@@ -438,7 +479,7 @@ def peers_cut(lab: Lab) -> DrillResult:
     top = max(lab.nodes, key=lambda n: lab.priority[n])
     survivor = min(lab.nodes, key=lambda n: lab.priority[n])
     make_holder(lab, top)
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     cut = [n for n in lab.nodes if n != survivor]
     t0 = time.monotonic()
     for node in cut:
@@ -452,10 +493,12 @@ def peers_cut(lab: Lab) -> DrillResult:
         for node in cut:
             lab.topology.cut(node, False)
         t3 = _settle(lab, t2)
-    result = _result(lab, "peers-cut", t0, t3, holder, window=window)
+    result = drill_result(lab, "peers-cut", t0, t3, holder, window=window)
     result.second = _window(lab, t2, t3)
     result.vip_moves = vip_moves(log.samples, survivor)
-    result.notes.append(f"{', '.join(cut)} cut, {survivor} reaches the gateway; VIP while cut: {during}; 'second' is the heal")
+    result.notes.append(
+        f"{', '.join(cut)} cut, {survivor} reaches the gateway; VIP while cut: {during}; 'second' is the heal"
+    )
     lab.wait_steady()
     return result
 
@@ -467,16 +510,17 @@ def gateway_down(lab: Lab) -> DrillResult:
     """Take the subnet gateway down while every node is fine: the nodes still reach each other,
     so nothing may move."""
     lab.wait_steady()
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     t0 = time.monotonic()
     with HolderLog(lab) as log:
         lab.topology.gateway_down()
         time.sleep(GATEWAY_DOWN_S)
         lab.topology.gateway_down(False)
         t1 = _settle(lab, t0)
-    result = _result(lab, "gateway-down", t0, t1, holder)
+    result = drill_result(lab, "gateway-down", t0, t1, holder)
     result.vip_moves = vip_moves(log.samples, holder)
-    result.notes.append(f"gateway {lab.topology.gateway.address} down for {GATEWAY_DOWN_S} s")
+    gateway = lab.topology.gateway
+    result.notes.append(f"gateway {gateway.address if gateway else '(none)'} down for {GATEWAY_DOWN_S} s")
     lab.wait_steady()
     return result
 
@@ -495,15 +539,17 @@ def _detection(lab: Lab, result: DrillResult, holder: str, t0: float, t1: float)
     )
 
 
-def _backend_fault(lab: Lab, name: str, inject: Callable[[LabNode], None], restore: Callable[[LabNode], None]) -> DrillResult:
+def _backend_fault(
+    lab: Lab, name: str, inject: Callable[[LabNode], object], restore: Callable[[LabNode], object]
+) -> DrillResult:
     """A fault of the holder's apiserver; detection = holder's haproxy logs the backend DOWN."""
     lab.wait_steady()
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     node = lab.nodes[holder]
     t0 = time.monotonic()
     inject(node)
     t1 = _settle(lab, t0)
-    result = _result(lab, name, t0, t1, holder)
+    result = drill_result(lab, name, t0, t1, holder)
     _detection(lab, result, holder, t0, t1)
     restore(node)
     lab.wait_steady()
@@ -523,30 +569,34 @@ def apiserver_unhealthy(lab: Lab) -> DrillResult:
 DRAIN_MAX = 30.0  # the stand-in's shutdown delay, then the requests in flight (5 s at most each)
 
 
-def _drain(lab: Lab, name: str) -> DrillResult:
+def drain(lab: Lab, name: str) -> DrillResult:
     """SIGTERM to the holder's apiserver, then watch from its exit on as any fault is watched."""
     lab.wait_steady()
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     node = lab.nodes[holder]
     t0 = time.monotonic()
     node.drain_apiserver()
     exited = _wait_for(lambda: not node.apiserver.running, t0 + DRAIN_MAX)
     t_exit = time.monotonic()
     t1 = _settle(lab, t_exit)
-    result = _result(lab, name, t0, t1, holder)
+    result = drill_result(lab, name, t0, t1, holder)
     _detection(lab, result, holder, t0, t1)
     closed = node.apiserver_said(apiserver.NOT_ACCEPTING, t0)
     result.not_accepting_s = None if closed is None else closed - t0
     answered = [a.start - t0 for a in lab.client.between(t0, t1) if a.ok and a.node == holder and a.start >= t0]
     result.last_served_s = max(answered, default=None)
     state = "exited" if exited else "was still running"
-    result.notes.append(f"{holder}'s apiserver {state} {t_exit - t0:.1f} s after SIGTERM; it answered {len(answered)} "
-                        f"attempts started after SIGTERM")
+    result.notes.append(
+        f"{holder}'s apiserver {state} {t_exit - t0:.1f} s after SIGTERM; it answered {len(answered)} "
+        f"attempts started after SIGTERM"
+    )
     node.kill_apiserver()  # reaps it (or ends it, had it not exited)
     node.apiserver.start()
     lab.wait_steady()
     if not exited:
-        raise AssertionError(f"{holder}'s apiserver did not exit within {DRAIN_MAX} s of SIGTERM (log: {node.apiserver.log})")
+        raise AssertionError(
+            f"{holder}'s apiserver did not exit within {DRAIN_MAX} s of SIGTERM (log: {node.apiserver.log})"
+        )
     return result
 
 
@@ -554,94 +604,4 @@ def apiserver_drain(lab: Lab) -> DrillResult:
     """The holder's apiserver stopped gracefully (SIGTERM, as kubelet stops kube-apiserver for an
     upgrade): /readyz fails at once, it serves on for its shutdown delay, then stops accepting and
     exits. haproxy must have taken it out of rotation before it stops accepting: nothing fails."""
-    return _drain(lab, "apiserver-drain")
-
-
-# --- negative controls: the lab must show the failure ----------------------------------------
-OBSERVE = 3.0
-# keepalived lines a control reports as its evidence
-CHECK_FAILED = r"VRRP_Script\(\S+\) failed"
-CONTROL_EVIDENCE = rf"Entering (MASTER|FAULT) STATE|[Pp]ermitted|[Ee]rror|{CHECK_FAILED}"
-
-
-def _control(doc: dict, variant: str, name: str, note: str) -> DrillResult:
-    """Build a lab from an edited JSON and watch it: it must not reach the steady state."""
-    with Lab(doc, variant) as lab:
-        # No steady state to wait for: wait until every keepalived has decided, then watch.
-        # (keepalived logs no state when a failing check holds an instance in FAULT from the start)
-        def decided(n: LabNode) -> bool:
-            return n.daemons.vrrp_state not in ("INIT", "STOPPED") or bool(
-                n.daemons.events_between("keepalived", CHECK_FAILED, 0, float("inf")))
-
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not all(decided(n) for n in lab.nodes.values()):
-            time.sleep(0.1)
-        time.sleep(3.5 if variant == "seed" else 1.0)  # seed: three 1 s adverts before a backup takes over
-        t0 = time.monotonic()
-        time.sleep(OBSERVE)
-        result = _result(lab, name, t0, time.monotonic(), None)
-        result.notes.append(note)
-        for n in lab.nodes.values():
-            for e in n.daemons.events_between("keepalived", CONTROL_EVIDENCE, 0, float("inf"))[:3]:
-                result.notes.append(f"{n.name} keepalived: {e.text}")
-        return result
-
-
-def without_vrrp_rule(doc: dict, variant: str = "ours") -> DrillResult:
-    """Negative control: no VRRP rule in the security group; expect more than one VIP holder."""
-    return _control(synth.without_vrrp_rules(doc), variant, "no-vrrp-rule", "VRRP rule removed from the JSON")
-
-
-def haproxy_network_none(doc: dict, variant: str = "ours") -> DrillResult:
-    """Negative control: haproxy's line says `--network none`; expect no VIP holder at all."""
-    return _control(synth.with_haproxy_network_none(doc, HAPROXY), variant, "haproxy-network-none",
-                    "haproxy runs with --network none: it listens in an empty namespace of its own, so keepalived's "
-                    "check (on the node's 127.0.0.1) fails on every node and every keepalived stays in FAULT")  # fmt: skip
-
-
-def keepalived_without_net_admin(doc: dict, variant: str = "ours") -> DrillResult:
-    """Negative control: keepalived's line lacks `--cap-add NET_ADMIN`; expect no VIP holder."""
-    return _control(synth.without_net_admin(doc, KEEPALIVED), variant, "keepalived-no-net-admin",
-                    "keepalived runs without NET_ADMIN: it may decide to be MASTER but cannot add the VIP")  # fmt: skip
-
-
-def without_vip_pair(doc: dict, variant: str = "ours") -> DrillResult:
-    """Negative control: VIP not an allowed address pair; expect the client not to reach it."""
-    return _control(synth.without_vip_pairs(doc), variant, "no-vip-pair", "VIP removed from allowed_address_pairs")
-
-
-def apiserver_drain_healthz(doc: dict, variant: str = "ours") -> DrillResult:
-    """Negative control: the drain with haproxy checking /healthz (kubeadm's recipe), which a
-    draining apiserver passes until it stops: haproxy sees it DOWN only once it has stopped accepting."""
-    edited = synth.with_check_uri(doc, contract.HAPROXY_HOST_PATH, apiserver.HEALTH_PATH)
-    with Lab(edited, variant) as lab:
-        lab.wait_steady()
-        result = _drain(lab, "apiserver-drain-healthz")
-        result.notes.append(f"haproxy checks {apiserver.HEALTH_PATH} (edited in the lab's copy of the JSON)")
-        return result
-
-
-DRILLS: dict[str, Callable[[Lab], DrillResult]] = {
-    "haproxy-kill": haproxy_kill,
-    "haproxy-stop": haproxy_stop,
-    "haproxy-recover": haproxy_recover,
-    "keepalived-kill": keepalived_kill,
-    "node-cut": node_cut,
-    "peers-cut": peers_cut,
-    "gateway-down": gateway_down,
-    "crash-loop": crash_loop,
-    "node-reboot": node_reboot,
-    "reboot-each": reboot_each,
-    "cold-start": cold_start,
-    "cold-start-staggered": cold_start_staggered,
-    "apiserver-stop": apiserver_stop,
-    "apiserver-unhealthy": apiserver_unhealthy,
-    "apiserver-drain": apiserver_drain,
-}
-CONTROLS: dict[str, Callable[[dict, str], DrillResult]] = {
-    "no-vrrp-rule": without_vrrp_rule,
-    "no-vip-pair": without_vip_pair,
-    "haproxy-network-none": haproxy_network_none,
-    "keepalived-no-net-admin": keepalived_without_net_admin,
-    "apiserver-drain-healthz": apiserver_drain_healthz,
-}
+    return drain(lab, "apiserver-drain")

@@ -22,8 +22,6 @@ import copy
 import json
 import os
 import re
-import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,22 +29,23 @@ from pathlib import Path
 
 import yaml
 
-from lab import contract, images, synth, topology
-from lab.admin import ROOT, Operator
-from lab.client import TIMEOUT
-from lab.drills import Window
-from lab.harness import Lab, synthesize_config
+from lab.scenarios import variants
+from lab.scenarios.drills import Window, one_holder
+from lab.world import contract, images, synth, topology
+from lab.world.admin import ROOT, Operator
+from lab.world.client import TIMEOUT
+from lab.world.contract import HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
+from lab.world.harness import Lab, synthesize_config
 
-HAPROXY = contract.HAPROXY_CONTAINER
-KEEPALIVED = contract.KEEPALIVED_CONTAINER
 CONFIG_DIR = str(Path(contract.HAPROXY_HOST_PATH).parent.parent)  # /etc/kubeadm-ha, every file the userdata writes
 STEADY_TIMEOUT = 60.0
 _PLAN_LINE = re.compile(r"^\s+(\d+)\. (\S+) \(")  # "  2. demo-cp-3 (backup): ..."
 
 
 # --- the changes the drills roll ---------------------------------------------------------------
-HAPROXY_CFG = contract.HAPROXY_HOST_PATH
-KEEPALIVED_CONF = contract.KEEPALIVED_HOST_PATH
+# host paths (userdata.render's HAPROXY_CFG and KEEPALIVED_CONF are the files themselves)
+HAPROXY_CFG_PATH = contract.HAPROXY_HOST_PATH
+KEEPALIVED_CONF_PATH = contract.KEEPALIVED_HOST_PATH
 IMAGE_BUMP = "-lab1"
 
 
@@ -58,13 +57,15 @@ def default_config() -> Path:
 def config_change(doc: dict) -> dict:
     """A config-only change of both daemons, as an edited template makes it: one haproxy timeout
     and one keepalived setting."""
-    doc = synth.with_file_line(doc, HAPROXY_CFG, "timeout client-fin 10s", "timeout client-fin 11s")
-    return synth.with_file_line(doc, KEEPALIVED_CONF, "vrrp_garp_master_refresh 1", "vrrp_garp_master_refresh 2")
+    doc = variants.with_file_line(doc, HAPROXY_CFG_PATH, "timeout client-fin 10s", "timeout client-fin 11s")
+    return variants.with_file_line(
+        doc, KEEPALIVED_CONF_PATH, "vrrp_garp_master_refresh 1", "vrrp_garp_master_refresh 2"
+    )
 
 
 def broken_haproxy_cfg(doc: dict) -> dict:
     """A haproxy.cfg with a typo that `haproxy -c` refuses."""
-    return synth.with_file_line(doc, HAPROXY_CFG, "timeout client-fin 10s", "timeout clientfin 10s")
+    return variants.with_file_line(doc, HAPROXY_CFG_PATH, "timeout client-fin 10s", "timeout clientfin 10s")
 
 
 def five_nodes(config: dict) -> dict:
@@ -72,7 +73,9 @@ def five_nodes(config: dict) -> dict:
     out = copy.deepcopy(config)
     prefix, last = out["vip"]["address"].rsplit(".", 1)
     out["nodes"]["count"] = 5
-    out["nodes"]["members"] = [{"name": f"{out['name']}-cp-{i}", "address": f"{prefix}.{int(last) + i}"} for i in range(1, 6)]
+    out["nodes"]["members"] = [
+        {"name": f"{out['name']}-cp-{i}", "address": f"{prefix}.{int(last) + i}"} for i in range(1, 6)
+    ]
     return out
 
 
@@ -88,24 +91,20 @@ def image_change(lab: Lab, config: Path, outdir: Path) -> dict:
     (`images.derive`: the same stand-ins under the new tags)."""
     data = yaml.safe_load(config.read_text())
     _, stack = synthesize_config(with_images(data), outdir)
-    for old, new in zip(data["containers"].values(), with_images(data)["containers"].values()):
+    for old, new in zip(data["containers"].values(), with_images(data)["containers"].values(), strict=True):
         for node in lab.nodes.values():
             images.derive(node.engine, old, new, lab.workdir)
     return synth.load(stack)
 
 
-def _one_holder(lab: Lab) -> str:
-    holders = lab.holders()
-    if len(holders) != 1:
-        raise AssertionError(f"expected one VIP holder before the drill, found {holders}")
-    return holders[0]
-
-
 def fingerprints(lab: Lab) -> dict[str, str]:
     """Per node: the sha256 of every file under /etc/kubeadm-ha and each container's id and start
     time, read by the lab itself (not over SSH): what a roll may change."""
-    script = (f"find {CONFIG_DIR} -type f | sort | xargs sha256sum; "
-              f"docker inspect --format '{{{{.Name}}}} {{{{.Id}}}} {{{{.State.StartedAt}}}}' {HAPROXY} {KEEPALIVED}")  # fmt: skip
+    script = (
+        f"find {CONFIG_DIR} -type f | sort | xargs sha256sum; "
+        "docker inspect --format '{{.Name}} {{.Id}} {{.State.StartedAt}}' "
+        f"{HAPROXY_CONTAINER} {KEEPALIVED_CONTAINER}"
+    )
     return {name: node.engine.run(["sh", "-c", script]).stdout for name, node in lab.nodes.items()}
 
 
@@ -135,13 +134,21 @@ class RollResult:
     notes: list[str] = field(default_factory=list)
 
 
-def roll(lab: Lab, op: Operator, name: str, target: Path, *, on_line: Callable[[float, str, str], None] | None = None,
-         steady: bool = True, status_against: Path | None = None) -> RollResult:  # fmt: skip
+def roll(
+    lab: Lab,
+    op: Operator,
+    name: str,
+    target: Path,
+    *,
+    on_line: Callable[[float, str, str], None] | None = None,
+    steady: bool = True,
+    status_against: Path | None = None,
+) -> RollResult:
     """Roll the lab's nodes to `target` and measure it. `steady`: the roll must leave the lab in
     its steady state (False where it stops half-way on purpose); `status` then runs against
     `status_against` (default: the target)."""
     lab.wait_steady()
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     before = fingerprints(lab)
     t0 = time.monotonic()
     run = op.run("roll", target, on_line=on_line)
@@ -163,14 +170,24 @@ def roll(lab: Lab, op: Operator, name: str, target: Path, *, on_line: Callable[[
     holders = lab.holders()
     status = op.run("status", status_against or target).returncode if steady else None
     result = RollResult(
-        drill=name, nodes=len(lab.nodes), returncode=run.returncode, took_s=run.took_s,
-        failed=sum(1 for a in attempts if not a.ok), outage_s=outage, failed_outside_handover=outside,
-        slowest_s=max((a.end - a.start for a in attempts), default=None), vip_moves=_masters(lab, t0, t1),
-        holder_before=holder, holder_after=holders[0] if len(holders) == 1 else None, holders_at_end=len(holders),
+        drill=name,
+        nodes=len(lab.nodes),
+        returncode=run.returncode,
+        took_s=run.took_s,
+        failed=sum(1 for a in attempts if not a.ok),
+        outage_s=outage,
+        failed_outside_handover=outside,
+        slowest_s=max((a.end - a.start for a in attempts), default=None),
+        vip_moves=_masters(lab, t0, t1),
+        holder_before=holder,
+        holder_after=holders[0] if len(holders) == 1 else None,
+        holders_at_end=len(holders),
         order=[m.group(2) for line in run.stdout.splitlines() if (m := _PLAN_LINE.match(line))],
-        changed=[n for n in lab.nodes if before[n] != after[n]], status_after=status, message=run.stderr.strip(),
+        changed=[n for n in lab.nodes if before[n] != after[n]],
+        status_after=status,
+        message=run.stderr.strip(),
         output=run.output,
-    )  # fmt: skip
+    )
     if t_handover is None and result.failed:
         result.notes.append("failures without a hand-over: outage counted from the roll's start")
     return result
@@ -242,37 +259,52 @@ class Scenario:
 
 
 def _a_backup(lab: Lab) -> str:
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     return next(n for n in lab.nodes if n != holder)
 
 
 def _block_vrrp(lab: Lab, blocked: bool) -> None:
     """Drop VRRP between every pair of ports on the bridge (a table of the drill's own)."""
-    rules = ["table bridge kha_block_vrrp {", "  chain forward {", "    type filter hook forward priority -300; policy accept;",
-             "    ip protocol 112 drop", "  }", "}"] if blocked else ["delete table bridge kha_block_vrrp"]  # fmt: skip
+    rules = (
+        [
+            "table bridge kha_block_vrrp {",
+            "  chain forward {",
+            "    type filter hook forward priority -300; policy accept;",
+            "    ip protocol 112 drop",
+            "  }",
+            "}",
+        ]
+        if blocked
+        else ["delete table bridge kha_block_vrrp"]
+    )
     topology.run(topology.in_ns(topology.NET_NS, ["nft", "-f", "-"]), input="\n".join(rules) + "\n")
 
 
+def _two_holders(lab: Lab) -> str:
+    _block_vrrp(lab, True)
+    return ""  # the fault concerns no one node
+
+
 def _holder_off(lab: Lab) -> str:
-    holder = _one_holder(lab)
+    holder = one_holder(lab)
     lab.power_off(holder)
     return holder
 
 
 def _keepalived_stopped_everywhere(lab: Lab) -> str:
     for node in lab.nodes.values():
-        node.stop_container(KEEPALIVED)
+        node.stop_container(KEEPALIVED_CONTAINER)
     return ""
 
 
 def _keepalived_started_everywhere(lab: Lab, _node: str) -> None:
     for node in lab.nodes.values():
-        node.start_container(KEEPALIVED)
+        node.start_container(KEEPALIVED_CONTAINER)
 
 
 def _stop_haproxy(lab: Lab) -> str:
     node = _a_backup(lab)
-    lab.nodes[node].stop_container(HAPROXY)
+    lab.nodes[node].stop_container(HAPROXY_CONTAINER)
     return node
 
 
@@ -282,12 +314,14 @@ def _stop_apiserver(lab: Lab) -> str:
     return node
 
 
-DRIFTED = HAPROXY_CFG
+DRIFTED = HAPROXY_CFG_PATH
 
 
 def _edit_by_hand(lab: Lab) -> str:
     node = _a_backup(lab)
-    lab.nodes[node].engine.run(["sh", "-c", f"cp -p {DRIFTED} /run/kha-drill.bak && echo '# edited by hand' >> {DRIFTED}"])
+    lab.nodes[node].engine.run(
+        ["sh", "-c", f"cp -p {DRIFTED} /run/kha-drill.bak && echo '# edited by hand' >> {DRIFTED}"]
+    )
     return node
 
 
@@ -306,7 +340,11 @@ def _put_back_by_hand(lab: Lab, node: str) -> None:
 
 
 def _apiserver_down(lab: Lab, node: str) -> list[str]:
-    return [rf"^{re.escape(n)}: haproxy sees apiserver {re.escape(node)} DOWN \(" for n in lab.nodes if lab.nodes[n].engine.up]
+    return [
+        rf"^{re.escape(n)}: haproxy sees apiserver {re.escape(node)} DOWN \("
+        for n in lab.nodes
+        if lab.nodes[n].engine.up
+    ]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -314,19 +352,23 @@ SCENARIOS: dict[str, Scenario] = {
     "holder-killed": Scenario(
         _holder_off,
         lambda lab, node: len(lab.holders()) == 1,
-        lambda lab, node: [rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection timed out\)"],
+        lambda lab, node: [
+            rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection timed out\)"
+        ],
         lambda lab, node: lab.power_on(node),
         allowed=_apiserver_down,
     ),
     "no-holder": Scenario(
         _keepalived_stopped_everywhere,
         lambda lab, node: not lab.holders(),
-        lambda lab, node: [r"^no node holds the VIP "]
-        + [rf"^{re.escape(n)}: container keepalived is not running \(exited\)" for n in lab.nodes],
+        lambda lab, node: (
+            [r"^no node holds the VIP "]
+            + [rf"^{re.escape(n)}: container keepalived is not running \(exited\)" for n in lab.nodes]
+        ),
         _keepalived_started_everywhere,
     ),
     "two-holders": Scenario(
-        lambda lab: _block_vrrp(lab, True) or "",
+        _two_holders,
         lambda lab, node: len(lab.holders()) > 1,
         lambda lab, node: [rf"^{len(lab.holders())} nodes hold the VIP \S+: "],
         lambda lab, node: _block_vrrp(lab, False),
@@ -334,9 +376,11 @@ SCENARIOS: dict[str, Scenario] = {
     "fault": Scenario(
         _stop_haproxy,
         lambda lab, node: lab.nodes[node].daemons.vrrp_state == "FAULT",
-        lambda lab, node: [rf"^{re.escape(node)}: keepalived is in FAULT$",
-                           rf"^{re.escape(node)}: container haproxy is not running \(exited\)$"],  # fmt: skip
-        lambda lab, node: lab.nodes[node].start_container(HAPROXY),
+        lambda lab, node: [
+            rf"^{re.escape(node)}: keepalived is in FAULT$",
+            rf"^{re.escape(node)}: container haproxy is not running \(exited\)$",
+        ],
+        lambda lab, node: lab.nodes[node].start_container(HAPROXY_CONTAINER),
     ),
     "apiserver-down": Scenario(
         _stop_apiserver,
@@ -353,7 +397,9 @@ SCENARIOS: dict[str, Scenario] = {
     "unreachable": Scenario(
         _stop_sshd,
         lambda lab, node: True,
-        lambda lab, node: [rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection refused\)$"],
+        lambda lab, node: [
+            rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection refused\)$"
+        ],
         lambda lab, node: lab.nodes[node].sshd.start(),
     ),
 }
@@ -378,104 +424,12 @@ def status_drill(lab: Lab, op: Operator, stack: Path, scenario: str, timeout: fl
     found = report["findings"]
     lab.wait_steady(STEADY_TIMEOUT)
     return StatusResult(
-        scenario=scenario, returncode=run.returncode, findings=found,
+        scenario=scenario,
+        returncode=run.returncode,
+        findings=found,
         missing=[p for p in expected if not any(re.search(p, f) for f in found)],
         unexpected=[f for f in found if not any(re.search(p, f) for p in expected + allowed)],
-        holders=report["holders"], took_s=run.took_s, healthy_after=op.run("status", stack).returncode,
-    )  # fmt: skip
-
-
-# --- the benchmark's part -------------------------------------------------------------------------
-GOALS = {
-    "roll-config": "0 failed, 0 VIP moves, status 0 after",
-    "roll-image": "exactly 1 VIP move, outage median <= 0.3 s, 0 failed outside the hand-over, status 0 after",
-    "roll-refused": "exit 1 before any change, 0 failed, message names node, file and haproxy's error",
-    "roll-unreachable": "exit 1 at the 2nd node, 1 node changed, later nodes untouched; a 2nd roll finishes",
-    "status": "exit 1 with the fault's findings and no other; exit 0 once put back",
-}
-
-
-def _med_max(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} / {max(values):.2f}" if values else "-"
-
-
-def roll_table(title: str, results: list[RollResult]) -> list[str]:
-    rows = [("drill", "nodes", "runs", "exit", "took s med/max", "failed", "failed outside hand-over", "outage s med/max",
-             "slowest s max", "VIP moves", "nodes changed", "status after")]  # fmt: skip
-    by: dict[tuple[str, int], list[RollResult]] = {}
-    for r in results:
-        by.setdefault((r.drill, r.nodes), []).append(r)
-    for (drill, nodes), rs in by.items():
-        rows.append((drill, str(nodes), str(len(rs)), ",".join(str(r.returncode) for r in rs), _med_max([r.took_s for r in rs]),
-                     str(sum(r.failed for r in rs)), str(sum(r.failed_outside_handover for r in rs)),
-                     _med_max([r.outage_s for r in rs]), f"{max(r.slowest_s or 0 for r in rs):.2f}",
-                     ",".join(str(r.vip_moves) for r in rs), ",".join(str(len(r.changed)) for r in rs),
-                     ",".join("-" if r.status_after is None else str(r.status_after) for r in rs)))  # fmt: skip
-    return _table(title, rows) + [f"goal {d}: {GOALS[d]}" for d in by_drills(results)]
-
-
-def by_drills(results: list[RollResult]) -> list[str]:
-    return list(dict.fromkeys(r.drill for r in results if r.drill in GOALS))
-
-
-def status_table(results: list[StatusResult]) -> list[str]:
-    rows = [("fault", "exit", "missing", "unexpected", "status s", "exit once put back", "findings")]
-    for r in results:
-        rows.append((r.scenario, str(r.returncode), str(len(r.missing)), str(len(r.unexpected)), f"{r.took_s:.2f}",
-                     str(r.healthy_after), " | ".join(r.findings)))  # fmt: skip
-    return _table("status: one fault at a time", rows) + [f"goal: {GOALS['status']}"]
-
-
-def _table(title: str, rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = [f"## {title}"]
-    for i, row in enumerate(rows):
-        lines.append("  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in [*widths, len(row[-1])]))
-    return lines
-
-
-def bench(doc: dict, runs: int, say: Callable[[str], None]) -> tuple[list[str], list[str]]:
-    """Every drill of the tool: config and image rolls `runs` times each (there and back), the
-    refused and the interrupted roll, each status fault once, on the lab of `doc`; then a config
-    and an image roll of a five-node cluster. Returns the tables' lines and the errors."""
-    config = default_config()
-    rolls: list[RollResult] = []
-    statuses: list[StatusResult] = []
-    errors: list[str] = []
-
-    def attempt(what: str, fn: Callable[[], object]) -> None:
-        try:
-            out = fn()
-            (statuses if isinstance(out, StatusResult) else rolls).append(out)  # type: ignore[arg-type]
-        except Exception as e:  # one failed run must not lose the others' figures
-            errors.append(f"{what}: {type(e).__name__}: {e}")
-        say(f"  ops   {what}")
-
-    with Lab(doc) as lab:
-        op = lab.operator(config)
-        base, changed = lab.stack_json, lab.write_stack(config_change(doc), "config")
-        for i in range(runs):
-            attempt(f"roll-config {i + 1}/{runs}", lambda i=i: config_roll(lab, op, changed if i % 2 == 0 else base))
-        current = changed if runs % 2 else base
-        attempt("roll-refused", lambda: refused_roll(lab, op, lab.write_stack(broken_haproxy_cfg(doc), "broken"), current))
-        other = base if current == changed else changed
-        attempt("roll-unreachable", lambda: unreachable_mid_roll(lab, op, other))
-        attempt("roll-unreachable, then again", lambda: roll(lab, op, "roll-resume", other))
-        bumped = lab.write_stack(image_change(lab, config, lab.workdir / "images"), "images")
-        for i in range(runs):
-            attempt(f"roll-image {i + 1}/{runs}", lambda i=i: image_roll(lab, op, bumped if i % 2 == 0 else base))
-        current = bumped if runs % 2 else base
-        for name in SCENARIOS:
-            attempt(f"status {name}", lambda name=name: status_drill(lab, op, current, name))
-    with tempfile.TemporaryDirectory(prefix="kha-ops-five-") as tmp:
-        five_config, five_stack = synthesize_config(five_nodes(yaml.safe_load(config.read_text())), Path(tmp) / "five")
-        five = synth.load(five_stack)
-        with Lab(five) as lab:
-            op = lab.operator(five_config)
-            attempt("roll-config (5 nodes)", lambda: config_roll(lab, op, lab.write_stack(config_change(five), "config")))
-            attempt("roll-image (5 nodes)", lambda: image_roll(lab, op, lab.write_stack(
-                image_change(lab, five_config, Path(tmp) / "images"), "images")))  # fmt: skip
-    lines = roll_table("the operator's tool: rolls over SSH from the admin network", rolls) + [""] + status_table(statuses)
-    return lines, errors
+        holders=report["holders"],
+        took_s=run.took_s,
+        healthy_after=op.run("status", stack).returncode,
+    )

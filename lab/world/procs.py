@@ -21,8 +21,15 @@ LineHook = Callable[[float, str], None]
 class Proc:
     """Start, signal and stop one command; its output goes to `log` as `<monotonic> <line>`."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, on_line: LineHook | None = None, cwd: Path | None = None,
-                 env: dict[str, str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        on_line: LineHook | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
         self.env = env
         self.argv = argv
@@ -51,6 +58,7 @@ class Proc:
     def _read(self, popen: subprocess.Popen) -> None:
         with open(self.log, "ab", buffering=0) as log:
             log.write(f"{time.monotonic():.6f} === start {' '.join(self.argv)}\n".encode())
+            assert popen.stdout is not None  # a pipe
             for raw in popen.stdout:
                 now = time.monotonic()
                 line = raw.decode(errors="replace").rstrip("\n")

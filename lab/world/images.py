@@ -31,8 +31,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.engine import Engine, remove_cgroups
-from lab.topology import remove_ns, run
+from lab.world.engine import Engine, remove_cgroups
+from lab.world.topology import remove_ns, run
 
 CACHE = Path("/var/cache/kha-lab")
 LABEL = "kha.lab.stand-in"
@@ -94,10 +94,15 @@ if [ ! -e /usr/local/etc/keepalived/keepalived.conf ]; then
     ln -sf "$service/keepalived/assets/keepalived.conf" /usr/local/etc/keepalived/keepalived.conf
 fi
 rm -f /var/run/keepalived.pid
-exec keepalived -f /usr/local/etc/keepalived/keepalived.conf --dont-fork --log-console $KEEPALIVED_COMMAND_LINE_ARGUMENTS
+exec keepalived -f /usr/local/etc/keepalived/keepalived.conf --dont-fork --log-console \\
+    $KEEPALIVED_COMMAND_LINE_ARGUMENTS
 """
 
-_PASSWD = "root:x:0:0:root:/root:/bin/sh\nhaproxy:x:99:99::/var/lib/haproxy:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+_PASSWD = (
+    "root:x:0:0:root:/root:/bin/sh\n"
+    "haproxy:x:99:99::/var/lib/haproxy:/usr/sbin/nologin\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
 _GROUP = "root:x:0:\nhaproxy:x:99:\nnogroup:x:65534:\n"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -130,8 +135,23 @@ def _dirs(*paths: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> tuple[E
 
 
 _COMMON = (
-    *_dirs("/bin", "/etc", "/lib", "/lib64", "/root", "/run", "/usr", "/usr/bin", "/usr/sbin", "/usr/local",
-           "/usr/local/bin", "/usr/local/sbin", "/usr/local/etc", "/var", "/var/lib"),  # fmt: skip
+    *_dirs(
+        "/bin",
+        "/etc",
+        "/lib",
+        "/lib64",
+        "/root",
+        "/run",
+        "/usr",
+        "/usr/bin",
+        "/usr/sbin",
+        "/usr/local",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/usr/local/etc",
+        "/var",
+        "/var/lib",
+    ),
     Entry("/tmp", mode=0o1777, kind="dir"),
     Entry("/var/run", text="/run", kind="symlink"),
     Entry("/etc/passwd", text=_PASSWD),
@@ -162,20 +182,40 @@ CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
 KEEPALIVED = StandIn(
     role="keepalived",
     binaries={
-        "/usr/local/sbin/keepalived": "keepalived", "/bin/sh": "sh", "/usr/bin/curl": "curl", "/bin/sleep": "sleep",
-        "/sbin/ip": "ip", "/bin/kill": "kill", "/usr/bin/pkill": "pkill", "/bin/cat": "cat", "/bin/cp": "cp",
-        "/bin/rm": "rm", "/bin/mkdir": "mkdir", "/bin/ln": "ln", "/bin/ls": "ls",
+        "/usr/local/sbin/keepalived": "keepalived",
+        "/bin/sh": "sh",
+        "/usr/bin/curl": "curl",
+        "/bin/sleep": "sleep",
+        "/sbin/ip": "ip",
+        "/bin/kill": "kill",
+        "/usr/bin/pkill": "pkill",
+        "/bin/cat": "cat",
+        "/bin/cp": "cp",
+        "/bin/rm": "rm",
+        "/bin/mkdir": "mkdir",
+        "/bin/ln": "ln",
+        "/bin/ls": "ls",
         # the notify script's (busybox has them in the real image)
-        "/bin/date": "date", "/bin/mv": "mv",
+        "/bin/date": "date",
+        "/bin/mv": "mv",
         # for the seed comparison's check ("is something listening on the port")
-        "/bin/grep": "grep", "/bin/ss": "ss",
+        "/bin/grep": "grep",
+        "/bin/ss": "ss",
         # for the network check (the real image's ping is busybox's; the script uses what both take)
         "/bin/ping": "ping",
-    },  # fmt: skip
+    },
     extra=(
         *_COMMON,
-        *_dirs("/container", "/container/tool", "/container/run", "/container/service", "/container/service/keepalived",
-               "/container/service/keepalived/assets", "/etc/keepalived", "/usr/local/etc/keepalived"),  # fmt: skip
+        *_dirs(
+            "/container",
+            "/container/tool",
+            "/container/run",
+            "/container/service",
+            "/container/service/keepalived",
+            "/container/service/keepalived/assets",
+            "/etc/keepalived",
+            "/usr/local/etc/keepalived",
+        ),
         Entry("/container/tool/run", text=_KEEPALIVED_RUN, mode=0o755),
     ),
     dockerfile=f"""\

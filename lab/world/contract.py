@@ -7,7 +7,14 @@ importing it keeps the two from drifting apart.
 
 from __future__ import annotations
 
-from userdata.render import CONTAINER_FILES, HAPROXY_CFG, HAPROXY_CONTAINER, KEEPALIVED_CONF, KEEPALIVED_CONTAINER, NETWORK_SCRIPT
+from userdata.render import (
+    CONTAINER_FILES,
+    HAPROXY_CFG,
+    HAPROXY_CONTAINER,
+    KEEPALIVED_CONF,
+    KEEPALIVED_CONTAINER,
+    NETWORK_SCRIPT,
+)
 
 #: host path (as written by cloud-init) -> path the container reads
 CONTAINER_PATHS: dict[str, str] = {f.host_path: f.container_path for f in CONTAINER_FILES}
@@ -16,5 +23,13 @@ KEEPALIVED_CONFIG: str = KEEPALIVED_CONF.container_path
 NETWORK_CHECK: str = NETWORK_SCRIPT.container_path
 KEEPALIVED_HOST_PATH: str = KEEPALIVED_CONF.host_path
 HAPROXY_HOST_PATH: str = HAPROXY_CFG.host_path
-__all__ = ["CONTAINER_PATHS", "HAPROXY_CONFIG", "KEEPALIVED_CONFIG", "KEEPALIVED_HOST_PATH", "HAPROXY_HOST_PATH", "NETWORK_CHECK",
-           "HAPROXY_CONTAINER", "KEEPALIVED_CONTAINER"]  # fmt: skip
+__all__ = [
+    "CONTAINER_PATHS",
+    "HAPROXY_CONFIG",
+    "KEEPALIVED_CONFIG",
+    "KEEPALIVED_HOST_PATH",
+    "HAPROXY_HOST_PATH",
+    "NETWORK_CHECK",
+    "HAPROXY_CONTAINER",
+    "KEEPALIVED_CONTAINER",
+]

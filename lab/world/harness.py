@@ -1,14 +1,14 @@
 """The lab as one context manager: build everything from the JSON, tear it all down on exit.
 
-Each node is a machine of its own (`lab.engine`): network, mount and pid namespaces, a disk, and a
+Each node is a machine of its own (`lab.world.engine`): network, mount and pid namespaces, a disk, and a
 Docker engine. The lab hands each node its user_data as the cloud would: the real cloud-init
 writes the files and runs the runcmd entries verbatim, so the synthesized `docker run` lines
-start stand-in images (`lab.images`) tagged with the config's image references.
+start stand-in images (`lab.world.images`) tagged with the config's image references.
 
 Entry points for drills and tools, beside `Lab(doc, variant)`, `wait_steady`, `holders`,
 `nodes[...]`, `topology.cut` and `client.between`:
-- `lab.operator(config)`: `python -m ops` from the admin namespace over SSH (`lab.admin`,
-  `lab.sshd`), against `lab.stack_json` (the JSON as the lab runs it) or `lab.write_stack(doc)`;
+- `lab.operator(config)`: `python -m ops` from the admin namespace over SSH (`lab.world.admin`,
+  `lab.world.sshd`), against `lab.stack_json` (the JSON as the lab runs it) or `lab.write_stack(doc)`;
 - `lab.nodes[n].sshd.stop()` / `start()`: the node's OpenSSH server;
 - `lab.nodes[n].crash(container)`: SIGKILL the container's main process; Docker's restart
   policy brings it back (`docker kill` would not: Docker counts it as a stop by hand);
@@ -39,42 +39,48 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 from cluster.plan import HAPROXY_FD_HEADROOM, takeover_max_s
-from lab import cloudinit, configs, contract, images, seed, sshd, synth, topology
-from lab.admin import AdminNetwork, Operator
-from lab.apiserver import PORT as APISERVER_PORT
-from lab.client import Recorder
-from lab.daemons import NodeDaemons, PlacedFile, content_of
-from lab.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, weighs_cpu
-from lab.procs import Proc
+from lab.world import cloudinit, configs, contract, images, sshd, steady, synth, topology
+from lab.world.admin import AdminNetwork, Operator
+from lab.world.apiserver import PORT as APISERVER_PORT
+from lab.world.client import Recorder
+from lab.world.daemons import NodeDaemons, PlacedFile, content_of
+from lab.world.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, weighs_cpu
+from lab.world.node import LabNode
+from lab.world.procs import Proc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 LOCK = Path("/run/kha-lab.lock")
-VARIANTS = ("ours", "seed")
 VRRP_CALM_MARGIN_S = 0.2  # for the scheduler: keepalived's timers run late on a loaded machine
-# The CPU weight of each node, and of the client's machine (see lab.engine): eight sessions'
+# The CPU weight of each node, and of the client's machine (see lab.world.engine): eight sessions'
 # worth (a session or a container weighs 1024), so that a build or a test run elsewhere on this
 # machine, `nice` or not, cannot hold up a node's keepalived for the 0.3 s that moves the VIP.
 NODE_CPU_SHARES = 8192
-# keepalived, haproxy and the apiserver above the rest of their node (lab/engine.py says why).
+# keepalived, haproxy and the apiserver above the rest of their node (lab/world/engine.py says why).
 DAEMON_CPU_SHARES = 8192
 APISERVER_CGROUP = "apiserver"
 CLIENT_CGROUP = topology.PREFIX + "client"
 
 
-def synthesize(root: Path = ROOT) -> Path:
-    """The synthesized JSON, running `main.py` first when there is none."""
-    try:
-        return synth.find_synth_json(root)
-    except synth.SynthError:
-        python = root / ".venv" / "bin" / "python"
-        subprocess.run([str(python if python.exists() else sys.executable), "main.py"], cwd=root, check=True)
-        return synth.find_synth_json(root)
+def synthesize(root: Path = ROOT, fresh: bool = False) -> Path:
+    """The synthesized JSON, running `main.py` first when there is none, or always when `fresh`
+    (as `make synth` does: cdktf.out is written anew, so no stack of an earlier config or code
+    is measured)."""
+    if not fresh:
+        try:
+            return synth.find_synth_json(root)
+        except synth.SynthError:
+            pass
+    shutil.rmtree(root / "cdktf.out", ignore_errors=True)
+    python = root / ".venv" / "bin" / "python"
+    subprocess.run([str(python if python.exists() else sys.executable), "main.py"], cwd=root, check=True)
+    return synth.find_synth_json(root)
 
 
 def synthesize_config(config: dict, outdir: Path, root: Path = ROOT) -> tuple[Path, Path]:
@@ -84,69 +90,23 @@ def synthesize_config(config: dict, outdir: Path, root: Path = ROOT) -> tuple[Pa
     path = outdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     python = root / ".venv" / "bin" / "python"
-    env = {**os.environ, "CONFIG": str(path), "CDKTF_OUTDIR": str(outdir / "cdktf.out"),
-           "PATH": f"{root / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
-    done = subprocess.run([str(python if python.exists() else sys.executable), "main.py"], cwd=root, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "CONFIG": str(path),
+        "CDKTF_OUTDIR": str(outdir / "cdktf.out"),
+        "PATH": f"{root / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    done = subprocess.run(
+        [str(python if python.exists() else sys.executable), "main.py"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise synth.SynthError(f"synthesizing {path} failed: {done.stderr.strip()[-500:]}")
     [json_path] = sorted((outdir / "cdktf.out").glob("stacks/*/cdk.tf.json"))
     return path, json_path
-
-
-@dataclass
-class LabNode:
-    """One node in the lab: its namespace, engine, containers and stand-in apiserver."""
-
-    name: str
-    ns: str
-    address: str
-    engine: Engine
-    daemons: NodeDaemons
-    apiserver: Proc
-    unhealthy_file: Path
-    sshd: sshd.Sshd
-
-    def set_healthy(self, healthy: bool) -> None:
-        """Make the apiserver's /readyz and /healthz answer 200 (healthy) or 500."""
-        if healthy:
-            self.unhealthy_file.unlink(missing_ok=True)
-        else:
-            self.unhealthy_file.touch()
-
-    def kill_apiserver(self) -> None:
-        """The apiserver gone at once (SIGKILL), as in a crash or a power cut: nothing drains."""
-        self.apiserver.stop(sig=signal.SIGKILL)
-
-    def drain_apiserver(self) -> None:
-        """SIGTERM, as kubelet stops kube-apiserver: the stand-in's graceful shutdown (`lab.apiserver`).
-        Returns at once; the process exits after its shutdown delay."""
-        self.apiserver.kill(signal.SIGTERM)
-
-    def apiserver_said(self, prefix: str, t0: float) -> float | None:
-        """When the apiserver first printed a line starting with `prefix` at or after t0 (the
-        monotonic stamp its log line got when it was read), or None."""
-        if not self.apiserver.log.exists():
-            return None
-        for raw in self.apiserver.log.read_text(errors="replace").splitlines():
-            stamp, _, line = raw.partition(" ")
-            if line.startswith(prefix) and float(stamp) >= t0:
-                return float(stamp)
-        return None
-
-    def docker(self, *args: str, check: bool = True) -> str:
-        return self.engine.docker(*args, check=check)
-
-    def crash(self, container: str) -> None:
-        """SIGKILL the container's main process: a crash, which Docker's restart policy answers."""
-        self.engine.crash(container)
-
-    def stop_container(self, container: str) -> None:
-        """`docker stop`: the image's stop signal; stays stopped (a stop by hand)."""
-        self.engine.docker("stop", container)
-
-    def start_container(self, container: str) -> None:
-        self.engine.docker("start", container)
 
 
 def _placed_files(node: synth.Node) -> list[PlacedFile]:
@@ -168,10 +128,15 @@ def fit_to_machine(doc: dict) -> tuple[dict, list[str]]:
 def cpu_note() -> str:
     """How the lab stands in for the VMs' own CPUs, announced with the substitutions."""
     if weighs_cpu():
-        return (f"CPU: each node (and the client) in a cgroup of its own weighing cpu.shares {NODE_CPU_SHARES}, "
-                "for a VM's own CPUs (the nodes still share this machine's cores with one another); inside a node, "
-                f"its haproxy and keepalived containers and its apiserver weigh {DAEMON_CPU_SHARES}, the rest 1024")  # fmt: skip
-    return "CPU: no cgroup v1 cpu hierarchy here: the nodes share this machine's CPUs with everything else, session by session"
+        return (
+            f"CPU: each node (and the client) in a cgroup of its own weighing cpu.shares {NODE_CPU_SHARES}, "
+            "for a VM's own CPUs (the nodes still share this machine's cores with one another); inside a node, "
+            f"its haproxy and keepalived containers and its apiserver weigh {DAEMON_CPU_SHARES}, the rest 1024"
+        )
+    return (
+        "CPU: no cgroup v1 cpu hierarchy here: the nodes share this machine's CPUs with everything else, "
+        "session by session"
+    )
 
 
 def acquire_lock(timeout: float):
@@ -200,20 +165,38 @@ def _gateway(files: list[PlacedFile], node: str) -> str | None:
     return targets[0] if targets else None
 
 
+T = TypeVar("T")
+
+
+def _built(value: T | None, what: str) -> T:
+    if value is None:
+        raise RuntimeError(f"the lab's {what} exists only inside `with Lab(...)`")
+    return value
+
+
 class Lab:
     """`with Lab(doc) as lab:` builds the stack in namespaces and starts everything."""
 
-    def __init__(self, doc: dict, variant: str = "ours", keep: bool = False, lock_timeout: float = 600):
-        if variant not in VARIANTS:
-            raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
+    def __init__(
+        self,
+        doc: dict,
+        variant: str = "ours",
+        keep: bool = False,
+        lock_timeout: float = 600,
+        edit: Callable[[dict], dict] | None = None,
+    ):
+        """`variant` names what the nodes run, made by `edit` from the JSON once the lab's own
+        substitutions are made (`lab.scenarios.variants.lab_for`); "ours" is the JSON as it is."""
+        if (variant == "ours") != (edit is None):
+            raise ValueError(f"variant {variant!r}: an edit is needed for any variant but 'ours', and only then")
         # The gateway as our network check names it, for either variant (the lab's own topology).
         ours = synth.parse(doc).nodes[0]
         self.gateway = _gateway(_placed_files(ours), ours.name)
         # The substitutions the lab makes, announced at start: see synth.fit_open_files and cpu_note.
         doc, self.substitutions = fit_to_machine(doc)
         self.substitutions.append(cpu_note())
-        if variant == "seed":
-            doc = seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER)
+        if edit is not None:
+            doc = edit(doc)
         self.doc = doc
         self.stack = synth.parse(doc)
         self.images = self.stack.images()
@@ -222,7 +205,9 @@ class Lab:
         self.lock_timeout = lock_timeout
         first = self.stack.nodes[0]
         self.files = {n.name: _placed_files(n) for n in self.stack.nodes}
-        self.frontend_port = configs.frontend_port(content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name))
+        self.frontend_port = configs.frontend_port(
+            content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name)
+        )
         interfaces: dict[str, str] = {}
         # A backup acts on its own once it has missed its master's adverts: until that long (and a
         # margin) after keepalived's last state or priority change, the VIP may still move by itself.
@@ -238,12 +223,29 @@ class Lab:
         # The administrators' network, inside the security group's SSH rule (access.admin_cidrs).
         ssh_from = self.stack.ingress_prefixes(sshd.PORT)
         self.admin = AdminNetwork(ssh_from[0], topology.GATEWAY_NS, self.gateway) if ssh_from else None
-        self.keys: sshd.Keys | None = None
-        self.stack_json: Path | None = None
+        self._keys: sshd.Keys | None = None
+        self._stack_json: Path | None = None
         self.nodes: dict[str, LabNode] = {}
-        self.client: Recorder | None = None
-        self.workdir: Path | None = None
+        self._client: Recorder | None = None
+        self._workdir: Path | None = None
         self._lock_file = None
+
+    # What exists only inside `with Lab(...)`: asking for it outside is a bug in the caller.
+    @property
+    def workdir(self) -> Path:
+        return _built(self._workdir, "workdir")
+
+    @property
+    def client(self) -> Recorder:
+        return _built(self._client, "client")
+
+    @property
+    def keys(self) -> sshd.Keys:
+        return _built(self._keys, "ssh keys")
+
+    @property
+    def stack_json(self) -> Path:
+        return _built(self._stack_json, "stack JSON")
 
     # --- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -253,8 +255,8 @@ class Lab:
         self._acquire()
         try:
             topology.cleanup()
-            self.workdir = Path(tempfile.mkdtemp(prefix=topology.WORKDIR_PREFIX, dir=topology.WORKDIR_PARENT))
-            self.workdir.chmod(0o755)
+            self._workdir = Path(tempfile.mkdtemp(prefix=topology.WORKDIR_PREFIX, dir=topology.WORKDIR_PARENT))
+            self._workdir.chmod(0o755)
             for line in self.substitutions:
                 _announce(f"substitution: {line}")
             self._build()
@@ -265,8 +267,8 @@ class Lab:
 
     def __exit__(self, *exc) -> None:
         try:
-            if self.client:
-                self.client.stop()
+            if self._client:
+                self._client.stop()
             remove_cgroups(CLIENT_CGROUP)
             for node in self.nodes.values():
                 node.daemons.stop()
@@ -277,8 +279,8 @@ class Lab:
             if self.admin:
                 self.admin.down()
             self.topology.down()
-            if self.workdir and not self.keep:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            if self._workdir and not self.keep:
+                shutil.rmtree(self._workdir, ignore_errors=True)
         finally:
             self._release()
 
@@ -295,24 +297,54 @@ class Lab:
         if self.admin:
             self.admin.up()
         self.image_tarball = images.ensure(self.images, self.workdir)
-        self.keys = sshd.make_keys(self.workdir / "ssh", {n.name: n.address for n in self.stack.nodes})
-        self.stack_json = self.write_stack(self.doc, "lab")
+        self._keys = sshd.make_keys(self.workdir / "ssh", {n.name: n.address for n in self.stack.nodes})
+        self._stack_json = self.write_stack(self.doc, "lab")
         cert, key = self._certificate()
         for n in self.stack.nodes:
             ep = self.topology.nodes[n.name]
             nodedir = self.workdir / "nodes" / n.name
             nodedir.mkdir(parents=True)
             daemons_weight = {c: DAEMON_CPU_SHARES for c in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)}
-            engine = Engine(n.name, ep.ns, nodedir, cgroup=ep.ns, cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None,
-                            daemon_shares=daemons_weight)
+            engine = Engine(
+                n.name,
+                ep.ns,
+                nodedir,
+                cgroup=ep.ns,
+                cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None,
+                daemon_shares=daemons_weight,
+            )
             engine.make_cgroups((APISERVER_CGROUP,))
             engine.weigh_part(APISERVER_CGROUP, DAEMON_CPU_SHARES)
             daemons = NodeDaemons(n.name, engine, contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)
             unhealthy = nodedir / "apiserver-unhealthy"
-            apiserver = Proc(f"{n.name}-apiserver", engine.joined(APISERVER_CGROUP, topology.in_ns(ep.ns, [
-                sys.executable, "-m", "lab.apiserver", "--bind", n.address, "--port", str(APISERVER_PORT),
-                "--node", n.name, "--cert", str(cert), "--key", str(key), "--unhealthy-file", str(unhealthy),
-            ])), nodedir / "apiserver.log", cwd=ROOT)  # fmt: skip
+            apiserver = Proc(
+                f"{n.name}-apiserver",
+                engine.joined(
+                    APISERVER_CGROUP,
+                    topology.in_ns(
+                        ep.ns,
+                        [
+                            sys.executable,
+                            "-m",
+                            "lab.world.apiserver",
+                            "--bind",
+                            n.address,
+                            "--port",
+                            str(APISERVER_PORT),
+                            "--node",
+                            n.name,
+                            "--cert",
+                            str(cert),
+                            "--key",
+                            str(key),
+                            "--unhealthy-file",
+                            str(unhealthy),
+                        ],
+                    ),
+                ),
+                nodedir / "apiserver.log",
+                cwd=ROOT,
+            )
             ssh_server = sshd.Sshd(engine, n.address, self.keys.host_keys[n.name])
             self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, engine, daemons, apiserver, unhealthy, ssh_server)
         for node in self.nodes.values():
@@ -322,7 +354,7 @@ class Lab:
         if weighs_cpu():
             make_cgroup(CLIENT_CGROUP, NODE_CPU_SHARES)
             client_ns = join_cgroup(CLIENT_CGROUP, client_ns)
-        self.client = Recorder(client_ns, self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT)
+        self._client = Recorder(client_ns, self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT)
         self.client.start()
 
     def _first_boot(self, node: LabNode) -> None:
@@ -358,35 +390,36 @@ class Lab:
         """A self-signed EC certificate for the stand-in apiservers (cheap handshakes)."""
         cert, key = self.workdir / "apiserver.crt", self.workdir / "apiserver.key"
         sans = ",".join(f"IP:{a}" for a in [self.stack.vip, *(n.address for n in self.stack.nodes)])
-        topology.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                      "-nodes", "-days", "2", "-subj", "/CN=kube-apiserver", "-addext", f"subjectAltName={sans}",
-                      "-keyout", str(key), "-out", str(cert)])  # fmt: skip
+        topology.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kube-apiserver",
+                "-addext",
+                f"subjectAltName={sans}",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ]
+        )
         return cert, key
 
     # --- power ------------------------------------------------------------------------------
     def power_off(self, name: str) -> None:
-        """A hard reset: the node's port goes silent, every process of the node dies at once, and
-        what lived in its memory (the VIP on its interface) is gone."""
-        node = self.nodes[name]
-        self.topology.cut(name)
-        node.sshd.stop()
-        node.engine.power_off()
-        node.daemons.engine_gone()
-        node.kill_apiserver()
-        self.topology.reset_addresses(name)
+        self.nodes[name].power_off(self.topology)
 
     def power_on(self, name: str) -> None:
-        """Boot in order: the network, the engine (which starts the containers by their restart
-        policy; cloud-init's runcmd is per instance and does not run again), the apiserver."""
-        node = self.nodes[name]
-        self.topology.cut(name, False)
-        node.engine.boot(node.daemons.on_event)
-        node.daemons.sync()
-        node.sshd.start()
-        node.apiserver.start()
-        # cloud-init's bootcmd is not run again: what it set lives in the node's network
-        # namespace, which the lab keeps across reboots (a real VM's kernel forgets it, and
-        # cloud-init runs bootcmd at every boot).
+        self.nodes[name].power_on(self.topology)
 
     def reboot(self, name: str, down: float = 1.0) -> None:
         self.power_off(name)
@@ -403,8 +436,10 @@ class Lab:
 
     def operator(self, config: Path) -> Operator:
         """`python -m ops` in the admin namespace; `config` is the YAML the lab's JSON was synthesized from."""
-        if self.admin is None or self.keys is None:
-            raise RuntimeError("the JSON has no ingress rule for SSH (access.admin_cidrs): no admin can reach the nodes")
+        if self.admin is None or self._keys is None:
+            raise RuntimeError(
+                "the JSON has no ingress rule for SSH (access.admin_cidrs): no admin can reach the nodes"
+            )
         return Operator(self.keys, config, self.workdir / "ops.log")
 
     # --- observation ------------------------------------------------------------------------
@@ -412,42 +447,12 @@ class Lab:
         return self.topology.holders()
 
     def unsteady_reason(self, quiet: float = 1.0) -> str | None:
-        """Why the lab is not in its steady state, or None: exactly one VIP holder, every
-        process up, every haproxy seeing every backend up, every keepalived MASTER or BACKUP,
-        no keepalived state or priority change for as long as a backup needs to act on it, and
-        the last `quiet` seconds of client attempts all served, by every node."""
-        holders = self.holders()
-        if len(holders) != 1:
-            return f"VIP holders {holders}"
-        for node in self.nodes.values():
-            d = node.daemons
-            for c in d.containers:
-                if not c.running:
-                    return f"{node.name}: container {c.name} not running"
-            if not node.apiserver.running:
-                return f"{node.apiserver.name} not running"
-            if d.servers_down:
-                return f"{node.name}: haproxy sees {sorted(d.servers_down)} down"
-            if d.vrrp_state not in ("MASTER", "BACKUP"):
-                return f"{node.name}: keepalived {d.vrrp_state}"
-        if reason := self.vrrp_unsettled():
-            return reason
-        now = time.monotonic()
-        recent = [a for a in self.client.between(now - quiet) if a.end <= now]
-        if any(not a.ok for a in recent):
-            return f"client failures in the last {quiet} s"
-        answered = {a.node for a in recent}
-        if answered != set(self.nodes):
-            return f"client answered by {sorted(n for n in answered if n)} only"
-        return None
+        """Why the lab is not in its steady state, or None (`lab.world.steady`)."""
+        return steady.unsteady_reason(self.holders(), self.nodes, self.vrrp_calm, self.client, quiet)
 
     def vrrp_unsettled(self) -> str | None:
         """Why keepalived may still move the VIP by itself, or None."""
-        now = time.monotonic()
-        for name, calm in self.vrrp_calm.items():
-            if now - self.nodes[name].daemons.vrrp_changed < calm:
-                return f"{name}: keepalived changed state or priority less than {calm:.1f} s ago"
-        return None
+        return steady.vrrp_unsettled(self.nodes, self.vrrp_calm)
 
     def wait_steady(self, timeout: float = 30, quiet: float = 1.0) -> None:
         deadline = time.monotonic() + timeout
@@ -459,10 +464,13 @@ class Lab:
 
     def describe(self) -> str:
         holders = self.holders()
-        lines = [f"variant {self.variant}; VIP {self.stack.vip}:{self.frontend_port}; client {self.topology.client.address}"
-                 + (f"; admin {self.admin.address} via the gateway {self.gateway}" if self.admin else "")]  # fmt: skip
+        lines = [
+            f"variant {self.variant}; VIP {self.stack.vip}:{self.frontend_port}; client {self.topology.client.address}"
+            + (f"; admin {self.admin.address} via the gateway {self.gateway}" if self.admin else "")
+        ]
         for node in self.nodes.values():
             mark = "  <- VIP holder" if node.name in holders else ""
-            lines.append(f"  {node.name:<16} {node.address:<15} netns {node.ns:<20} keepalived {node.daemons.vrrp_state}{mark}")
+            lines.append(
+                f"  {node.name:<16} {node.address:<15} netns {node.ns:<20} keepalived {node.daemons.vrrp_state}{mark}"
+            )
         return "\n".join(lines)
-

@@ -8,8 +8,9 @@ cloud-init's own `runparts` runs that script, each entry verbatim and in order, 
 set to the node's engine. That last step is all the `scripts_user` module does, but `single
 --name scripts_user` finds nothing to run here: without a cached datasource `single` deletes the
 /var/lib/cloud/instance link that scripts_user reads, and only `cloud-init init` writes that
-cache, a stage that would also set the hostname and the network, which the lab must not. The text given to cloud-init is the JSON's user_data with Terraform's escapes
-undone: what the VM's metadata service would hand over.
+cache, a stage that would also set the hostname and the network, which the lab must not. The text
+given to cloud-init is the JSON's user_data with Terraform's escapes undone: what the VM's metadata
+service would hand over.
 
 What the lab leaves to the cloud image, and says so:
 - the `packages` module (docker.io is installed on this machine, not per node);
@@ -26,7 +27,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.engine import Engine
+from lab.world.engine import Engine
 
 # In cloud-init's order: bootcmd (init stage, every boot), then write_files and runcmd (per instance).
 MODULES = ("bootcmd", "write_files", "runcmd")
@@ -80,5 +81,7 @@ def run_userdata(engine: Engine, user_data: str) -> list[CloudInitRun]:
             f.write(f"=== {module}: exit {done.returncode}\n{output}")
         runs.append(CloudInitRun(module, done.returncode, output))
         if done.returncode != 0:
-            raise RuntimeError(f"{engine.name}: cloud-init module {module} failed ({done.returncode}): {output.strip()[-500:]}")
+            raise RuntimeError(
+                f"{engine.name}: cloud-init module {module} failed ({done.returncode}): {output.strip()[-500:]}"
+            )
     return runs

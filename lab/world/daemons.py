@@ -3,8 +3,8 @@ die) and each container's log, line by line, stamped with the monotonic clock wh
 
 `docker logs --follow` ends when its container dies, so a new follower starts at each start
 event, from the last line already seen: a container restarted by Docker's policy keeps its one
-stream of lines. The hooks are those of the native lab: haproxy's "Server x/y is DOWN|UP" and
-keepalived's "Entering X STATE" and priority changes, so the drills' timings mean the same.
+stream of lines. The hooks are haproxy's "Server x/y is DOWN|UP" and keepalived's "Entering X
+STATE" and priority changes: the lines the drills' timings are taken from.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.engine import ContainerEvent, Engine
-from lab.procs import LineHook, Proc
-from lab.synth import SynthError
+from lab.world.engine import ContainerEvent, Engine
+from lab.world.procs import LineHook, Proc
+from lab.world.synth import SynthError
 from userdata.cloudconfig import WrittenFile
 
 _SERVER = re.compile(r"Server ([^/\s]+)/(\S+) is (UP|DOWN)")
@@ -51,7 +51,7 @@ def _docker_time(stamp: str, fraction: str | None) -> tuple[str, int]:
 
 
 @dataclass
-class Container:
+class ContainerWatch:
     """One container as the lab follows it: running or not, its starts and deaths, its log."""
 
     engine: Engine
@@ -89,8 +89,13 @@ class Container:
             f.stop()  # reap the follower of an earlier run (its stream ended with the container)
         with self._lock:
             since = [] if self._last is None else ["--since", f"{self._last[0]}.{self._last[1]:09d}Z"]
-            proc = Proc(f"{self.engine.name}-{self.name}-logs", ["docker", "logs", "--follow", "--timestamps", *since, self.name],
-                        self.log, self._read, env={**os.environ, **self.engine.env})  # fmt: skip
+            proc = Proc(
+                f"{self.engine.name}-{self.name}-logs",
+                ["docker", "logs", "--follow", "--timestamps", *since, self.name],
+                self.log,
+                self._read,
+                env={**os.environ, **self.engine.env},
+            )
             proc.start()
             self._followers.append(proc)
 
@@ -146,14 +151,14 @@ class NodeDaemons:
         self.vrrp_state = "INIT"
         self.vrrp_changed = time.monotonic()
         self._lock = threading.Lock()
-        self.haproxy = Container(engine, haproxy, engine.nodedir / "haproxy.log", self._on_haproxy)
-        self.keepalived = Container(engine, keepalived, engine.nodedir / "keepalived.log", self._on_keepalived)
+        self.haproxy = ContainerWatch(engine, haproxy, engine.nodedir / "haproxy.log", self._on_haproxy)
+        self.keepalived = ContainerWatch(engine, keepalived, engine.nodedir / "keepalived.log", self._on_keepalived)
 
     @property
-    def containers(self) -> tuple[Container, Container]:
+    def containers(self) -> tuple[ContainerWatch, ContainerWatch]:
         return (self.haproxy, self.keepalived)
 
-    def container(self, name: str) -> Container:
+    def container(self, name: str) -> ContainerWatch:
         return next(c for c in self.containers if c.name == name)
 
     def on_event(self, event: ContainerEvent) -> None:
@@ -193,7 +198,9 @@ class NodeDaemons:
 
     def first_event(self, source: str, pattern: str, since: float) -> Event | None:
         with self._lock:
-            return next((e for e in self.events if e.source == source and e.t >= since and re.search(pattern, e.text)), None)
+            return next(
+                (e for e in self.events if e.source == source and e.t >= since and re.search(pattern, e.text)), None
+            )
 
     def events_between(self, source: str, pattern: str, t0: float, t1: float) -> list[Event]:
         with self._lock:

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.sshd import USER, Keys
-from lab.topology import PREFIX, in_ns, remove_ns, run
+from lab.world.sshd import USER, Keys
+from lab.world.topology import PREFIX, in_ns, remove_ns, run
 
 ADMIN_NS = PREFIX + "admin"
 ADMIN_IF = PREFIX + "va"  # the router's end of the admin link
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def admin_address(prefix: str) -> str:
@@ -49,8 +49,29 @@ class AdminNetwork:
 
     def up(self) -> None:
         run(["ip", "netns", "add", ADMIN_NS])
-        run(in_ns(ADMIN_NS, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]))
-        run(["ip", "-n", self.router_ns, "link", "add", ADMIN_IF, "type", "veth", "peer", "name", "eth0", "netns", ADMIN_NS])
+        run(
+            in_ns(
+                ADMIN_NS,
+                ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
+            )
+        )
+        run(
+            [
+                "ip",
+                "-n",
+                self.router_ns,
+                "link",
+                "add",
+                ADMIN_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ADMIN_NS,
+            ]
+        )
         run(in_ns(self.router_ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
         run(["ip", "-n", self.router_ns, "link", "set", ADMIN_IF, "up"])
         run(["ip", "-n", self.router_ns, "route", "add", f"{self.address}/32", "dev", ADMIN_IF])
@@ -99,18 +120,39 @@ class Operator:
         self.log = log
 
     def argv(self, command: str, stack: Path, *args: str) -> list[str]:
-        return in_ns(ADMIN_NS, [
-            sys.executable, "-m", "ops", command, "--config", str(self.config), "--stack", str(stack),
-            "--ssh-user", USER,
-            "--ssh-option", f"IdentityFile={self.keys.identity}",
-            "--ssh-option", "IdentitiesOnly=yes",
-            "--ssh-option", f"UserKnownHostsFile={self.keys.known_hosts}",
-            "--ssh-option", "GlobalKnownHostsFile=/dev/null",
-            *args,
-        ])  # fmt: skip
+        return in_ns(
+            ADMIN_NS,
+            [
+                sys.executable,
+                "-m",
+                "ops",
+                command,
+                "--config",
+                str(self.config),
+                "--stack",
+                str(stack),
+                "--ssh-user",
+                USER,
+                "--ssh-option",
+                f"IdentityFile={self.keys.identity}",
+                "--ssh-option",
+                "IdentitiesOnly=yes",
+                "--ssh-option",
+                f"UserKnownHostsFile={self.keys.known_hosts}",
+                "--ssh-option",
+                "GlobalKnownHostsFile=/dev/null",
+                *args,
+            ],
+        )
 
-    def run(self, command: str, stack: Path, *args: str, on_line: Callable[[float, str, str], None] | None = None,
-            timeout: float = 600) -> ToolRun:  # fmt: skip
+    def run(
+        self,
+        command: str,
+        stack: Path,
+        *args: str,
+        on_line: Callable[[float, str, str], None] | None = None,
+        timeout: float = 600,
+    ) -> ToolRun:
         """Run the tool to its end; `on_line(t, stream, text)` sees each line as it comes."""
         argv = self.argv(command, stack, *args)
         lines: list[tuple[float, str, str]] = []
@@ -127,7 +169,10 @@ class Operator:
                 if on_line:
                     on_line(*line)
 
-        readers = [threading.Thread(target=read, args=(s, n), daemon=True) for s, n in ((proc.stdout, "out"), (proc.stderr, "err"))]
+        readers = [
+            threading.Thread(target=read, args=(s, n), daemon=True)
+            for s, n in ((proc.stdout, "out"), (proc.stderr, "err"))
+        ]
         for r in readers:
             r.start()
         try:

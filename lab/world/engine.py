@@ -41,13 +41,12 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.procs import Proc
+from lab.world.procs import Proc
 
 # /usr/local is left out, and empty inside the node: a fresh VM has nothing there (this machine
 # has a newer docker CLI there, which sudo's secure_path would find first).
@@ -81,17 +80,28 @@ def _mount_script(nodedir: Path) -> str:
         upper, work = disk / name, disk / f".work-{name}"
         steps.append(f"mkdir -p {upper} {work}")
         steps.append(f"mount -t overlay kha-{name} -o lowerdir={target},upperdir={upper},workdir={work} {target}")
-    steps += ["mount -t tmpfs -o mode=0755 kha-run /run", "mkdir -p /run/lock",
-              "mount -t tmpfs -o mode=0755,ro kha-usr-local /usr/local",
-              f"touch {nodedir / 'run' / 'booted'}", "exec tini -s -- sleep infinity"]  # fmt: skip
+    steps += [
+        "mount -t tmpfs -o mode=0755 kha-run /run",
+        "mkdir -p /run/lock",
+        "mount -t tmpfs -o mode=0755,ro kha-usr-local /usr/local",
+        f"touch {nodedir / 'run' / 'booted'}",
+        "exec tini -s -- sleep infinity",
+    ]
     return "\n".join(steps)
 
 
 class Engine:
     """The node's machine and its Docker engine: boot, power off, run the docker CLI, crash a container."""
 
-    def __init__(self, name: str, ns: str, nodedir: Path, cgroup: str, cpu_shares: int | None = None,
-                 daemon_shares: dict[str, int] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        ns: str,
+        nodedir: Path,
+        cgroup: str,
+        cpu_shares: int | None = None,
+        daemon_shares: dict[str, int] | None = None,
+    ):
         self.name = name
         self.ns = ns
         self.nodedir = nodedir
@@ -124,7 +134,9 @@ class Engine:
 
     def enter(self, argv: list[str]) -> list[str]:
         """argv run inside the node: its network, mount and pid namespaces, and its cgroup."""
-        return self.joined(SYSTEM_CGROUP, ["nsenter", f"--target={self.init_pid}", "--net", "--mount", "--pid", "--", *argv])
+        return self.joined(
+            SYSTEM_CGROUP, ["nsenter", f"--target={self.init_pid}", "--net", "--mount", "--pid", "--", *argv]
+        )
 
     def joined(self, part: str, argv: list[str]) -> list[str]:
         """argv run in the node's cgroup `part` (see the module's docstring): a shell joins it and
@@ -146,16 +158,21 @@ class Engine:
 
     def run(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """A command inside the node, with the node's environment (PATH, DOCKER_HOST)."""
-        done = subprocess.run(self.enter(["env", "-i", *(f"{k}={v}" for k, v in self.env.items()), *argv]),
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        done = subprocess.run(
+            self.enter(["env", "-i", *(f"{k}={v}" for k, v in self.env.items()), *argv]),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and done.returncode != 0:
             raise EngineError(f"{self.name}: {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
         return done
 
     def docker(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         """The docker CLI against this node's engine (run on the host: no need to enter the node)."""
-        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **self.env})  # fmt: skip
+        done = subprocess.run(
+            ["docker", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **self.env}
+        )
         if check and done.returncode != 0:
             raise EngineError(f"{self.name}: docker {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout
@@ -170,22 +187,65 @@ class Engine:
         self.data_root.mkdir(parents=True, exist_ok=True)
         self.boots += 1
         self.make_cgroups((SYSTEM_CGROUP,))
-        self.init = Proc(f"{self.name}-init", self.joined(SYSTEM_CGROUP, ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--pid",
-                         "--fork", "--propagation", "private", "--mount-proc", "sh", "-c", _mount_script(self.nodedir)]),
-                         self.nodedir / "init.log")  # fmt: skip
+        self.init = Proc(
+            f"{self.name}-init",
+            self.joined(
+                SYSTEM_CGROUP,
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{self.ns}",
+                    "unshare",
+                    "--mount",
+                    "--pid",
+                    "--fork",
+                    "--propagation",
+                    "private",
+                    "--mount-proc",
+                    "sh",
+                    "-c",
+                    _mount_script(self.nodedir),
+                ],
+            ),
+            self.nodedir / "init.log",
+        )
         self.init.start()
         self._wait(lambda: (self.rundir / "booted").exists(), "the node's mounts")
-        self.dockerd = Proc(f"{self.name}-dockerd", self.enter([
-            "env", "-i", f"PATH={NODE_PATH}", "dockerd", "--data-root", str(self.data_root),
-            "--exec-root", str(self.rundir / "docker"), "-H", f"unix://{self.socket}", "-H", f"unix://{DEFAULT_SOCKET}",
-            "--pidfile", str(self.rundir / "docker.pid"), "--bridge=none", "--iptables=false", "--ip6tables=false",
-            "--cgroup-parent", f"/{self.cgroup}",
-        ]), self.nodedir / "dockerd.log")  # fmt: skip
+        self.dockerd = Proc(
+            f"{self.name}-dockerd",
+            self.enter(
+                [
+                    "env",
+                    "-i",
+                    f"PATH={NODE_PATH}",
+                    "dockerd",
+                    "--data-root",
+                    str(self.data_root),
+                    "--exec-root",
+                    str(self.rundir / "docker"),
+                    "-H",
+                    f"unix://{self.socket}",
+                    "-H",
+                    f"unix://{DEFAULT_SOCKET}",
+                    "--pidfile",
+                    str(self.rundir / "docker.pid"),
+                    "--bridge=none",
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--cgroup-parent",
+                    f"/{self.cgroup}",
+                ]
+            ),
+            self.nodedir / "dockerd.log",
+        )
         self.dockerd.start()
         self._wait(self.answers, "dockerd to answer")
-        self.events = Proc(f"{self.name}-events", ["docker", "events", "--filter", "type=container",
-                           "--format", "{{json .}}"], self.nodedir / "events.log", self._on_event_line,
-                           env={**os.environ, **self.env})  # fmt: skip
+        self.events = Proc(
+            f"{self.name}-events",
+            ["docker", "events", "--filter", "type=container", "--format", "{{json .}}"],
+            self.nodedir / "events.log",
+            self._on_event_line,
+            env={**os.environ, **self.env},
+        )
         self.events.start()
 
     def answers(self) -> bool:
@@ -198,7 +258,9 @@ class Engine:
             if time.monotonic() > deadline:
                 raise EngineError(f"{self.name}: timed out after {timeout} s waiting for {what} (see {self.nodedir})")
             if self.init is not None and not self.init.running:
-                raise EngineError(f"{self.name}: the node's init exited while waiting for {what} (see {self.nodedir}/init.log)")
+                raise EngineError(
+                    f"{self.name}: the node's init exited while waiting for {what} (see {self.nodedir}/init.log)"
+                )
             time.sleep(0.05)
 
     def _on_event_line(self, t: float, line: str) -> None:
@@ -207,8 +269,12 @@ class Engine:
         d = json.loads(line)
         attrs = d.get("Actor", {}).get("Attributes", {})
         code = attrs.get("exitCode")
-        event = ContainerEvent(t, attrs.get("name", ""), d.get("status") or d.get("Action", ""),
-                               int(code) if code not in (None, "") else None)  # fmt: skip
+        event = ContainerEvent(
+            t,
+            attrs.get("name", ""),
+            d.get("status") or d.get("Action", ""),
+            int(code) if code not in (None, "") else None,
+        )
         if event.action == "start" and event.container in self.daemon_shares:
             self._weigh(str(d.get("id", "")), self.daemon_shares[event.container])
         for hook in self._event_hooks:

@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.engine import NODE_PATH, Engine
-from lab.procs import Proc
-from lab.topology import run
+from lab.world.engine import NODE_PATH, Engine
+from lab.world.procs import Proc
+from lab.world.topology import run
 
 USER = "ubuntu"  # the cloud image's default user (config: nodes.image ubuntu-24.04)
 SSHD = "/usr/sbin/sshd"  # an absolute path: sshd re-executes itself for each connection
@@ -65,7 +65,11 @@ def provision(engine: Engine, public_key: str) -> None:
 
     The password field is `*` (no password, not locked): with UsePAM off sshd refuses a `!` one."""
     home = f"/home/{USER}"
-    engine.run(["sh", "-ec", f"""
+    engine.run(
+        [
+            "sh",
+            "-ec",
+            f"""
 id -u {USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/sh --password '*' {USER}
 install -d -m 0700 -o {USER} -g {USER} {home}/.ssh
 printf '%s\\n' '{public_key}' > {home}/.ssh/authorized_keys
@@ -73,22 +77,26 @@ chown {USER}:{USER} {home}/.ssh/authorized_keys
 chmod 0600 {home}/.ssh/authorized_keys
 printf '%s\\n' '{USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-init-users
 chmod 0440 /etc/sudoers.d/90-cloud-init-users
-"""])  # fmt: skip
+""",
+        ]
+    )
 
 
 def config(address: str, host_key: Path) -> str:
-    return "\n".join([
-        f"ListenAddress {address}:{PORT}",
-        f"HostKey {host_key}",
-        "PidFile /run/sshd.pid",
-        "UsePAM no",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PermitRootLogin no",
-        "AuthorizedKeysFile .ssh/authorized_keys",
-        "LogLevel VERBOSE",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"ListenAddress {address}:{PORT}",
+            f"HostKey {host_key}",
+            "PidFile /run/sshd.pid",
+            "UsePAM no",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin no",
+            "AuthorizedKeysFile .ssh/authorized_keys",
+            "LogLevel VERBOSE",
+            "",
+        ]
+    )
 
 
 class Sshd:
@@ -109,12 +117,18 @@ class Sshd:
     def start(self) -> None:
         self.engine.run(["mkdir", "-p", "-m", "0755", "/run/sshd"])  # privilege separation
         self._listening.clear()
-        self.proc = Proc(f"{self.engine.name}-sshd", self.engine.enter(["env", "-i", f"PATH={NODE_PATH}", SSHD, "-D", "-e",
-                         "-f", str(self.config)]), self.engine.nodedir / "sshd.log", self._on_line)  # fmt: skip
+        self.proc = Proc(
+            f"{self.engine.name}-sshd",
+            self.engine.enter(["env", "-i", f"PATH={NODE_PATH}", SSHD, "-D", "-e", "-f", str(self.config)]),
+            self.engine.nodedir / "sshd.log",
+            self._on_line,
+        )
         self.proc.start()
         if not self._listening.wait(START_TIMEOUT):
-            raise RuntimeError(f"{self.engine.name}: sshd did not listen on {self.address}:{PORT} "
-                               f"within {START_TIMEOUT} s (see {self.engine.nodedir}/sshd.log)")  # fmt: skip
+            raise RuntimeError(
+                f"{self.engine.name}: sshd did not listen on {self.address}:{PORT} "
+                f"within {START_TIMEOUT} s (see {self.engine.nodedir}/sshd.log)"
+            )
 
     @property
     def running(self) -> bool:

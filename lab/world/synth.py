@@ -1,25 +1,24 @@
-"""The lab's view of the synthesized cdk.tf.json, and the variants of it the drills run.
+"""The lab's view of the synthesized cdk.tf.json, and the copy of it the lab runs.
 
 The JSON is read by `userdata.stack` (references resolved, anything it cannot interpret an
 error), the cloud-config in it by `userdata.cloudconfig`; only the JSON is trusted, so a wrong
 reference or a missing rule must show up in the lab. Here: what the lab needs besides (literal
-addresses, the VIP port, the subnet, the rules that filter node ports), and the edited copies of
-the JSON (negative controls, the open-files fit).
+addresses, the VIP port, the subnet, the rules that filter node ports), the open-files fit to this
+machine, and the edits of a copy's user_data that it and the scenarios' variants
+(`lab.scenarios.variants`) make.
 """
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import configs
+from lab.world import configs
 from userdata import cloudconfig
-from userdata.stack import INSTANCE, PORT, RULE, VRRP, Instance, Node, Port, Rule, SynthesizedStack
-from userdata.stack import protocol, read, with_user_data
+from userdata.stack import INSTANCE, PORT, Instance, Node, Port, Rule, SynthesizedStack, read, with_user_data
 from userdata.stack import StackError as SynthError  # the lab's name for it: what the lab cannot build
 
 
@@ -65,7 +64,6 @@ class Stack:
                 return str(host)
         raise SynthError(f"no free address left in {self.subnet}")
 
-
     def default_gateway(self) -> str:
         """The subnet's gateway where Neutron puts it by default, its first address: the JSON reads
         the subnet as a data source, so it does not say."""
@@ -79,9 +77,11 @@ class Stack:
         return tuple(
             r.remote_prefix
             for r in self.rules
-            if r.direction == "ingress" and r.remote_prefix and r.protocol in (None, protocol)
+            if r.direction == "ingress"
+            and r.remote_prefix
+            and r.protocol in (None, protocol)
             and (r.port_min is None or r.port_min <= port <= (r.port_max if r.port_max is not None else r.port_min))
-        )  # fmt: skip
+        )
 
 
 def find_synth_json(root: Path) -> Path:
@@ -130,34 +130,7 @@ def parse(doc: dict) -> Stack:
     )
 
 
-def without_vrrp_rules(doc: dict) -> dict:
-    """Negative control: the same JSON with every VRRP (IP protocol 112) rule removed."""
-    out = copy.deepcopy(doc)
-    rules = out["resource"].get(RULE, {})
-    removed = [n for n, r in rules.items() if protocol(r.get("protocol")) == VRRP]
-    if not removed:
-        raise SynthError("the JSON has no VRRP rule to remove")
-    for name in removed:
-        del rules[name]
-    return out
-
-
-def without_vip_pairs(doc: dict) -> dict:
-    """Negative control: the same JSON with the VIP removed from every port's allowed_address_pairs."""
-    out = copy.deepcopy(doc)
-    vip = parse(doc).vip
-    changed = 0
-    for port in out["resource"][PORT].values():
-        pairs = port.get("allowed_address_pairs", [])
-        kept = [p for p in pairs if p["ip_address"] not in (vip, f"{vip}/32")]
-        changed += len(pairs) - len(kept)
-        port["allowed_address_pairs"] = kept
-    if not changed:
-        raise SynthError(f"no port lists the VIP {vip} as an allowed address pair")
-    return out
-
-
-def _edited(doc: dict, edit: Callable[[str], str], what: str = "") -> dict:
+def edited_user_data(doc: dict, edit: Callable[[str], str], what: str = "") -> dict:
     """A copy of the JSON whose user_data is `edit(user_data)` on every node (a cloudconfig edit)."""
 
     def one(inst: Instance) -> str:
@@ -172,41 +145,16 @@ def _edited(doc: dict, edit: Callable[[str], str], what: str = "") -> dict:
 def with_docker_run(doc: dict, container: str, edit: Callable[[list[str]], list[str]], what: str) -> dict:
     """A copy of the JSON whose `docker run` line for `container` is `edit(argv)` on every node
     (see cloudconfig.with_docker_run)."""
-    return _edited(doc, lambda user_data: cloudconfig.with_docker_run(user_data, container, edit), what)
+    return edited_user_data(doc, lambda user_data: cloudconfig.with_docker_run(user_data, container, edit), what)
 
 
-def with_file_line(doc: dict, path: str, old: str, new: str) -> dict:
-    """A copy of the JSON in which one line of the file `path` reads `new` instead of `old`, on every
-    node: a change as an edited template would make it (see cloudconfig.with_file_line)."""
-    return _edited(doc, lambda user_data: cloudconfig.with_file_line(user_data, path, old, new))
-
-
-def with_check_uri(doc: dict, haproxy_cfg: str, uri: str) -> dict:
-    """A copy of the JSON whose haproxy checks each apiserver's `uri` instead (the `http-check send`
-    line of the file `haproxy_cfg`), on every node."""
-    line, current = configs.check_send(parse(doc).nodes[0].file(haproxy_cfg).content)
-    if current == uri:
-        raise SynthError(f"haproxy already checks {uri}: {line!r}")
-    return with_file_line(doc, haproxy_cfg, line, re.sub(rf"(\buri\s+){re.escape(current)}(?=\s|$)", rf"\g<1>{uri}", line))
-
-
-def _replace_pair(argv: list[str], option: str, old: str, new: str | None) -> list[str]:
+def replace_pair(argv: list[str], option: str, old: str, new: str | None) -> list[str]:
     """`option old` -> `option new` (or removed when new is None), exactly once."""
     at = [i for i in range(len(argv) - 1) if argv[i] == option and argv[i + 1] == old]
     if len(at) != 1:
         raise SynthError(f"expected one '{option} {old}' in {argv}")
     i = at[0]
     return argv[:i] + ([option, new] if new is not None else []) + argv[i + 2 :]
-
-
-def with_haproxy_network_none(doc: dict, container: str = "haproxy") -> dict:
-    """Negative control: haproxy runs with `--network none` instead of `--network host`."""
-    return with_docker_run(doc, container, lambda a: _replace_pair(a, "--network", "host", "none"), "--network none")
-
-
-def without_net_admin(doc: dict, container: str = "keepalived") -> dict:
-    """Negative control: keepalived runs without `--cap-add NET_ADMIN`."""
-    return with_docker_run(doc, container, lambda a: _replace_pair(a, "--cap-add", "NET_ADMIN", None), "no NET_ADMIN")
 
 
 _NOFILE = re.compile(r"^nofile=(\d+):(\d+)$")
@@ -232,9 +180,13 @@ def fit_open_files(doc: dict, hard_limit: int, headroom: int, container: str = "
             raise SynthError(f"{container}: cannot read --ulimit {nofile[0]!r}")
         if int(m.group(2)) > hard_limit:
             fitted = f"nofile={hard_limit}:{hard_limit}"
-            doc = with_docker_run(doc, container, lambda a: _replace_pair(a, "--ulimit", nofile[0], fitted), "fit nofile")
-            notes.append(f"{container} --ulimit {nofile[0]} -> {fitted} on every node "
-                         f"(this machine's hard open-files limit is {hard_limit}; runc cannot set more)")  # fmt: skip
+            doc = with_docker_run(
+                doc, container, lambda a: replace_pair(a, "--ulimit", nofile[0], fitted), "fit nofile"
+            )
+            notes.append(
+                f"{container} --ulimit {nofile[0]} -> {fitted} on every node "
+                f"(this machine's hard open-files limit is {hard_limit}; runc cannot set more)"
+            )
         limit = min(int(m.group(2)), hard_limit)
     fitted_conn = (limit - headroom) // 2
     changed = []
@@ -247,8 +199,10 @@ def fit_open_files(doc: dict, hard_limit: int, headroom: int, container: str = "
         changed.append(maxconn)
         return cloudconfig.with_file_line(user_data, cfg.path, f"maxconn {maxconn}", f"maxconn {fitted_conn}")
 
-    out = _edited(doc, fit_maxconn)
+    out = edited_user_data(doc, fit_maxconn)
     if changed:
-        notes.append(f"haproxy.cfg maxconn {max(changed)} -> {fitted_conn} on {len(changed)} nodes "
-                     f"(2 x maxconn + {headroom} must fit the open-files limit {limit})")  # fmt: skip
+        notes.append(
+            f"haproxy.cfg maxconn {max(changed)} -> {fitted_conn} on {len(changed)} nodes "
+            f"(2 x maxconn + {headroom} must fit the open-files limit {limit})"
+        )
     return out, notes

@@ -25,7 +25,9 @@ class Stanza:
     def one(self, keyword: str) -> Stanza:
         found = self.find(keyword)
         if len(found) != 1:
-            raise ValueError(f"keepalived.conf: expected one {keyword!r} in {self.keyword} {' '.join(self.args)}, found {len(found)}")
+            raise ValueError(
+                f"keepalived.conf: expected one {keyword!r} in {self.keyword} {' '.join(self.args)}, found {len(found)}"
+            )
         return found[0]
 
     def value(self, keyword: str) -> str:
@@ -48,7 +50,9 @@ def parse_keepalived(text: str) -> Stanza:
                 continue
             cut = words.index("{") if "{" in words else len(words)
             stanza = Stanza(words[0], words[1:cut])
-            stack[-1].children.append(stanza)
+            parent = stack[-1]
+            assert parent.children is not None  # only blocks are stacked
+            parent.children.append(stanza)
             if cut < len(words):
                 stanza.children = []
                 stack.append(stanza)
@@ -90,7 +94,7 @@ def vrrp_instance(text: str) -> VrrpInstance:
         priority=int(inst.value("priority")),
         advert_int=float(inst.value("advert_int")) if inst.find("advert_int") else 1.0,
         src_ip=src[0].args[0] if src else None,
-        peers=tuple(p.keyword for p in peers[0].children) if peers else (),
+        peers=tuple(p.keyword for p in peers[0].children or []) if peers else (),
         vips=tuple(v.keyword for v in inst.one("virtual_ipaddress").children or []),
     )
 

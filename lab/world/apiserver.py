@@ -11,7 +11,7 @@ kube-apiserver does there:
   ends it at once, as it does kube-apiserver.
 The body names the node so the client can tell where round-robin sent it. Each step of the
 shutdown is printed, so the lab can place it on the drill's time line. Run as
-`python -m lab.apiserver` inside a node's namespace.
+`python -m lab.world.apiserver` inside a node's namespace.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Production does not inject one fault at a time into a steady system: faults over
 different nodes, at random moments. The schedule is a pure function of the seed (replayable),
 and so is the checker, a pure function of the schedule and the recordings (client attempts,
 sampled VIP holders): both are unit-tested without a lab. Only `run` touches one, through the
-small `Operations` interface, so the same soak drives the native lab and the Docker lab.
+small `Operations` interface (`LabOperations` on the lab).
 
 Invariants (each reported with its count):
 - split brain: at most one VIP holder among nodes that can reach each other, never longer than 1 s;
@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lab import contract
-from lab.client import Attempt
+from lab.world import contract
+from lab.world.client import Attempt
 
 # name: (shortest, longest) seconds it lasts; 0 for a crash that a restart policy answers at once.
 KINDS: dict[str, tuple[float, float]] = {
@@ -124,9 +124,9 @@ class Sample:
 
 def groups(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> list[set[str]]:
     """Nodes that can reach each other at t: each isolated node alone, the others together."""
-    alone = {f.node for f in faults if f.kind in ISOLATES and f.active(t)}
+    alone = {f.node for f in faults if f.kind in ISOLATES and f.active(t) and f.node is not None}
     rest = {n for n in nodes if n not in alone}
-    return [{n} for n in sorted(alone) if n is not None] + ([rest] if rest else [])
+    return [{n} for n in sorted(alone)] + ([rest] if rest else [])
 
 
 def serviceable(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> bool:
@@ -143,9 +143,8 @@ def serviceable(faults: Sequence[Fault], nodes: Sequence[str], t: float) -> bool
         return not gateway_down or any(m not in alone for m in nodes if m != n)
 
     working = [
-        n for n in nodes
-        if not any(f.node == n and f.kind in BREAKS_NODE for f in active) and reaches_something(n)
-    ]  # fmt: skip
+        n for n in nodes if not any(f.node == n and f.kind in BREAKS_NODE for f in active) and reaches_something(n)
+    ]
     apiservers = [n for n in nodes if not any(f.node == n and f.kind in BREAKS_APISERVER for f in active)]
     return bool(working) and bool(apiservers)
 
@@ -162,7 +161,7 @@ class Invariant:
 
 
 @dataclass
-class Report:
+class SoakReport:
     seed: int
     faults: int
     invariants: list[Invariant] = field(default_factory=list)
@@ -197,7 +196,9 @@ def split_brain(faults: Sequence[Fault], nodes: Sequence[str], samples: Sequence
     longest = max((b - a for a, b in episodes), default=0.0)
     bad = [(a, b) for a, b in episodes if b - a > SPLIT_BRAIN_MAX_S]
     where = f"; first at {bad[0][0]:.2f} s" if bad else ""
-    return Invariant("split brain", len(bad), f"{len(episodes)} episode(s) of two holders, longest {longest:.2f} s{where}")
+    return Invariant(
+        "split brain", len(bad), f"{len(episodes)} episode(s) of two holders, longest {longest:.2f} s{where}"
+    )
 
 
 def blame(faults: Sequence[Fault], attempts: Sequence[Attempt], after_s: float = 2.0) -> dict[str, int]:
@@ -219,8 +220,12 @@ def availability(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequen
     share = served / len(counted) if counted else 1.0
     violations = 0 if share >= AVAILABILITY_MIN else 1
     failed = ", ".join(f"{k} {n}" for k, n in sorted(blame(faults, counted).items(), key=lambda kv: -kv[1]))
-    return Invariant("availability", violations, f"{share * 100:.2f} % of {len(counted)} attempts (at least "
-                     f"{AVAILABILITY_MIN * 100:.1f} %); failed after: {failed or 'nothing'}")  # fmt: skip
+    return Invariant(
+        "availability",
+        violations,
+        f"{share * 100:.2f} % of {len(counted)} attempts (at least "
+        f"{AVAILABILITY_MIN * 100:.1f} %); failed after: {failed or 'nothing'}",
+    )
 
 
 def recovery(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt]) -> Invariant:
@@ -244,14 +249,24 @@ def leaks(leftovers: Sequence[str]) -> Invariant:
     return Invariant("leaks", len(leftovers), ", ".join(leftovers) if leftovers else "nothing left behind")
 
 
-def check(seed: int, faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[Attempt],
-          samples: Sequence[Sample], leftovers: Sequence[str]) -> Report:  # fmt: skip
-    return Report(seed, len(faults), [
-        split_brain(faults, nodes, samples),
-        availability(faults, nodes, attempts),
-        recovery(faults, nodes, attempts),
-        leaks(leftovers),
-    ])  # fmt: skip
+def check(
+    seed: int,
+    faults: Sequence[Fault],
+    nodes: Sequence[str],
+    attempts: Sequence[Attempt],
+    samples: Sequence[Sample],
+    leftovers: Sequence[str],
+) -> SoakReport:
+    return SoakReport(
+        seed,
+        len(faults),
+        [
+            split_brain(faults, nodes, samples),
+            availability(faults, nodes, attempts),
+            recovery(faults, nodes, attempts),
+            leaks(leftovers),
+        ],
+    )
 
 
 # --- running it against a lab --------------------------------------------------------------------
@@ -269,8 +284,13 @@ class Operations(Protocol):
     def attempts(self, since: float) -> list[Attempt]: ...
 
 
-def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: float = 0.05,
-        log: Callable[[str], None] = lambda _: None) -> tuple[list[Fault], list[Attempt], list[Sample]]:  # fmt: skip
+def run(
+    ops: Operations,
+    faults: Sequence[Fault],
+    duration_s: float,
+    period: float = 0.05,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[list[Fault], list[Attempt], list[Sample]]:
     """Play the schedule in real time, each fault in a thread of its own (a boot may take seconds
     and must not delay the next fault). Returns the faults as they really happened (times from
     the soak's start), the client's attempts and the holder samples, on the soak's clock."""
@@ -294,7 +314,9 @@ def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: flo
             ops.inject(fault)
             time.sleep(max(0.0, t0 + fault.end - time.monotonic()))
             ops.restore(fault)
-            happened.append(Fault(round(start, 3), round(max(time.monotonic() - t0, fault.end), 3), fault.kind, fault.node))
+            happened.append(
+                Fault(round(start, 3), round(max(time.monotonic() - t0, fault.end), 3), fault.kind, fault.node)
+            )
         except Exception as err:  # reported, and the soak fails: a fault that could not be played
             errors.append(f"{fault}: {type(err).__name__}: {err}")
 
@@ -312,9 +334,7 @@ def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: flo
     if errors:
         raise RuntimeError("faults that could not be played: " + "; ".join(errors))
     attempts = [
-        Attempt(a.start - t0, a.end - t0, a.ok, a.node, a.error)
-        for a in ops.attempts(t0)
-        if a.start < t0 + duration_s
+        Attempt(a.start - t0, a.end - t0, a.ok, a.node, a.error) for a in ops.attempts(t0) if a.start < t0 + duration_s
     ]
     return sorted(happened), attempts, samples
 
@@ -322,9 +342,9 @@ def run(ops: Operations, faults: Sequence[Fault], duration_s: float, period: flo
 class LabOperations:
     """The soak's faults on the lab: a crash is a SIGKILL that Docker's restart policy answers."""
 
-    def __init__(self, lab) -> None:  # lab.harness.Lab; not imported here, so the checker needs no lab
+    def __init__(self, lab) -> None:  # lab.world.harness.Lab; not imported here, so the checker needs no lab
         self.lab = lab
-        self.nodes = list(lab.nodes)
+        self.nodes: Sequence[str] = list(lab.nodes)
 
     def inject(self, fault: Fault) -> None:
         lab = self.lab
@@ -375,13 +395,17 @@ def leftovers(workdir: str | None) -> list[str]:
     import os
     from pathlib import Path
 
-    from lab.engine import CGROUP_ROOT
-    from lab.topology import PREFIX, lab_namespaces
+    from lab.world.engine import CGROUP_ROOT
+    from lab.world.topology import PREFIX, lab_namespaces
 
     found = [f"netns {ns}" for ns in lab_namespaces()]
     found += [f"cgroup {d}" for d in CGROUP_ROOT.glob(f"*/{PREFIX}*")]
     if workdir:
-        found += [f"mount {m.split()[1]}" for m in Path("/proc/self/mounts").read_text().splitlines() if m.split()[1].startswith(workdir)]
+        found += [
+            f"mount {m.split()[1]}"
+            for m in Path("/proc/self/mounts").read_text().splitlines()
+            if m.split()[1].startswith(workdir)
+        ]
         if Path(workdir).exists():
             found.append(f"dir {workdir}")
     for pid in filter(str.isdigit, os.listdir("/proc")):

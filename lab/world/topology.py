@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import neutron
-from lab.engine import CGROUP_ROOT, remove_cgroups
-from lab.synth import Stack
+from lab.world import neutron
+from lab.world.engine import CGROUP_ROOT, remove_cgroups
+from lab.world.synth import Stack
 
 PREFIX = "kha-"
 NET_NS = "kha-net"
@@ -105,8 +105,25 @@ class Topology:
     def _attach(self, ep: Endpoint) -> None:
         run(["ip", "netns", "add", ep.ns])
         self._sysctls(ep.ns, [])
-        run(["ip", "-n", NET_NS, "link", "add", ep.ifname, "type", "veth",
-             "peer", "name", ep.inner, "address", ep.mac, "netns", ep.ns])  # fmt: skip
+        run(
+            [
+                "ip",
+                "-n",
+                NET_NS,
+                "link",
+                "add",
+                ep.ifname,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ep.inner,
+                "address",
+                ep.mac,
+                "netns",
+                ep.ns,
+            ]
+        )
         run(["ip", "-n", NET_NS, "link", "set", ep.ifname, "master", BRIDGE, "up"])
         run(["ip", "-n", ep.ns, "link", "set", "lo", "up"])
         run(["ip", "-n", ep.ns, "addr", "add", f"{ep.address}/{self.prefixlen}", "dev", ep.inner])

@@ -5,7 +5,7 @@ one-second timeout does not blur when the service came back. Each attempt is pri
 JSON line with its start and end on the monotonic clock, which is system-wide, so the lab can
 place attempts next to its own fault injections and the daemons' log lines.
 
-`python -m lab.client` runs inside the client namespace; `Recorder` starts it and collects.
+`python -m lab.world.client` runs inside the client namespace; `Recorder` starts it and collects.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.procs import Proc
+from lab.world.procs import Proc
 
 INTERVAL = 0.02
 TIMEOUT = 1.0
@@ -97,7 +97,7 @@ class Recorder:
     def __init__(self, argv_prefix: list[str], host: str, port: int, log: Path, cwd: Path):
         self.attempts: list[Attempt] = []
         self._lock = threading.Lock()
-        argv = [*argv_prefix, sys.executable, "-m", "lab.client", "--host", host, "--port", str(port)]
+        argv = [*argv_prefix, sys.executable, "-m", "lab.world.client", "--host", host, "--port", str(port)]
         self.proc = Proc("client", argv, log, self._on_line, cwd=cwd)
 
     def _on_line(self, _t: float, line: str) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from lab.configs import VrrpInstance, frontend_port, vrrp_instance
-from lab.synth import SynthError
+from lab.world.configs import VrrpInstance, frontend_port, vrrp_instance
+from lab.world.synth import SynthError
 from userdata import cloudconfig
 from userdata.stack import Instance, SynthesizedStack, with_user_data
 
@@ -73,7 +73,9 @@ def seed_doc(doc: dict, keepalived_conf_path: str, keepalived_container: str) ->
             files[keepalived_conf_path]["content"] = keepalived_conf(ours, first=inst.name == first)
             host_script = str(PurePosixPath(keepalived_conf_path).parent / PurePosixPath(CHECK_SCRIPT).name)
             script = check_script(frontend_port(cfg))
-            config["write_files"].append({"path": host_script, "owner": "root:root", "permissions": "0755", "content": script})
+            config["write_files"].append(
+                {"path": host_script, "owner": "root:root", "permissions": "0755", "content": script}
+            )
             entry = cloudconfig.runcmd_docker_run(config, keepalived_container)
             at = entry.index(cloudconfig.parse_docker_run(entry).image)
             entry[at:at] = ["--volume", f"{host_script}:{CHECK_SCRIPT}:ro"]
