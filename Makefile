@@ -32,7 +32,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast validate bench soak lab lab-images diff deploy status roll show-userdata cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
+.PHONY: synth test test-fast lint format validate bench soak lab lab-images diff deploy status roll show-userdata cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -40,8 +40,19 @@ synth: setup-python setup-node
 	cdktf synth --output cdktf.out
 	@ls cdktf.out/stacks/*/cdk.tf.json
 
-test: setup synth lab-images
+test: setup synth lab-images lint
 	python -m pytest
+
+# The style and the types, as pyproject.toml configures them: the formatter's check, the linter and
+# the type checker, on all of the project's Python.
+lint: setup-python
+	ruff format --check --quiet .
+	ruff check --quiet .
+	mypy
+
+format: setup-python
+	ruff format --quiet .
+	ruff check --quiet --fix .
 
 # Terraform's own checks, with the real provider, on the stacks `make synth` wrote (CONFIG as for
 # synth): init -backend=false, validate, and every attribute set against the provider's schema.
