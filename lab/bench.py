@@ -282,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     path = args.json or synthesize(fresh=True)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]  # of what is measured, before anyone rewrites it
     doc = synth.load(path)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     t_start = time.monotonic()
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"date: {started} (took {time.monotonic() - t_start:.0f} s)")
     if interrupted:
         print(interrupted)
-    print(f"input: {path} (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:16]})")
+    print(f"input: {path} (sha256 {digest})")
     print(f"software: {_versions()}")
     for line in sorted(substitutions):
         print(f"lab substitution: {line}")
