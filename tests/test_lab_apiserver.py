@@ -32,31 +32,7 @@ class StandIn:
     """One stand-in process; its output lines are kept in order as they come."""
 
     def __init__(self, tmp: Path, shutdown_delay: float):
-        cert, key = tmp / "apiserver.crt", tmp / "apiserver.key"
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=kube-apiserver",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        cert, key = apiserver.make_certificate(tmp, ["127.0.0.1"])
         self.unhealthy = tmp / "unhealthy"
         self.proc = subprocess.Popen(
             [

@@ -49,6 +49,7 @@ from cluster.plan import HAPROXY_FD_HEADROOM, takeover_max_s
 from lab.world import cloudinit, configs, contract, images, sshd, steady, synth, topology
 from lab.world.admin import AdminNetwork, Operator
 from lab.world.apiserver import PORT as APISERVER_PORT
+from lab.world.apiserver import make_certificate
 from lab.world.client import Recorder
 from lab.world.daemons import NodeDaemons, PlacedFile, content_of
 from lab.world.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, weighs_cpu
@@ -387,32 +388,8 @@ class Lab:
             raise errors[0]
 
     def _certificate(self) -> tuple[Path, Path]:
-        """A self-signed EC certificate for the stand-in apiservers (cheap handshakes)."""
-        cert, key = self.workdir / "apiserver.crt", self.workdir / "apiserver.key"
-        sans = ",".join(f"IP:{a}" for a in [self.stack.vip, *(n.address for n in self.stack.nodes)])
-        topology.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=kube-apiserver",
-                "-addext",
-                f"subjectAltName={sans}",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-            ]
-        )
-        return cert, key
+        """A certificate for the stand-in apiservers, valid for the VIP and every node address."""
+        return make_certificate(self.workdir, [self.stack.vip, *(n.address for n in self.stack.nodes)])
 
     # --- power ------------------------------------------------------------------------------
     def power_off(self, name: str) -> None:
