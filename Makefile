@@ -61,7 +61,7 @@ validate: setup-python setup-node setup-terraform synth
 	python -m tfcheck cdktf.out/stacks/*
 
 # Everything but the network-namespace lab.
-test-fast: setup-python setup-node
+test-fast: setup-python setup-node lint
 	python -m pytest -m "not lab"
 
 bench: setup synth lab-images
