@@ -32,7 +32,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast lint format validate bench soak lab lab-images diff deploy status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
+.PHONY: synth test test-fast lint format validate bench soak lab lab-up lab-images diff deploy status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -105,6 +105,12 @@ kubeadm-config: setup-python setup-node
 	@if [ -z "$(NODE)" ]; then echo "error: NODE: not set; e.g. make kubeadm-config NODE=demo-cp-1" >&2; exit 2; fi
 	@$(MAKE) --no-print-directory synth >&2
 	@python -m ops kubeadm-config $(ARGS) "$(NODE)"
+
+# make lab-up: the lab with the real control plane (kubeadm, etcd, kube-apiserver) from the synthesized
+# JSON (CONFIG as for synth), until Ctrl-C or SIGTERM; prints one JSON line (VIP, endpoint, client
+# namespace, kubeconfig, nodes) when the VIP serves.
+lab-up: setup synth lab-images
+	python -m lab up
 
 # make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
 lab: setup synth lab-images

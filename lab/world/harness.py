@@ -289,6 +289,8 @@ class Lab:
             for node in self.nodes.values():
                 node.daemons.stop()
                 node.sshd.stop()
+                if node.kubelet is not None:
+                    node.kubelet.pause()
                 node.engine.power_off()
                 node.stop_control_plane()
                 node.engine.remove_cgroups()  # last: the apiserver is in the node's cgroup too
@@ -378,11 +380,11 @@ class Lab:
         self._each_node(self._first_boot)
         if self.control_plane == KUBEADM:
             self._kubeadm_up()
-        client_ns = topology.in_ns(topology.CLIENT_NS, [])
         if weighs_cpu():
             make_cgroup(CLIENT_CGROUP, NODE_CPU_SHARES)
-            client_ns = join_cgroup(CLIENT_CGROUP, client_ns)
-        self._client = Recorder(client_ns, self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT)
+        self._client = Recorder(
+            self.client_argv_prefix(), self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT
+        )
         if self.control_plane == KUBEADM:
             for name, node in self.nodes.items():
                 der = ssl.PEM_cert_to_DER_cert(kubeadm.node_file(node.engine, kubeadm.APISERVER_CERT).read_text())
@@ -409,6 +411,11 @@ class Lab:
             _announce(f"kubeadm join on {name}: {time.monotonic() - joined:.1f} s")
         shutil.copy(kubeadm.node_file(self.nodes[first].engine, kubeadm.ADMIN_CONF), self.kubeconfig)
         _announce(f"control plane up in {time.monotonic() - started:.1f} s; kubeconfig {self.kubeconfig}")
+
+    def client_argv_prefix(self) -> list[str]:
+        """What runs a command on the client's machine: its namespace, and its cgroup where the lab weighs CPU."""
+        prefix = topology.in_ns(topology.CLIENT_NS, [])
+        return join_cgroup(CLIENT_CGROUP, prefix) if weighs_cpu() else prefix
 
     @property
     def init_node(self) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -35,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from cluster.kubernetes import ETCD_VERSION, KUBERNETES_VERSION
-from lab.world.engine import NODE_PATH, Engine
+from lab.world.engine import NODE_PATH, Engine, EngineError
 from lab.world.procs import Proc
 
 MANIFESTS = "/etc/kubernetes/manifests"
@@ -47,6 +48,7 @@ RUNS = {
     "kube-controller-manager": f"v{KUBERNETES_VERSION}",
 }
 POLL_S = 0.2
+DEFAULT_GRACE_S = 30  # a pod's terminationGracePeriodSeconds when its spec gives none
 RESTART_DELAY_S = 1.0
 MIRROR_RETRY_S = 1.0
 
@@ -133,11 +135,16 @@ class Kubelet:
         self._thread = threading.Thread(target=self._loop, name=f"kubelet-{self.node}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop watching (the node powers off: its processes die with its pid namespace)."""
+    def pause(self) -> None:
+        """Stop watching: nothing is started again from now on (the node is about to lose power)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+            self._thread = None
+
+    def stop(self) -> None:
+        """Stop watching and end the static pods (they die with the node's pid namespace anyway)."""
+        self.pause()
         with self._lock:
             for proc in self.procs.values():
                 proc.stop(grace=0.5, sig=signal.SIGKILL)
@@ -150,7 +157,7 @@ class Kubelet:
         while not self._stop.is_set():
             try:
                 self._sync()
-            except KubeletError as err:
+            except (KubeletError, EngineError) as err:
                 if str(err) not in self.errors:
                     self.errors.append(str(err))
             self._stop.wait(POLL_S)
@@ -220,7 +227,28 @@ class Kubelet:
         """Signal a static pod's process (SIGTERM: kubelet stopping it; SIGKILL: a crash). It is
         started again once it has exited, as kubelet restarts a static pod's container."""
         proc = self.proc(name)
-        proc.kill(sig)
+        pid = _pod_pid(proc)
+        if pid is None:
+            proc.kill(sig)
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if sig == signal.SIGTERM:  # kubelet's stop: SIGKILL once the pod's grace period is over
+            grace = self.pods[name].manifest["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_S)
+            timer = threading.Timer(grace, self._kill_if_alive, args=(pid, self.pods[name].argv[0]))
+            timer.daemon = True
+            timer.start()
+
+    @staticmethod
+    def _kill_if_alive(pid: int, binary: str) -> None:
+        """SIGKILL `pid` if it still runs `binary` (a pid that was reused since is left alone)."""
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() == binary:
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, UnicodeDecodeError):
+            pass
 
     def hold(self, name: str, held: bool = True) -> None:
         """Keep a component stopped (held) or let it run again (kubelet restarting it)."""
@@ -231,6 +259,18 @@ class Kubelet:
         with self._lock:
             proc = self.procs.get(name)
             return proc is not None and proc.running
+
+
+def _pod_pid(proc: Proc) -> int | None:
+    """The static pod's own process: nsenter's child (nsenter forks into the node's pid namespace
+    and dies of a SIGTERM itself, so signalling its process group would end the wrong process first)."""
+    if proc.popen is None:
+        return None
+    try:
+        children = Path(f"/proc/{proc.popen.pid}/task/{proc.popen.pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
 
 
 class StaticPodHandle:

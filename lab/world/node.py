@@ -81,6 +81,8 @@ class LabNode:
         what lived in its memory (the VIP on its interface) is gone."""
         topology.cut(self.name)
         self.sshd.stop()
+        if self.kubelet is not None:
+            self.kubelet.pause()
         self.engine.power_off()
         self.daemons.engine_gone()
         self.stop_control_plane()
