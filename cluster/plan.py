@@ -136,8 +136,11 @@ KUBEADM_CONFIG = f"{KUBEADM_DIR}/kubeadm.yaml"
 KUBEADM_JOIN = f"{KUBEADM_DIR}/join.sh"
 APISERVER_DIR = "/etc/kubeadm-ha/apiserver"
 AUTHENTICATION_CONFIG = f"{APISERVER_DIR}/authentication-config.yaml"
-# The health endpoints kubelet's probes and haproxy's checks read without credentials.
-ANONYMOUS_PATHS = ("/healthz", "/livez", "/readyz")
+# What stays readable without credentials on a hardened apiserver: the health endpoints kubelet's
+# probes and haproxy's checks read, and the cluster-info ConfigMap that `kubeadm join` discovers the
+# cluster by (its token-signed CA; the join's bootstrap token authenticates only after that).
+CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+ANONYMOUS_PATHS = ("/healthz", "/livez", "/readyz", CLUSTER_INFO_PATH)
 # The join secrets a joining node's kubeadm.yaml leaves for the join command (never in user_data):
 # field of JoinConfiguration -> (placeholder in the file, the variable join.sh reads it from).
 JOIN_SECRETS = {

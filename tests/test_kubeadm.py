@@ -92,7 +92,10 @@ def test_a_hardened_apiserver_gets_an_authentication_config_instead_of_the_anony
     assert authn["kind"] == "AuthenticationConfiguration"
     assert authn["anonymous"] == {
         "enabled": True,
-        "conditions": [{"path": p} for p in ("/healthz", "/livez", "/readyz")],
+        "conditions": [
+            {"path": p}
+            for p in ("/healthz", "/livez", "/readyz", "/api/v1/namespaces/kube-public/configmaps/cluster-info")
+        ],
     }
     # and without the flag, no such file
     assert AUTHENTICATION_CONFIG not in {f["host_path"] for f in kubeadm_files(make_plan(config_from()), "demo-cp-2")}

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.scenarios import realcp
+from cluster.plan import CLUSTER_INFO_PATH
+from lab.scenarios import hardened, realcp
 from lab.world import kubelet, synth
 from lab.world import probe as p
 from lab.world.harness import KUBEADM, TOOLS, Lab, synthesize
-from tests.conftest import ROOT
+from tests.conftest import EXAMPLE, ROOT
 from tests.kubeadm import require_tool
 from tests.test_lab import _assert_nothing_left, _missing
 
@@ -226,3 +227,37 @@ def test_the_lab_runs_the_binaries_kubeadms_manifests_name_for_the_pinned_releas
         assert node.kubelet is not None and node.kubelet.errors == []
         assert set(node.kubelet.pods) == set(kubelet.RUNS)
         assert os.path.exists(node.engine.nodedir / "disk" / "var-lib" / "etcd" / "member")
+
+
+# --- a hardened apiserver ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hardened_doc(tmp_path_factory):
+    _requirements()
+    return hardened.hardened_doc(EXAMPLE, tmp_path_factory.mktemp("hardened"))
+
+
+@pytest.mark.lab
+def test_with_the_plain_anonymous_auth_flag_haproxy_marks_every_apiserver_down(hardened_doc):
+    """The negative control: kube-apiserver --anonymous-auth=false answers haproxy's checks 401."""
+    r = hardened.plain_flag_control(hardened_doc)
+    assert r.local_readyz == "401"
+    for node, view in r.views.items():
+        assert view and all(a.down for a in view), f"{node}: {view}"
+    first = next(iter(r.views.values()))
+    assert [(a.check, a.last_check) for a in first if a.check.startswith("L7")] == [("L7STS", "Unauthorized")], first
+
+
+@pytest.mark.lab
+def test_a_hardened_apiserver_keeps_its_endpoint_and_refuses_anonymous_requests_elsewhere(hardened_doc):
+    with Lab(hardened_doc, control_plane=KUBEADM) as lab:
+        r = hardened.ours(lab)
+    for node, view in r.views.items():
+        assert view and not any(a.down for a in view), f"{node}: {view}"
+    assert {path: r.anonymous[path] for path in ("/readyz", "/livez", "/healthz")} == dict.fromkeys(
+        ("/readyz", "/livez", "/healthz"), "200"
+    )
+    assert (r.anonymous["/api"], r.anonymous["/version"]) == ("401", "401")
+    assert r.anonymous[CLUSTER_INFO_PATH] == "200", "kubeadm join discovers the cluster anonymously"
+    assert r.kubectl_readyz == "ok"

@@ -196,6 +196,7 @@ class Lab:
         lock_timeout: float = 600,
         edit: Callable[[dict], dict] | None = None,
         control_plane: str = STAND_IN,
+        kubeadm_up: bool = True,
     ):
         """`variant` names what the nodes run, made by `edit` from the JSON once the lab's own
         substitutions are made (`lab.scenarios.variants.lab_for`); "ours" is the JSON as it is.
@@ -203,6 +204,7 @@ class Lab:
         if control_plane not in CONTROL_PLANES:
             raise ValueError(f"control_plane {control_plane!r}: one of {', '.join(CONTROL_PLANES)}")
         self.control_plane = control_plane
+        self.kubeadm_up = kubeadm_up  # False: the kubelet stand-ins are there, kubeadm has not run (the caller runs it)
         if (variant == "ours") != (edit is None):
             raise ValueError(f"variant {variant!r}: an edit is needed for any variant but 'ours', and only then")
         # The gateway as our network check names it, for either variant (the lab's own topology).
@@ -221,9 +223,10 @@ class Lab:
         self.lock_timeout = lock_timeout
         first = self.stack.nodes[0]
         self.files = {n.name: _placed_files(n) for n in self.stack.nodes}
-        self.frontend_port = configs.frontend_port(
-            content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name)
-        )
+        haproxy_cfg = content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name)
+        self.frontend_port = configs.frontend_port(haproxy_cfg)
+        # haproxy's health and stats frontend, on the loopback address only
+        [self.health_port] = configs.ports_bound_on(haproxy_cfg, "127.0.0.1")
         interfaces: dict[str, str] = {}
         # A backup acts on its own once it has missed its master's adverts: until that long (and a
         # margin) after keepalived's last state or priority change, the VIP may still move by itself.
@@ -378,14 +381,14 @@ class Lab:
             for node in self.nodes.values():
                 node.apiserver.start()
         self._each_node(self._first_boot)
-        if self.control_plane == KUBEADM:
+        if self.control_plane == KUBEADM and self.kubeadm_up:
             self._kubeadm_up()
         if weighs_cpu():
             make_cgroup(CLIENT_CGROUP, NODE_CPU_SHARES)
         self._client = Recorder(
             self.client_argv_prefix(), self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT
         )
-        if self.control_plane == KUBEADM:
+        if self.control_plane == KUBEADM and self.kubeadm_up:
             for name, node in self.nodes.items():
                 der = ssl.PEM_cert_to_DER_cert(kubeadm.node_file(node.engine, kubeadm.APISERVER_CERT).read_text())
                 self.client.identities[cert_id(der)] = name
