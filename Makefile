@@ -31,7 +31,8 @@ PROVIDER_BIN := $(PROVIDER_MIRROR)/registry.terraform.io/terraform-provider-open
 # Kubernetes and etcd: the versions cluster/kubernetes.py pins (read from there), built from the Go
 # module proxy by the wrapper modules in kube/ (kube/README.md says why), once per version into
 # .tools/kube/v<version>/bin and .tools/etcd/v<version>/bin; .tools/bin links to the pinned ones.
-# A module's go.mod or go.sum changing rebuilds what it builds.
+# A module's go.mod or go.sum changing rebuilds what it builds; the probe also follows its source,
+# and takes Kubernetes' build tags too, so that it reuses the packages their build left in Go's cache.
 KUBERNETES_VERSION := $(shell sed -n 's/^KUBERNETES_VERSION = "\([0-9.]*\)"$$/\1/p' cluster/kubernetes.py)
 ETCD_VERSION := $(shell sed -n 's/^ETCD_VERSION = "\([0-9.]*\)"$$/\1/p' cluster/kubernetes.py)
 KUBE_BIN := .tools/kube/v$(KUBERNETES_VERSION)/bin
@@ -190,7 +191,7 @@ $(PROVIDER_BIN):
 # The versioned binaries are built once; the links are rewritten on every run (a few `ln`), so that
 # moving the pin back to a version built before points .tools/bin at it again without a build.
 # Links rather than copies: one copy of each binary on disk, and `ls -l .tools/bin` shows which.
-setup-kube: $(addprefix $(KUBE_BIN)/,$(KUBE_COMMANDS)) $(ETCD_BIN)/etcd
+setup-kube: $(addprefix $(KUBE_BIN)/,$(KUBE_COMMANDS) kha-probe) $(ETCD_BIN)/etcd
 	@mkdir -p .tools/bin
 	@for f in $^; do ln -sfn "../$${f#.tools/}" ".tools/bin/$${f##*/}"; done
 
@@ -209,6 +210,9 @@ endef
 
 $(addprefix $(KUBE_BIN)/,$(KUBE_COMMANDS)): $(KUBE_BIN)/%: kube/k8s/go.mod kube/k8s/go.sum
 	$(call go-build,kube/k8s,k8s.io/kubernetes/cmd/$*,$(KUBE_LDFLAGS),$(KUBE_TAGS))
+
+$(KUBE_BIN)/kha-probe: kube/k8s/go.mod kube/k8s/go.sum $(wildcard kube/k8s/probe/*.go)
+	$(call go-build,kube/k8s,./probe,-s -w,$(KUBE_TAGS))
 
 $(ETCD_BIN)/etcd: kube/etcd/go.mod kube/etcd/go.sum
 	$(call go-build,kube/etcd,go.etcd.io/etcd/server/v3,-s -w,)

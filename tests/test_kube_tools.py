@@ -157,7 +157,7 @@ def test_etcd_prints_the_pinned_etcd_version():
 
 
 def test_tools_bin_links_each_tool_to_its_build_for_the_pinned_version():
-    tools = require_built("kube-apiserver", "kubeadm", "kubectl", "etcd")
+    tools = require_built("kube-apiserver", "kubeadm", "kubectl", "kha-probe", "etcd")
     kube, etcd = ROOT / ".tools" / "kube" / f"v{KUBERNETES_VERSION}", ROOT / ".tools" / "etcd" / f"v{ETCD_VERSION}"
     assert {name: path.resolve() for name, path in tools.items()} == {
         name: (etcd if name == "etcd" else kube).resolve() / "bin" / name for name in tools
