@@ -1,24 +1,28 @@
 """The Go probe (kha-probe) against a real etcd and kube-apiserver on loopback, and the checker that
 reads its log (lab/world/kubeprobe.py).
 
-The certificates and the kubeconfig come from the real kubeadm's own phases, with --cert-dir and
---kubeconfig-dir rather than --rootfs: no root and no namespace. kubeadm refuses a loopback
-advertiseAddress but only writes it into certificates, so a documentation address no interface
-carries (192.0.2.10) does; controlPlaneEndpoint and certSANs put 127.0.0.1 in the kubeconfig and
-the serving certificate. super-admin.conf is system:masters, which needs no RBAC binding. etcd
-speaks plain HTTP on loopback: kubeadm's TLS between the two is for the lab to set up.
+The certificates and the kubeconfig come from the real kubeadm's own phases, written where
+`certificatesDir` and --kubeconfig-dir say rather than under --rootfs: no root and no namespace.
+kubeadm refuses a loopback advertiseAddress but only writes it into certificates, so a
+documentation address no interface carries (192.0.2.10) does; controlPlaneEndpoint and certSANs
+put 127.0.0.1 in the kubeconfig and the serving certificate. super-admin.conf is system:masters,
+which needs no RBAC binding. kube-apiserver runs with a short set of flags of our own and etcd
+speaks plain HTTP on loopback: kubeadm's manifests and TLS between the two are the lab's to run.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,75 +70,108 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-@dataclass(frozen=True)
 class ControlPlane:
-    kubeconfig: Path
-    kubectl: Path
-    probe: Path
+    """etcd and kube-apiserver from .tools/bin on free loopback ports, set up by kubeadm's phases."""
+
+    def __init__(self, work: Path, tools: dict[str, Path]) -> None:
+        self.work, self.tools = work, tools
+        self.kubeconfig = work / "super-admin.conf"
+        pki = work / "pki"
+        etcd_port, peer_port, port = _free_port(), _free_port(), _free_port()
+        (work / "kubeadm.yaml").write_text(_kubeadm_config(port, pki))
+        super_admin = ["kubeconfig", "super-admin", "--kubeconfig-dir", str(work)]
+        for phase in (["certs", "ca"], ["certs", "apiserver"], ["certs", "sa"], super_admin):
+            argv = [str(tools["kubeadm"]), "init", "phase", *phase, "--config", str(work / "kubeadm.yaml")]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+        self.etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
+        self.etcd_argv = [str(tools["etcd"]), "--name", "t", "--data-dir", str(work / "etcd")]
+        self.etcd_argv += ["--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url]
+        self.etcd_argv += ["--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url]
+        self.etcd_argv += ["--initial-cluster", f"t={peer_url}"]
+        argv = [str(tools["kube-apiserver"]), f"--etcd-servers={self.etcd_url}", "--bind-address=127.0.0.1"]
+        argv += [f"--secure-port={port}", "--advertise-address=192.0.2.10", f"--cert-dir={work}"]
+        argv += [f"--tls-cert-file={pki}/apiserver.crt", f"--tls-private-key-file={pki}/apiserver.key"]
+        argv += [f"--client-ca-file={pki}/ca.crt", "--authorization-mode=RBAC"]
+        argv += ["--service-account-issuer=https://kubernetes.default.svc.cluster.local"]
+        argv += [f"--service-account-key-file={pki}/sa.pub", f"--service-account-signing-key-file={pki}/sa.key"]
+        self.apiserver_argv = [*argv, "--service-cluster-ip-range=10.96.0.0/12"]
+        self.etcd: subprocess.Popen[bytes] | None = None
+        self.apiserver: subprocess.Popen[bytes] | None = None
+
+    def _start(self, argv: list[str], log: str) -> subprocess.Popen[bytes]:
+        with open(self.work / log, "ab") as out:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+
+    def start(self) -> None:
+        self.etcd = self._start(self.etcd_argv, "etcd.log")
+        self.start_apiserver()
+
+    def start_apiserver(self) -> None:
+        """kube-apiserver started, and back once /readyz answers 200."""
+        self.apiserver = proc = self._start(self.apiserver_argv, "apiserver.log")
+        deadline = time.monotonic() + 40
+        while self.kubectl("get", "--raw", "/readyz", check=False).returncode != 0:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"kube-apiserver not ready: {(self.work / 'apiserver.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def kill_apiserver(self) -> None:
+        assert self.apiserver is not None
+        self.apiserver.kill()
+        self.apiserver.wait()
+
+    def stop(self) -> None:
+        for proc in (self.apiserver, self.etcd):  # the apiserver first: without etcd it hangs on its way out
+            if proc is not None:
+                _stop(proc)
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.tools["kubectl"]), "--kubeconfig", str(self.kubeconfig), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 or not check, done.stderr
+        return done
 
     def configmaps(self) -> dict[str, int]:
         """The probe's ConfigMaps as they are now: name → data.seq (-1 without one)."""
-        argv = [str(self.kubectl), "--kubeconfig", str(self.kubeconfig), "get", "configmaps", "-n", NAMESPACE]
-        done = subprocess.run([*argv, "-l", "kha-probe=1", "-o", "json"], capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
+        done = self.kubectl("get", "configmaps", "-n", NAMESPACE, "-l", "kha-probe=1", "-o", "json")
         items = json.loads(done.stdout)["items"]
         return {i["metadata"]["name"]: int((i.get("data") or {}).get("seq", -1)) for i in items}
+
+    def compact_etcd(self) -> None:
+        """Two writes outside Kubernetes' keys, then etcd compacted up to them (its JSON gateway):
+        a watch from any resourceVersion before them is now answered 410."""
+
+        def call(path: str, body: dict[str, object]) -> dict[str, Any]:
+            request = urllib.request.Request(f"{self.etcd_url}/v3/kv/{path}", data=json.dumps(body).encode())
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return dict(json.load(response))
+
+        key = base64.b64encode(b"/kha-probe-test/compaction").decode()
+        for _ in range(2):
+            revision = call("put", {"key": key, "value": key})["header"]["revision"]
+        call("compaction", {"revision": revision, "physical": True})
+
+    def probe(self, *args: str) -> list[str]:
+        return [str(self.tools["kha-probe"]), "--kubeconfig", str(self.kubeconfig), "--namespace", NAMESPACE, *args]
 
 
 @pytest.fixture(scope="module")
 def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
-    """etcd and kube-apiserver from .tools/bin on free loopback ports, /readyz answering 200."""
+    """A control plane with /readyz answering 200, for the module."""
     tools = require_built("etcd", "kube-apiserver", "kubeadm", "kubectl", "kha-probe")
-    work = tmp_path_factory.mktemp("kube")
-    pki = work / "pki"
-    etcd_port, peer_port, port = _free_port(), _free_port(), _free_port()
-    (work / "kubeadm.yaml").write_text(_kubeadm_config(port, pki))
-    kubeadm = [str(tools["kubeadm"]), "init", "phase"]
-    super_admin = ["kubeconfig", "super-admin", "--kubeconfig-dir", str(work)]
-    for phase in (["certs", "ca"], ["certs", "apiserver"], ["certs", "sa"], super_admin):
-        argv = [*kubeadm, *phase, "--config", str(work / "kubeadm.yaml")]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-    etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
-    etcd = [str(tools["etcd"]), "--name", "t", "--data-dir", str(work / "etcd")]
-    etcd += ["--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url]
-    etcd += [
-        "--listen-peer-urls",
-        peer_url,
-        "--initial-advertise-peer-urls",
-        peer_url,
-        "--initial-cluster",
-        f"t={peer_url}",
-    ]
-    apiserver = [str(tools["kube-apiserver"]), f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1"]
-    apiserver += [f"--secure-port={port}", "--advertise-address=192.0.2.10", f"--cert-dir={work}"]
-    apiserver += [f"--tls-cert-file={pki}/apiserver.crt", f"--tls-private-key-file={pki}/apiserver.key"]
-    apiserver += [f"--client-ca-file={pki}/ca.crt", "--authorization-mode=RBAC"]
-    apiserver += ["--service-account-issuer=https://kubernetes.default.svc.cluster.local"]
-    apiserver += [f"--service-account-key-file={pki}/sa.pub", f"--service-account-signing-key-file={pki}/sa.key"]
-    apiserver += ["--service-cluster-ip-range=10.96.0.0/12"]
-    kubeconfig = work / "super-admin.conf"
-    readyz = [str(tools["kubectl"]), "--kubeconfig", str(kubeconfig), "get", "--raw", "/readyz"]
-    with open(work / "etcd.log", "wb") as etcd_log, open(work / "apiserver.log", "wb") as apiserver_log:
-        procs = [subprocess.Popen(etcd, stdout=etcd_log, stderr=subprocess.STDOUT)]
-        try:
-            procs.append(subprocess.Popen(apiserver, stdout=apiserver_log, stderr=subprocess.STDOUT))
-            deadline = time.monotonic() + 40
-            while subprocess.run(readyz, capture_output=True, timeout=10).returncode != 0:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    pytest.fail(f"kube-apiserver not ready: {(work / 'apiserver.log').read_text()[-2000:]}")
-                time.sleep(0.2)
-            yield ControlPlane(kubeconfig, tools["kubectl"], tools["kha-probe"])
-        finally:
-            for proc in reversed(procs):  # the apiserver first: without etcd it hangs on its way out
-                _stop(proc)
+    plane = ControlPlane(tmp_path_factory.mktemp("kube"), tools)
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
 
 
 @pytest.fixture(scope="module")
 def probe_run(control_plane) -> tuple[ProbeLog, dict[str, int]]:
     """The probe run for PROBE_SECONDS, and its ConfigMaps read back afterwards with kubectl."""
-    argv = [str(control_plane.probe), "--kubeconfig", str(control_plane.kubeconfig), "--namespace", NAMESPACE]
-    argv += ["--rate", str(RATE), "--duration", f"{PROBE_SECONDS}s"]
+    argv = control_plane.probe("--rate", str(RATE), "--duration", f"{PROBE_SECONDS}s")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_SECONDS + 30)
     assert done.returncode == 0, done.stderr
     return parse(done.stdout.splitlines()), control_plane.configmaps()
@@ -174,8 +211,7 @@ def test_the_checker_finds_an_acknowledged_create_missing_from_the_store(probe_r
 
 @pytest.mark.kube
 def test_probe_stops_on_sigterm_with_done_as_its_last_line(control_plane):
-    argv = [str(control_plane.probe), "--kubeconfig", str(control_plane.kubeconfig), "--namespace", NAMESPACE]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(control_plane.probe(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
@@ -190,6 +226,41 @@ def test_probe_stops_on_sigterm_with_done_as_its_last_line(control_plane):
     assert json.loads(out.splitlines()[-1])["kind"] == "done"
     assert log.requests and all(r.ok for r in log.requests)
     assert problems(log, control_plane.configmaps()) == []
+
+
+@pytest.mark.kube
+def test_raw_watch_relists_after_410_and_sees_the_writes_that_follow(control_plane):
+    """The apiserver killed, etcd compacted past the watch's resourceVersion, the apiserver back:
+    the raw watch's reconnect is answered 410, it lists, and watches on from the list."""
+    proc = subprocess.Popen(
+        control_plane.probe("--no-requests", "--no-informer"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        while not any('"ready"' in line for line in lines):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        control_plane.kill_apiserver()
+        control_plane.compact_etcd()
+        control_plane.start_apiserver()
+        control_plane.kubectl("create", "configmap", "probe-after-relist", "-n", NAMESPACE, "--from-literal=seq=0")
+        control_plane.kubectl("label", "configmap", "probe-after-relist", "-n", NAMESPACE, "kha-probe=1")
+        deadline = time.monotonic() + 15
+        while not any("probe-after-relist" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+    log = parse(lines)
+    first_rv = log.watch_states[0]["rv"]
+    errors = [s["err"] for s in log.watch_states if s["state"] == "error"]
+    assert any(e.startswith(f"too old resource version: {first_rv} (") for e in errors), errors
+    assert [s["state"] for s in log.watch_states][-2:] == ["relist", "open"]
+    assert [e.name for e in log.events] == ["probe-after-relist"]
 
 
 def test_probe_refuses_to_start_without_a_kubeconfig():
