@@ -37,7 +37,7 @@ KUBERNETES_VERSION := $(shell sed -n 's/^KUBERNETES_VERSION = "\([0-9.]*\)"$$/\1
 ETCD_VERSION := $(shell sed -n 's/^ETCD_VERSION = "\([0-9.]*\)"$$/\1/p' cluster/kubernetes.py)
 KUBE_BIN := .tools/kube/v$(KUBERNETES_VERSION)/bin
 ETCD_BIN := .tools/etcd/v$(ETCD_VERSION)/bin
-KUBE_COMMANDS := kube-apiserver kubeadm kubectl
+KUBE_COMMANDS := kube-apiserver kube-controller-manager kubeadm kubectl
 # Stamped and tagged as Kubernetes' own build does (hack/lib/version.sh, hack/lib/golang.sh): without
 # the stamp kubectl and kubeadm see v0.0.0. The build date is the release's, from the module proxy.
 KUBE_VERSION_VARS = -X $(1).gitVersion=v$(KUBERNETES_VERSION) -X $(1).gitTreeState=clean \
@@ -50,7 +50,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast lint format validate bench soak lab lab-images diff deploy status roll show-userdata cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-kube clean
+.PHONY: synth test test-fast lint format validate bench soak lab lab-up lab-images diff deploy status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-kube clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -116,6 +116,19 @@ show-userdata: setup-python setup-node
 	@if [ -z "$(NODE)" ]; then echo "error: NODE: not set; e.g. make show-userdata NODE=demo-cp-1" >&2; exit 2; fi
 	@$(MAKE) --no-print-directory synth >&2
 	@python -m ops userdata $(ARGS) "$(NODE)"
+
+# make kubeadm-config NODE=demo-cp-1: that node's kubeadm configuration, as its userdata writes it
+# (CONFIG and ARGS as for show-userdata; only the file goes to stdout).
+kubeadm-config: setup-python setup-node
+	@if [ -z "$(NODE)" ]; then echo "error: NODE: not set; e.g. make kubeadm-config NODE=demo-cp-1" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory synth >&2
+	@python -m ops kubeadm-config $(ARGS) "$(NODE)"
+
+# make lab-up: the lab with the real control plane (kubeadm, etcd, kube-apiserver) from the synthesized
+# JSON (CONFIG as for synth), until Ctrl-C or SIGTERM; prints one JSON line (VIP, endpoint, client
+# namespace, kubeconfig, nodes) when the VIP serves.
+lab-up: setup synth lab-images
+	python -m lab up
 
 # make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
 lab: setup synth lab-images

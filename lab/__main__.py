@@ -1,21 +1,23 @@
-"""`python -m lab [show | drill NAME | soak --seed N | ops ARGS | cleanup]`: build the lab from the
-synthesized JSON, show the nodes and the VIP holder, run one drill, a chaos soak or the operator's
-tool, and tear everything down."""
+"""`python -m lab [show | up | drill NAME | soak --seed N | ops ARGS | cleanup]`: build the lab from
+the synthesized JSON, show the nodes and the VIP holder, keep a real control plane up until
+interrupted, run one drill, a chaos soak or the operator's tool, and tear everything down."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+import signal
 import sys
 import tempfile
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
 from lab.scenarios import operate, registry, soak
 from lab.scenarios.variants import VARIANTS, lab_for
 from lab.world import images, synth, topology
-from lab.world.harness import Lab, acquire_lock, synthesize
+from lab.world.harness import KUBEADM, Lab, acquire_lock, synthesize
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,6 +27,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs) after teardown")
     sub = ap.add_subparsers(dest="command")
     sub.add_parser("show", help="build, print nodes and VIP holder, tear down (the default)")
+    sub.add_parser(
+        "up",
+        help="build with the real control plane (kubeadm, etcd, kube-apiserver), print one JSON line when ready, "
+        "wait for SIGINT or SIGTERM, tear down",
+    )
     drill = sub.add_parser("drill", help="run one drill")
     drill.add_argument("name", choices=list(registry.LAB_DRILLS))
     sub.add_parser("cleanup", help="remove leftovers of a crashed run (kha-* namespaces, engines, mounts, work dirs)")
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in topology.cleanup():
                 print("removed", line)
         return 0
+    if args.command == "up":
+        return _up(args)
     doc = synth.load(args.json or synthesize())
     if args.command == "soak":
         return _soak(doc, args)
@@ -76,6 +85,33 @@ def main(argv: list[str] | None = None) -> int:
             if args.keep:
                 print(f"logs kept in {lab.workdir}")
     print(json.dumps(asdict(result), indent=2))
+    return 0
+
+
+def ready_line(lab: Lab) -> dict:
+    """What `up` prints once the endpoint serves: enough to reach it with kubectl from outside."""
+    return {
+        "vip": lab.stack.vip,
+        "endpoint": f"{lab.stack.vip}:{lab.frontend_port}",
+        "client_netns": topology.CLIENT_NS,
+        "kubeconfig": str(lab.kubeconfig),
+        "nodes": [{"name": n.name, "netns": n.ns, "address": n.address} for n in lab.nodes.values()],
+    }
+
+
+def _up(args: argparse.Namespace) -> int:
+    """The lab with the real control plane until SIGINT or SIGTERM; the JSON is synthesized afresh
+    from CONFIG (as `make synth` does) unless --json names one."""
+    doc = synth.load(args.json or synthesize(fresh=True))
+    stop = threading.Event()
+    with Lab(doc, keep=args.keep, control_plane=KUBEADM) as lab:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        lab.wait_steady(timeout=180)
+        print(lab.describe(), file=sys.stderr)
+        print(json.dumps(ready_line(lab)), flush=True)
+        stop.wait()
+        print("lab: stopping: tearing everything down", file=sys.stderr, flush=True)
     return 0
 
 

@@ -1,5 +1,5 @@
 """The Go probe (kha-probe) against a real etcd and kube-apiserver on loopback, and the checker that
-reads its log (lab/world/kubeprobe.py).
+reads its log (lab/world/probe.py).
 
 The certificates and the kubeconfig come from the real kubeadm's own phases, written where
 `certificatesDir` and --kubeconfig-dir say rather than under --rootfs: no root and no namespace.
@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from cluster.kubernetes import KUBERNETES_VERSION
-from lab.world.kubeprobe import ProbeLog, parse, problems
-from tests.tools import require_built
+from lab.world.probe import ProbeLog, final_state, parse, problems
+from tests.kubeadm import require_tool
 
 NAMESPACE = "kha-probe-test"
 PROBE_SECONDS = 5
@@ -135,8 +135,7 @@ class ControlPlane:
     def configmaps(self) -> dict[str, int]:
         """The probe's ConfigMaps as they are now: name → data.seq (-1 without one)."""
         done = self.kubectl("get", "configmaps", "-n", NAMESPACE, "-l", "kha-probe=1", "-o", "json")
-        items = json.loads(done.stdout)["items"]
-        return {i["metadata"]["name"]: int((i.get("data") or {}).get("seq", -1)) for i in items}
+        return final_state(json.loads(done.stdout)["items"])
 
     def compact_etcd(self) -> None:
         """Two writes outside Kubernetes' keys, then etcd compacted up to them (its JSON gateway):
@@ -159,7 +158,7 @@ class ControlPlane:
 @pytest.fixture(scope="module")
 def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
     """A control plane with /readyz answering 200, for the module."""
-    tools = require_built("etcd", "kube-apiserver", "kubeadm", "kubectl", "kha-probe")
+    tools = {name: require_tool(name) for name in ("etcd", "kube-apiserver", "kubeadm", "kubectl", "kha-probe")}
     plane = ControlPlane(tmp_path_factory.mktemp("kube"), tools)
     try:
         plane.start()
@@ -206,7 +205,7 @@ def test_the_checker_finds_an_acknowledged_create_missing_from_the_store(probe_r
     log, stored = probe_run
     create = next(r for r in log.requests if r.op == "create")
     without = {name: seq for name, seq in stored.items() if name != create.key}
-    assert problems(log, without) == [f"acknowledged create {create.key} (seq {create.seq}) lost: missing afterwards"]
+    assert problems(log, without) == [f"acknowledged write lost: create {create.key} (seq {create.seq})"]
 
 
 @pytest.mark.kube
@@ -264,7 +263,7 @@ def test_raw_watch_relists_after_410_and_sees_the_writes_that_follow(control_pla
 
 
 def test_probe_refuses_to_start_without_a_kubeconfig():
-    probe = require_built("kha-probe")["kha-probe"]
+    probe = require_tool("kha-probe")
     done = subprocess.run([str(probe)], capture_output=True, text=True, timeout=10)
     assert (done.returncode, done.stderr) == (2, "kha-probe: --kubeconfig: required\n")
 
@@ -300,7 +299,9 @@ def test_checker_does_not_count_a_failed_create_as_lost():
 
 def test_checker_reports_a_watcher_that_missed_a_write():
     lines = [_request("create", 1, "probe-seq-1", "11"), _event("informer", "probe-seq-1", 1, "11")]
-    assert problems(parse(lines), {"probe-seq-1": 1}) == ["raw watch: no event for create probe-seq-1 seq 1 (rv 11)"]
+    assert problems(parse(lines), {"probe-seq-1": 1}) == [
+        "raw: no event for create probe-seq-1 (seq 1, resourceVersion 11)"
+    ]
 
 
 def test_checker_excuses_the_raw_watch_the_writes_a_relist_skipped():
@@ -311,13 +312,13 @@ def test_checker_excuses_the_raw_watch_the_writes_a_relist_skipped():
 
 def test_checker_reports_a_key_whose_seq_goes_back():
     lines = [*_both("probe-key-1", 9, "11"), _event("informer", "probe-key-1", 1, "12")]
-    assert problems(parse(lines), {}) == ["informer watch: probe-key-1 seq went back from 9 to 1"]
+    assert problems(parse(lines), {}) == ["informer: probe-key-1 went from seq 9 back to 1"]
 
 
 def test_checker_reports_the_raw_watch_going_back_in_resource_version():
     lines = [_event("raw", "probe-key-1", 1, "12"), _event("raw", "probe-key-2", 2, "11")]
     assert problems(parse(lines), {}, watchers=["raw"]) == [
-        "raw watch: resourceVersion went back from 12 to 11 (probe-key-2)"
+        "raw: resourceVersion went from 12 back to 11 (probe-key-2)"
     ]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cluster.kubernetes import ETCD_VERSION, KUBERNETES_VERSION
 from tests.conftest import ROOT
-from tests.tools import require_built
+from tests.kubeadm import require_tool
 
 KUBE_GO_MOD = ROOT / "kube" / "k8s" / "go.mod"
 ETCD_GO_MOD = ROOT / "kube" / "etcd" / "go.mod"
@@ -136,7 +136,7 @@ def _run(binary: Path, *args: str) -> str:
 
 
 def test_kubectl_prints_the_pinned_kubernetes_version():
-    kubectl = require_built("kubectl")["kubectl"]
+    kubectl = require_tool("kubectl")
     version = json.loads(_run(kubectl, "version", "--client", "-o", "json"))["clientVersion"]
     assert (version["gitVersion"], version["major"], version["minor"]) == (
         f"v{KUBERNETES_VERSION}",
@@ -145,19 +145,20 @@ def test_kubectl_prints_the_pinned_kubernetes_version():
     assert version["gitTreeState"] == "clean"
 
 
-def test_kube_apiserver_and_kubeadm_print_the_pinned_kubernetes_version():
-    tools = require_built("kube-apiserver", "kubeadm")
-    assert _run(tools["kube-apiserver"], "--version").strip() == f"Kubernetes v{KUBERNETES_VERSION}"
-    assert _run(tools["kubeadm"], "version", "-o", "short").strip() == f"v{KUBERNETES_VERSION}"
+def test_kube_apiserver_kube_controller_manager_and_kubeadm_print_the_pinned_kubernetes_version():
+    for server in ("kube-apiserver", "kube-controller-manager"):
+        assert _run(require_tool(server), "--version").strip() == f"Kubernetes v{KUBERNETES_VERSION}"
+    assert _run(require_tool("kubeadm"), "version", "-o", "short").strip() == f"v{KUBERNETES_VERSION}"
 
 
 def test_etcd_prints_the_pinned_etcd_version():
-    etcd = require_built("etcd")["etcd"]
+    etcd = require_tool("etcd")
     assert _run(etcd, "--version").splitlines()[0] == f"etcd Version: {ETCD_VERSION}"
 
 
 def test_tools_bin_links_each_tool_to_its_build_for_the_pinned_version():
-    tools = require_built("kube-apiserver", "kubeadm", "kubectl", "kha-probe", "etcd")
+    names = ("kube-apiserver", "kube-controller-manager", "kubeadm", "kubectl", "kha-probe", "etcd")
+    tools = {name: require_tool(name) for name in names}
     kube, etcd = ROOT / ".tools" / "kube" / f"v{KUBERNETES_VERSION}", ROOT / ".tools" / "etcd" / f"v{ETCD_VERSION}"
     assert {name: path.resolve() for name, path in tools.items()} == {
         name: (etcd if name == "etcd" else kube).resolve() / "bin" / name for name in tools

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
 from userdata.render import CONTAINER_FILES, HAPROXY_CFG, KEEPALIVED_CONF, STATE_DIR
 
 
@@ -28,19 +27,6 @@ def require(*binaries: str) -> None:
     missing = [b for b in binaries if shutil.which(b) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)}: `make test` installs the Debian packages as root")
-
-
-def require_built(*names: str) -> dict[str, Path]:
-    """The project's own builds of `names` in .tools/bin. Without them a test skips, but not under
-    CI=true: there `make setup` has run, and a missing tool is a failure, not a skip."""
-    paths = {name: ROOT / ".tools" / "bin" / name for name in names}
-    missing = [name for name, path in paths.items() if not path.exists()]
-    if missing:
-        message = f"missing {', '.join(missing)} in .tools/bin: `make setup` builds them"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"{message} (CI=true: setup must have run)")
-        pytest.skip(message)
-    return paths
 
 
 def require_root(why: str) -> None:

@@ -78,6 +78,8 @@ class DrillResult:
     master_transitions: int = 0  # "Entering MASTER STATE" lines, all nodes, during the drill
     vrrp_states: dict[str, str] = field(default_factory=dict)  # each keepalived at the end
     notes: list[str] = field(default_factory=list)
+    t_fault: float | None = None  # monotonic: when the fault was made (the real client's figures start there)
+    t_end: float | None = None  # and when the drill stopped watching
 
 
 def one_holder(lab: Lab) -> str:
@@ -135,6 +137,8 @@ def drill_result(
         slow_attempts=sum(d > SLOW for d in after),
         master_transitions=masters,
         vrrp_states={n: d.daemons.vrrp_state for n, d in lab.nodes.items()},
+        t_fault=t0,
+        t_end=t1,
     )
 
 

@@ -11,6 +11,7 @@ place attempts next to its own fault injections and the daemons' log lines.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import socket
 import ssl
@@ -35,6 +36,14 @@ class Attempt:
     error: str | None
 
 
+CERT_PREFIX = "cert:"
+
+
+def cert_id(der: bytes) -> str:
+    """How the client names a server by its certificate (the lab maps it to the node: `Recorder.identities`)."""
+    return CERT_PREFIX + hashlib.sha256(der).hexdigest()[:16]
+
+
 def _attempt(host: str, port: int, context: ssl.SSLContext, timeout: float) -> tuple[bool, str | None, str | None]:
     deadline = time.monotonic() + timeout
 
@@ -48,6 +57,7 @@ def _attempt(host: str, port: int, context: ssl.SSLContext, timeout: float) -> t
         with socket.create_connection((host, port), timeout=left()) as sock:
             sock.settimeout(left())
             with context.wrap_socket(sock) as tls:
+                cert = tls.getpeercert(binary_form=True)
                 tls.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
                 data = b""
                 while True:
@@ -60,7 +70,8 @@ def _attempt(host: str, port: int, context: ssl.SSLContext, timeout: float) -> t
         return False, None, f"{type(e).__name__}: {e}"
     head, _, body = data.partition(b"\r\n\r\n")
     status = head.split(b" ", 2)[1].decode() if head.startswith(b"HTTP/") else "?"
-    node = body.decode(errors="replace").strip().partition("node=")[2] or None
+    # The stand-in names its node in the body; a real apiserver is known by its serving certificate.
+    node = body.decode(errors="replace").strip().partition("node=")[2] or (cert_id(cert) if cert else None)
     return status == "200", node, None if status == "200" else f"HTTP {status}"
 
 
@@ -96,6 +107,8 @@ class Recorder:
 
     def __init__(self, argv_prefix: list[str], host: str, port: int, log: Path, cwd: Path):
         self.attempts: list[Attempt] = []
+        # cert_id -> node name, for servers known by their certificate (the real apiservers)
+        self.identities: dict[str, str] = {}
         self._lock = threading.Lock()
         argv = [*argv_prefix, sys.executable, "-m", "lab.world.client", "--host", host, "--port", str(port)]
         self.proc = Proc("client", argv, log, self._on_line, cwd=cwd)
@@ -104,8 +117,11 @@ class Recorder:
         if not line.startswith("{"):
             return
         d = json.loads(line)
+        node = d["node"]
+        if node is not None and node.startswith(CERT_PREFIX):
+            node = self.identities.get(node, node)
         with self._lock:
-            self.attempts.append(Attempt(d["s"], d["e"], d["ok"], d["node"], d["err"]))
+            self.attempts.append(Attempt(d["s"], d["e"], d["ok"], node, d["err"]))
 
     def start(self) -> None:
         self.proc.start()

@@ -132,11 +132,9 @@ class Engine:
             raise EngineError(f"{self.name}: the node's init is gone")
         return int(children[0])
 
-    def enter(self, argv: list[str]) -> list[str]:
-        """argv run inside the node: its network, mount and pid namespaces, and its cgroup."""
-        return self.joined(
-            SYSTEM_CGROUP, ["nsenter", f"--target={self.init_pid}", "--net", "--mount", "--pid", "--", *argv]
-        )
+    def enter(self, argv: list[str], part: str = SYSTEM_CGROUP) -> list[str]:
+        """argv run inside the node: its network, mount and pid namespaces, and its cgroup `part`."""
+        return self.joined(part, ["nsenter", f"--target={self.init_pid}", "--net", "--mount", "--pid", "--", *argv])
 
     def joined(self, part: str, argv: list[str]) -> list[str]:
         """argv run in the node's cgroup `part` (see the module's docstring): a shell joins it and

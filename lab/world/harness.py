@@ -34,25 +34,28 @@ import os
 import resource
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
-from cluster.plan import HAPROXY_FD_HEADROOM, takeover_max_s
-from lab.world import cloudinit, configs, contract, images, sshd, steady, synth, topology
+from cluster.plan import HAPROXY_FD_HEADROOM, KUBEADM_CONFIG, takeover_max_s
+from lab.world import cloudinit, configs, contract, images, kubeadm, sshd, steady, synth, topology
 from lab.world.admin import AdminNetwork, Operator
 from lab.world.apiserver import PORT as APISERVER_PORT
 from lab.world.apiserver import make_certificate
-from lab.world.client import Recorder
+from lab.world.client import Recorder, cert_id
 from lab.world.daemons import NodeDaemons, PlacedFile, content_of
 from lab.world.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, weighs_cpu
+from lab.world.kubelet import Kubelet, StaticPodHandle
 from lab.world.node import LabNode
 from lab.world.procs import Proc
 
@@ -67,6 +70,13 @@ NODE_CPU_SHARES = 8192
 DAEMON_CPU_SHARES = 8192
 APISERVER_CGROUP = "apiserver"
 CLIENT_CGROUP = topology.PREFIX + "client"
+# What serves the API behind haproxy: the Python stand-in (lab.world.apiserver), or the real etcd and
+# kube-apiserver that the real kubeadm sets up from each node's kubeadm.yaml (lab.world.kubeadm).
+STAND_IN = "stand-in"
+KUBEADM = "kubeadm"
+CONTROL_PLANES = (STAND_IN, KUBEADM)
+# The real tools, as `make setup` builds them (kube/).
+TOOLS = ROOT / ".tools" / "bin"
 
 
 def synthesize(root: Path = ROOT, fresh: bool = False) -> Path:
@@ -185,9 +195,14 @@ class Lab:
         keep: bool = False,
         lock_timeout: float = 600,
         edit: Callable[[dict], dict] | None = None,
+        control_plane: str = STAND_IN,
     ):
         """`variant` names what the nodes run, made by `edit` from the JSON once the lab's own
-        substitutions are made (`lab.scenarios.variants.lab_for`); "ours" is the JSON as it is."""
+        substitutions are made (`lab.scenarios.variants.lab_for`); "ours" is the JSON as it is.
+        `control_plane` says what serves the API (CONTROL_PLANES)."""
+        if control_plane not in CONTROL_PLANES:
+            raise ValueError(f"control_plane {control_plane!r}: one of {', '.join(CONTROL_PLANES)}")
+        self.control_plane = control_plane
         if (variant == "ours") != (edit is None):
             raise ValueError(f"variant {variant!r}: an edit is needed for any variant but 'ours', and only then")
         # The gateway as our network check names it, for either variant (the lab's own topology).
@@ -274,8 +289,10 @@ class Lab:
             for node in self.nodes.values():
                 node.daemons.stop()
                 node.sshd.stop()
+                if node.kubelet is not None:
+                    node.kubelet.pause()
                 node.engine.power_off()
-                node.kill_apiserver()
+                node.stop_control_plane()
                 node.engine.remove_cgroups()  # last: the apiserver is in the node's cgroup too
             if self.admin:
                 self.admin.down()
@@ -318,6 +335,16 @@ class Lab:
             engine.weigh_part(APISERVER_CGROUP, DAEMON_CPU_SHARES)
             daemons = NodeDaemons(n.name, engine, contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)
             unhealthy = nodedir / "apiserver-unhealthy"
+            ssh_server = sshd.Sshd(engine, n.address, self.keys.host_keys[n.name])
+            if self.control_plane == KUBEADM:
+                kubelet = Kubelet(
+                    engine, n.name, TOOLS, TOOLS / "kubectl", partial(engine.enter, part=APISERVER_CGROUP)
+                )
+                handle = StaticPodHandle(kubelet, "kube-apiserver")
+                self.nodes[n.name] = LabNode(
+                    n.name, ep.ns, n.address, engine, daemons, handle, unhealthy, ssh_server, kubelet
+                )
+                continue
             apiserver = Proc(
                 f"{n.name}-apiserver",
                 engine.joined(
@@ -346,17 +373,62 @@ class Lab:
                 nodedir / "apiserver.log",
                 cwd=ROOT,
             )
-            ssh_server = sshd.Sshd(engine, n.address, self.keys.host_keys[n.name])
             self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, engine, daemons, apiserver, unhealthy, ssh_server)
-        for node in self.nodes.values():
-            node.apiserver.start()
+        if self.control_plane == STAND_IN:
+            for node in self.nodes.values():
+                node.apiserver.start()
         self._each_node(self._first_boot)
-        client_ns = topology.in_ns(topology.CLIENT_NS, [])
+        if self.control_plane == KUBEADM:
+            self._kubeadm_up()
         if weighs_cpu():
             make_cgroup(CLIENT_CGROUP, NODE_CPU_SHARES)
-            client_ns = join_cgroup(CLIENT_CGROUP, client_ns)
-        self._client = Recorder(client_ns, self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT)
+        self._client = Recorder(
+            self.client_argv_prefix(), self.stack.vip, self.frontend_port, self.workdir / "client.log", ROOT
+        )
+        if self.control_plane == KUBEADM:
+            for name, node in self.nodes.items():
+                der = ssl.PEM_cert_to_DER_cert(kubeadm.node_file(node.engine, kubeadm.APISERVER_CERT).read_text())
+                self.client.identities[cert_id(der)] = name
         self.client.start()
+
+    def _kubeadm_up(self) -> None:
+        """`kubeadm init` on the node whose kubeadm.yaml says InitConfiguration, then each other
+        node's join.sh in turn (README, "kubeadm"); each node's kubelet stand-in runs what it writes."""
+        first = self.init_node
+        started = time.monotonic()
+        kubelet = self.nodes[first].kubelet
+        assert kubelet is not None
+        kubelet.start()
+        secrets = kubeadm.init(self.nodes[first].engine, TOOLS)
+        _announce(f"kubeadm init on {first}: {time.monotonic() - started:.1f} s")
+        for name, node in self.nodes.items():
+            if name == first:
+                continue
+            assert node.kubelet is not None
+            node.kubelet.start()
+            joined = time.monotonic()
+            kubeadm.join(node.engine, TOOLS, secrets)
+            _announce(f"kubeadm join on {name}: {time.monotonic() - joined:.1f} s")
+        shutil.copy(kubeadm.node_file(self.nodes[first].engine, kubeadm.ADMIN_CONF), self.kubeconfig)
+        _announce(f"control plane up in {time.monotonic() - started:.1f} s; kubeconfig {self.kubeconfig}")
+
+    def client_argv_prefix(self) -> list[str]:
+        """What runs a command on the client's machine: its namespace, and its cgroup where the lab weighs CPU."""
+        prefix = topology.in_ns(topology.CLIENT_NS, [])
+        return join_cgroup(CLIENT_CGROUP, prefix) if weighs_cpu() else prefix
+
+    @property
+    def init_node(self) -> str:
+        """The node whose kubeadm configuration is the InitConfiguration."""
+        for n in self.stack.nodes:
+            if "kind: InitConfiguration" in n.file(KUBEADM_CONFIG).content:
+                return n.name
+        raise RuntimeError("no node's kubeadm.yaml holds an InitConfiguration")
+
+    @property
+    def kubeconfig(self) -> Path:
+        """kubeadm's admin.conf, from the first node (its server is the VIP: controlPlaneEndpoint)."""
+        return self.workdir / "admin.conf"
 
     def _first_boot(self, node: LabNode) -> None:
         """Boot the node's engine, "pull" the images, run its user_data with cloud-init."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lab.world.daemons import NodeDaemons
 from lab.world.engine import Engine
+from lab.world.kubelet import Kubelet, StaticPodHandle
 from lab.world.procs import Proc
 from lab.world.sshd import Sshd
 from lab.world.topology import Topology
@@ -24,12 +25,17 @@ class LabNode:
     address: str
     engine: Engine
     daemons: NodeDaemons
-    apiserver: Proc
+    apiserver: Proc | StaticPodHandle
     unhealthy_file: Path
     sshd: Sshd
+    # The real control plane's kubelet stand-in (`lab.world.kubelet`); None with the stand-in apiserver.
+    kubelet: Kubelet | None = None
 
     def set_healthy(self, healthy: bool) -> None:
-        """Make the apiserver's /readyz and /healthz answer 200 (healthy) or 500."""
+        """Make the apiserver's /readyz and /healthz answer 200 (healthy) or 500 (the stand-in only:
+        a real kube-apiserver is made unhealthy by its etcd going away)."""
+        if self.kubelet is not None:
+            raise RuntimeError(f"{self.name}: set_healthy is the stand-in apiserver's; stop etcd instead")
         if healthy:
             self.unhealthy_file.unlink(missing_ok=True)
         else:
@@ -75,10 +81,19 @@ class LabNode:
         what lived in its memory (the VIP on its interface) is gone."""
         topology.cut(self.name)
         self.sshd.stop()
+        if self.kubelet is not None:
+            self.kubelet.pause()
         self.engine.power_off()
         self.daemons.engine_gone()
-        self.kill_apiserver()
+        self.stop_control_plane()
         topology.reset_addresses(self.name)
+
+    def stop_control_plane(self) -> None:
+        """What serves the API on this node is gone (with the node: its kubelet stand-in stops too)."""
+        if self.kubelet is not None:
+            self.kubelet.stop()
+        else:
+            self.kill_apiserver()
 
     def power_on(self, topology: Topology) -> None:
         """Boot in order: the network, the engine (which starts the containers by their restart
@@ -87,7 +102,10 @@ class LabNode:
         self.engine.boot(self.daemons.on_event)
         self.daemons.sync()
         self.sshd.start()
-        self.apiserver.start()
+        if self.kubelet is not None:
+            self.kubelet.start()  # kubelet starts the static pods from their manifests, as at boot
+        else:
+            self.apiserver.start()
         # cloud-init's bootcmd is not run again: what it set lives in the node's network
         # namespace, which the lab keeps across reboots (a real VM's kernel forgets it, and
         # cloud-init runs bootcmd at every boot).
