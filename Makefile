@@ -28,11 +28,29 @@ GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
 PROVIDER_MIRROR := $(CURDIR)/.tools/providers
 PROVIDER_BIN := $(PROVIDER_MIRROR)/registry.terraform.io/terraform-provider-openstack/openstack/$(PROVIDER_VERSION)/$(shell $(GO) env GOOS)_$(shell $(GO) env GOARCH)/terraform-provider-openstack_v$(PROVIDER_VERSION)
 
+# Kubernetes and etcd: the versions cluster/kubernetes.py pins (read from there), built from the Go
+# module proxy by the wrapper modules in kube/ (kube/README.md says why), once per version into
+# .tools/kube/v<version>/bin and .tools/etcd/v<version>/bin; .tools/bin links to the pinned ones.
+# A module's go.mod or go.sum changing rebuilds what it builds; the probe also follows its source,
+# and takes Kubernetes' build tags too, so that it reuses the packages their build left in Go's cache.
+KUBERNETES_VERSION := $(shell sed -n 's/^KUBERNETES_VERSION = "\([0-9.]*\)"$$/\1/p' cluster/kubernetes.py)
+ETCD_VERSION := $(shell sed -n 's/^ETCD_VERSION = "\([0-9.]*\)"$$/\1/p' cluster/kubernetes.py)
+KUBE_BIN := .tools/kube/v$(KUBERNETES_VERSION)/bin
+ETCD_BIN := .tools/etcd/v$(ETCD_VERSION)/bin
+KUBE_COMMANDS := kube-apiserver kube-controller-manager kubeadm kubectl
+# Stamped and tagged as Kubernetes' own build does (hack/lib/version.sh, hack/lib/golang.sh): without
+# the stamp kubectl and kubeadm see v0.0.0. The build date is the release's, from the module proxy.
+KUBE_VERSION_VARS = -X $(1).gitVersion=v$(KUBERNETES_VERSION) -X $(1).gitTreeState=clean \
+  -X $(1).gitMajor=$(word 1,$(subst ., ,$(KUBERNETES_VERSION))) -X $(1).gitMinor=$(word 2,$(subst ., ,$(KUBERNETES_VERSION))) \
+  -X $(1).buildDate=$$($(GO) list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
+KUBE_TAGS := selinux,notest,grpcnotrace
+KUBE_LDFLAGS = -s -w $(call KUBE_VERSION_VARS,k8s.io/component-base/version) $(call KUBE_VERSION_VARS,k8s.io/client-go/pkg/version)
+
 DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini iputils-ping busybox openssh-server openssh-client sudo
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast lint format validate bench soak lab lab-up lab-images diff deploy status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
+.PHONY: synth test test-fast lint format validate bench soak lab lab-up lab-images diff deploy status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-kube clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -116,7 +134,7 @@ lab-up: setup synth lab-images
 lab: setup synth lab-images
 	python -m lab $(if $(DRILL),drill $(DRILL),show)
 
-setup: setup-python setup-node setup-system setup-checkov setup-terraform setup-cloud
+setup: setup-python setup-node setup-system setup-checkov setup-terraform setup-cloud setup-kube
 
 # The lab's stand-in images (haproxy, osixia/keepalived) from this machine's binaries, built once
 # and cached under /var/cache/kha-lab; seconds when missing. Needs root, like the lab.
@@ -182,6 +200,35 @@ $(PROVIDER_BIN):
 	GOTOOLCHAIN=local GOBIN=$(CURDIR)/.tools/gobin $(GO) install $(PROVIDER_MODULE)@v$(PROVIDER_VERSION) && \
 	mv .tools/gobin/terraform-provider-openstack $@ && \
 	echo "built terraform-provider-openstack v$(PROVIDER_VERSION) in $$(( $$(date +%s) - start )) s"
+
+# The versioned binaries are built once; the links are rewritten on every run (a few `ln`), so that
+# moving the pin back to a version built before points .tools/bin at it again without a build.
+# Links rather than copies: one copy of each binary on disk, and `ls -l .tools/bin` shows which.
+setup-kube: $(addprefix $(KUBE_BIN)/,$(KUBE_COMMANDS) kha-probe) $(ETCD_BIN)/etcd
+	@mkdir -p .tools/bin
+	@for f in $^; do ln -sfn "../$${f#.tools/}" ".tools/bin/$${f##*/}"; done
+
+# $(call go-build,module folder,package,ldflags,tags): `go build` into $@ from the module's go.sum
+# alone (-mod=readonly, whatever GOFLAGS says), static (CGO_ENABLED=0), timed as the provider's is.
+define go-build
+@test -n "$(KUBERNETES_VERSION)" -a -n "$(ETCD_VERSION)" || { echo "error: no KUBERNETES_VERSION or ETCD_VERSION line in cluster/kubernetes.py"; exit 1; }
+@command -v $(GO) >/dev/null || { echo "error: go not found: $(@F) is built with go build (Go 1.26 or newer)"; exit 1; }
+@mkdir -p $(@D)
+@echo "building $(@F) ($(2) in $(1); minutes the first time, seconds from Go's cache)"
+@start=$$(date +%s); cd $(1) && export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 && \
+$(GO) build -trimpath -buildvcs=false -tags '$(4)' -ldflags "$(3)" -o $(CURDIR)/$@.partial $(2) && \
+mv $(CURDIR)/$@.partial $(CURDIR)/$@ && \
+echo "built $(@F) in $$(( $$(date +%s) - start )) s"
+endef
+
+$(addprefix $(KUBE_BIN)/,$(KUBE_COMMANDS)): $(KUBE_BIN)/%: kube/k8s/go.mod kube/k8s/go.sum
+	$(call go-build,kube/k8s,k8s.io/kubernetes/cmd/$*,$(KUBE_LDFLAGS),$(KUBE_TAGS))
+
+$(KUBE_BIN)/kha-probe: kube/k8s/go.mod kube/k8s/go.sum $(wildcard kube/k8s/probe/*.go)
+	$(call go-build,kube/k8s,./probe,-s -w,$(KUBE_TAGS))
+
+$(ETCD_BIN)/etcd: kube/etcd/go.mod kube/etcd/go.sum
+	$(call go-build,kube/etcd,go.etcd.io/etcd/server/v3,-s -w,)
 
 # The cloud for deploy tests (cloud/): Keystone, Neutron, uwsgi and openstacksdk in a virtualenv of
 # their own, every dependency pinned with its hash in cloud/requirements.txt, apart from the Pipfile.

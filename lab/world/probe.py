@@ -4,8 +4,9 @@ through the VIP, and what its log says about a fault.
 kha-probe runs in the client's namespace with kubeadm's admin.conf (server: the VIP): an open-loop
 request loop (GET, create and update of ConfigMaps carrying a sequence number), a raw watch that
 reconnects at once and an informer, every result and event one JSON line stamped with
-CLOCK_MONOTONIC, the clock the lab's own timestamps use (kube/README.md has the format). The
-functions below read those lines; they take plain lists, so the tests can feed them made-up logs.
+CLOCK_MONOTONIC, the clock the lab's own timestamps use (kube/README.md has the format). This is
+the one reader of those lines (`parse`, and the recorder as they come); the functions below take
+plain lists, so the tests can feed them made-up logs, and `problems` gathers every invariant.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import json
 import statistics
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab.world.procs import Proc
 
@@ -33,6 +36,7 @@ class Request:
     code: int
     err: str | None
     key: str
+    rv: str | None = None  # the result's resourceVersion: a write's is what the watchers must deliver
 
 
 @dataclass(frozen=True)
@@ -45,30 +49,65 @@ class Event:
     rv: str
 
 
+def _request(d: dict[str, Any]) -> Request:
+    return Request(d["op"], d["seq"], d["s"], d["e"], d["ok"], d["code"], d["err"], d["key"], d["rv"])
+
+
+def _event(d: dict[str, Any]) -> Event:
+    return Event(d["t"], d["watcher"], d["type"], d["name"], d["seq"], d["rv"])
+
+
+@dataclass
+class ProbeLog:
+    """A whole run of the probe, read back."""
+
+    requests: list[Request] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    watch_states: list[dict[str, Any]] = field(default_factory=list)
+    ready: float | None = None
+    done: dict[str, Any] | None = None
+
+
+def add_line(log: ProbeLog, line: str) -> str | None:
+    """One line of the probe's stdout into `log`; its kind, or None for a line that is not JSON."""
+    if not line.startswith("{"):
+        return None
+    d = json.loads(line)
+    if d["kind"] == "request":
+        log.requests.append(_request(d))
+    elif d["kind"] == "event":
+        log.events.append(_event(d))
+    elif d["kind"] == "watch":
+        log.watch_states.append(d)
+    elif d["kind"] == "ready":
+        log.ready = d["t"]
+    elif d["kind"] == "done":
+        log.done = d
+    return str(d["kind"])
+
+
+def parse(lines: Iterable[str]) -> ProbeLog:
+    """The probe's stdout, line by line; events keep the order in which they were printed."""
+    log = ProbeLog()
+    for line in lines:
+        add_line(log, line)
+    return log
+
+
 class ProbeRecorder:
     """Runs kha-probe (argv prefix: the client's namespace and cgroup) and keeps every line it prints."""
 
     def __init__(self, argv_prefix: list[str], binary: Path, kubeconfig: Path, log: Path, rate: float = 20):
-        self.requests: list[Request] = []
-        self.events: list[Event] = []
-        self.watch_states: list[dict] = []
+        self.log = ProbeLog()
+        self.requests, self.events, self.watch_states = self.log.requests, self.log.events, self.log.watch_states
         self.ready = threading.Event()
         self._lock = threading.Lock()
         argv = [*argv_prefix, str(binary), "--kubeconfig", str(kubeconfig), "--rate", f"{rate:g}"]
         self.proc = Proc("probe", argv, log, self._on_line)
 
     def _on_line(self, _t: float, line: str) -> None:
-        if not line.startswith("{"):
-            return
-        d = json.loads(line)
         with self._lock:
-            if d["kind"] == "request":
-                self.requests.append(Request(d["op"], d["seq"], d["s"], d["e"], d["ok"], d["code"], d["err"], d["key"]))
-            elif d["kind"] == "event":
-                self.events.append(Event(d["t"], d["watcher"], d["type"], d["name"], d["seq"], d["rv"]))
-            elif d["kind"] == "watch":
-                self.watch_states.append(d)
-            elif d["kind"] == "ready":
+            if add_line(self.log, line) == "ready":
                 self.ready.set()
 
     def start(self, timeout: float = 60) -> None:
@@ -141,6 +180,55 @@ def rv_regressions(events: list[Event]) -> list[str]:
             out.append(f"{e.watcher}: {e.name} went from resourceVersion {seen[key]} back to {rv}")
         seen[key] = max(seen.get(key, -1), rv)
     return out
+
+
+def unseen_writes(requests: list[Request], events: list[Event], watcher: str) -> list[str]:
+    """Acknowledged writes for which `watcher` delivered no event (the object's name and the write's
+    resourceVersion)."""
+    seen = {(e.name, e.rv) for e in events if e.watcher == watcher}
+    return [
+        f"{watcher}: no event for {r.op} {r.key} (seq {r.seq}, resourceVersion {r.rv})"
+        for r in requests
+        if r.ok and r.op in WRITES and (r.key, r.rv) not in seen
+    ]
+
+
+def stream_regressions(events: list[Event], watcher: str = "raw") -> list[str]:
+    """Events whose resourceVersion is below one `watcher` delivered before, whatever the object: on
+    the raw watch's one stream (reconnects and relists resume above it) that never happens; an
+    informer's relist replays objects in name order, so there only rv_regressions holds."""
+    out, top = [], 0
+    for e in (e for e in events if e.watcher == watcher):
+        if int(e.rv) < top:
+            out.append(f"{watcher}: resourceVersion went from {top} back to {e.rv} ({e.name})")
+        top = max(top, int(e.rv))
+    return out
+
+
+def seq_regressions(events: list[Event]) -> list[str]:
+    """Objects whose seq went backwards in a watcher's stream. Updates are unconditional: one that
+    hangs can land after a later one to the same key, and its seq then goes back in the store too."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for e in sorted(events, key=lambda e: e.t):
+        key = (e.watcher, e.name)
+        if e.seq < seen.get(key, -1):
+            out.append(f"{e.watcher}: {e.name} went from seq {seen[key]} back to {e.seq}")
+        seen[key] = max(seen.get(key, -1), e.seq)
+    return out
+
+
+def problems(log: ProbeLog, final: dict[str, int], watchers: Iterable[str] = WATCHERS) -> list[str]:
+    """Everything a run and the ConfigMaps read back after it break, one line each: acknowledged
+    writes lost, writes a watcher never delivered (not asked of the raw watch after a relist, which
+    skips events by design), and resourceVersions or seqs going back."""
+    found = [f"acknowledged write lost: {lost}" for lost in lost_writes(log.requests, final)]
+    relisted = any(s["state"] == "relist" for s in log.watch_states)
+    for watcher in watchers:
+        if not (watcher == "raw" and relisted):
+            found += unseen_writes(log.requests, log.events, watcher)
+    events = [e for e in log.events if e.watcher in watchers]
+    return found + stream_regressions(events) + rv_regressions(events) + seq_regressions(events)
 
 
 def final_state(items: list[dict]) -> dict[str, int]:
