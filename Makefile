@@ -17,6 +17,10 @@ export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
 # cdktf deploy runs `terraform providers lock` after a first init, and that command asks the origin
 # registry whatever the CLI config says: point it at the mirror too.
 export TF_CLI_ARGS_providers_lock := -fs-mirror=$(CURDIR)/.tools/providers
+# Terraform runs in cdktf.out/stacks/<cluster>, where a relative clouds.yaml path would not resolve.
+ifneq ($(OS_CLIENT_CONFIG_FILE),)
+export OS_CLIENT_CONFIG_FILE := $(abspath $(OS_CLIENT_CONFIG_FILE))
+endif
 
 # The OpenStack provider: the version the stack pins (stacks/cluster_stack.py, read from there), built
 # from source with `go install` into a filesystem mirror, once per version; Go keeps its module and
@@ -32,7 +36,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast lint format validate bench soak lab lab-images diff deploy status roll show-userdata cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
+.PHONY: synth test test-fast lint format validate bench soak lab lab-images diff deploy preflight status roll show-userdata cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
 
 # A stale stack never outlives a config that no longer synthesizes.
 synth: setup-python setup-node
@@ -78,8 +82,13 @@ soak: setup synth lab-images
 diff: setup-python setup-node setup-terraform
 	cdktf diff
 
-deploy: setup-python setup-node setup-terraform
+deploy: setup-python setup-node setup-terraform preflight
 	cdktf deploy
+
+# make preflight: the cloud (OS_CLOUD, clouds.yaml) has every name, address, extension, policy and
+# quota the stack of CONFIG needs, checked before anything is created; one line per problem.
+preflight: setup-python setup-node synth
+	@python -m ops preflight $(ARGS) || { rc=$$?; echo "python -m ops preflight exited $$rc (make exits 2 on any failure; bin/ops preflight keeps the code)" >&2; exit $$rc; }
 
 # Operate a deployed cluster over ssh (CONFIG as for synth; ARGS passes options, e.g. ARGS=--json,
 # ARGS=--dry-run, ARGS="--ssh-user ubuntu"). Both synthesize first: the nodes are compared with
