@@ -51,7 +51,7 @@ class Script:
         )
 
     def boot(self) -> Script:
-        """The first boot's failure marker (kubeadm-ha-boot), as the section "boot"."""
+        """The first boot's failure marker (/etc/kubeadm-ha/boot.sh), as the section "boot"."""
         return self.call("kha_boot", BOOT_FAILED_MARK)
 
     def text(self) -> str:

@@ -46,7 +46,7 @@ class FakeNode:
     # Test knobs: a state keepalived shows after its next (re)start, a step that fails.
     state_after_start: str = "BACKUP"
     fail_step: str | None = None
-    boot_failed: str | None = None  # what kubeadm-ha-boot's marker says
+    boot_failed: str | None = None  # what the boot script's marker says
 
 
 class FakeCluster:

@@ -1,4 +1,4 @@
-"""The first-boot script (kubeadm-ha-boot) under `sh`, with docker, apt-get, date and sleep stubbed:
+"""The first-boot script (/etc/kubeadm-ha/boot.sh) under `sh`, with docker, apt-get, date and sleep stubbed:
 retries with back-off for a bounded time, Docker installed only where missing, and the marker that
 `ops status` reports written where a step gives up (and cleared once both containers run)."""
 
@@ -47,7 +47,7 @@ def boot(tmp_path):
         if found:
             (bin_dir / tool).symlink_to(found)
     marker = tmp_path / "var" / "boot-failed"
-    script = tmp_path / "kubeadm-ha-boot"
+    script = tmp_path / "boot.sh"
     text = render_boot_script().replace(f"marker={plan.BOOT_FAILED_MARK}\n", f"marker={marker}\n")
     assert text != render_boot_script()
     script.write_text(text)

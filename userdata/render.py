@@ -83,8 +83,9 @@ NETWORK_SCRIPT = ContainerFile("check_network.sh", KEEPALIVED_DIR, "root:root", 
 NOTIFY_SCRIPT = ContainerFile("notify_state.sh", KEEPALIVED_DIR, "root:root", "0755")
 CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_METRICS, KEEPALIVED_CONF, CHECK_SCRIPT, NETWORK_SCRIPT, NOTIFY_SCRIPT)
 # The first-boot steps around the `docker run` lines (Docker, the pulls, the check that both run),
-# retried for a bounded time; a node writes cluster.plan's BOOT_FAILED_MARK where they fail.
-BOOT_SCRIPT = "/usr/local/sbin/kubeadm-ha-boot"
+# retried for a bounded time; a node writes cluster.plan's BOOT_FAILED_MARK where they fail. Beside
+# the containers' folders, root's alone (the lab's nodes have no writable /usr/local either).
+BOOT_SCRIPT = "/etc/kubeadm-ha/boot.sh"
 
 # Each `docker run` line carries a hash of itself (without the label) as a label, so the operator's
 # tool can tell a container created from the current line from one that must be recreated.
@@ -242,7 +243,7 @@ def render_cloud_config(plan: p.Plan, node_name: str, addresses: Mapping[str, st
 
 
 def render_boot_script() -> str:
-    return _ENV.get_template("kubeadm-ha-boot.sh.j2").render()
+    return _ENV.get_template("boot.sh.j2").render()
 
 
 def boot_commands(plan: p.Plan) -> list[list[str]]:
