@@ -38,9 +38,12 @@ STAMPS := .stamps
 
 .PHONY: synth test test-fast lint format validate bench soak lab lab-images diff deploy preflight status roll show-userdata cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
 
-# A stale stack never outlives a config that no longer synthesizes.
-synth: setup-python setup-node
-	rm -rf cdktf.out
+# A stale stack never outlives a config that no longer synthesizes; each stack's .terraform (the
+# providers and backend `terraform apply -replace` needs there, docs/operate.md) and its lock file stay.
+# The CLI config exists before cdktf runs Terraform (else four [ERROR] blocks about it).
+synth: setup-python setup-node $(STAMPS)/terraformrc
+	@if [ -d cdktf.out ]; then find cdktf.out -mindepth 1 -depth ! -path 'cdktf.out/stacks/*/.terraform*' -delete 2>/dev/null || true; fi
+	@python main.py --check
 	cdktf synth --output cdktf.out
 	@ls cdktf.out/stacks/*/cdk.tf.json
 
@@ -78,12 +81,19 @@ MINUTES ?= 10
 soak: setup synth lab-images
 	python -m lab soak --seed $(SEED) --minutes $(MINUTES)
 
-# Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry.
+# Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry. Terraform's advice
+# after a prevent_destroy refusal (remove it, or -target) is not this project's: one line more
+# names allow_destroy. deploy keeps its terminal for cdktf's approval prompt (script), when it has one.
+DESTROY_HINT := note: Terraform refused to destroy or replace a protected resource: this project's switch is allow_destroy: true in the cluster's YAML, for a planned teardown or node replacement only, set back to false after (README.md, Day 2 and Teardown; docs/operate.md); do not remove prevent_destroy or use -target
+define with_destroy_hint
+@mkdir -p $(STAMPS); log=$(STAMPS)/cdktf-$(1).log; if [ -t 0 ] && [ -t 1 ]; then script -qefc "cdktf $(1)" "$$log"; rc=$$?; else set -o pipefail; cdktf $(1) 2>&1 | tee "$$log"; rc=$$?; fi; if [ $$rc -ne 0 ] && grep -q 'prevent_destroy' "$$log"; then echo "$(DESTROY_HINT)" >&2; fi; exit $$rc
+endef
+
 diff: setup-python setup-node setup-terraform
-	cdktf diff
+	$(call with_destroy_hint,diff)
 
 deploy: setup-python setup-node setup-terraform preflight
-	cdktf deploy
+	$(call with_destroy_hint,deploy)
 
 # make preflight: the cloud (OS_CLOUD, clouds.yaml) has every name, address, extension, policy and
 # quota the stack of CONFIG needs, checked before anything is created; one line per problem.
