@@ -36,7 +36,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast lint format validate bench soak lab lab-images diff deploy preflight status roll show-userdata cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
+.PHONY: synth test test-fast lint format validate bench soak lab lab-images diff deploy preflight status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform clean
 
 # A stale stack never outlives a config that no longer synthesizes; each stack's .terraform (the
 # providers and backend `terraform apply -replace` needs there, docs/operate.md) and its lock file stay.
@@ -117,6 +117,13 @@ show-userdata: setup-python setup-node
 	@if [ -z "$(NODE)" ]; then echo "error: NODE: not set; e.g. make show-userdata NODE=demo-cp-1" >&2; exit 2; fi
 	@$(MAKE) --no-print-directory synth >&2
 	@python -m ops userdata $(ARGS) "$(NODE)"
+
+# make kubeadm-config NODE=demo-cp-1: that node's kubeadm configuration, as its userdata writes it
+# (CONFIG and ARGS as for show-userdata; only the file goes to stdout).
+kubeadm-config: setup-python setup-node
+	@if [ -z "$(NODE)" ]; then echo "error: NODE: not set; e.g. make kubeadm-config NODE=demo-cp-1" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory synth >&2
+	@python -m ops kubeadm-config $(ARGS) "$(NODE)"
 
 # make lab: build the lab, show the nodes and the VIP holder; make lab DRILL=haproxy-kill: one drill.
 lab: setup synth lab-images

@@ -24,11 +24,14 @@ from pydantic import (
     Field,
     Strict,
     StrictBool,
+    StrictStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
+
+from cluster import kubernetes as kube
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 
@@ -40,6 +43,8 @@ DNS_LABEL = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
 DNS_LABEL_MAX = 32
 INTERFACE = r"^[a-zA-Z0-9_.-]{1,15}$"
 REGION = r"^[A-Za-z0-9._-]{1,64}$"
+# Kubernetes' cluster domain: dot-separated DNS labels.
+DNS_DOMAIN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 # Without nodes.members the nodes are named `<name>-cp-<n>` (n at most 7), and each such name is
 # a DNS label too: the cluster's name leaves room for the suffix.
 MEMBER_SUFFIX = "-cp-{}"
@@ -226,6 +231,22 @@ class Containers(_Model):
         return value
 
 
+class Kubernetes(_Model):
+    """What kubeadm is told: each node's userdata writes its kubeadm configuration from this."""
+
+    version: str = kube.KUBERNETES_VERSION
+    pod_subnet: Cidr = ipaddress.IPv4Network(kube.DEFAULT_POD_SUBNET)
+    service_subnet: Cidr = ipaddress.IPv4Network(kube.DEFAULT_SERVICE_SUBNET)
+    dns_domain: Annotated[str, Field(pattern=DNS_DOMAIN)] = "cluster.local"
+    # kube-apiserver flag (without '--') -> value, as kubeadm's apiServer.extraArgs carries them.
+    apiserver_args: dict[str, StrictStr] = {}
+
+    @field_validator("version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        return kube.supported_version(value)
+
+
 # AWS's naming rules for general purpose S3 buckets: S3-compatible stores may accept more, but a
 # name that follows these moves between stores. Each entry: (is the rule broken?, what is allowed).
 _BUCKET_RULES: tuple[tuple[Any, str], ...] = (
@@ -280,6 +301,7 @@ class ClusterConfig(_Model):
     access: Access
     ports: Ports = Ports()
     containers: Containers
+    kubernetes: Kubernetes = Kubernetes()
     state: State = State()
     # Every plan refuses to destroy (or replace) a node, its port, the VIP port, the server group
     # and the floating IP while this is false: true only for a planned teardown (docs/operate.md, "Day 2").
@@ -425,6 +447,35 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
             "access.monitoring_cidrs",
             anywhere,
             "opens the metrics to the whole internet; name the CIDR of your Prometheus",
+        )
+    problems.extend(_kubernetes_problems(cfg))
+    return problems
+
+
+def _kubernetes_problems(cfg: ClusterConfig) -> list[str]:
+    """Flags kube-apiserver does not know or that the product sets itself; subnets that would collide."""
+    k = cfg.kubernetes
+    problems = []
+    for flag, value in k.apiserver_args.items():
+        allowed = kube.apiserver_arg_problem(flag, value)
+        if allowed:
+            problems.append(f"kubernetes.apiserver_args.{flag}: {value!r} — {allowed}")
+    conflict = kube.apiserver_args_conflict(k.apiserver_args)
+    if conflict:
+        problems.append(
+            f"kubernetes.apiserver_args: {kube.ANONYMOUS_AUTH} and {kube.AUTHENTICATION_CONFIG} — {conflict}"
+        )
+    subnet = cfg.network.subnet.cidr
+    for field, cidr in (("pod_subnet", k.pod_subnet), ("service_subnet", k.service_subnet)):
+        if cidr.overlaps(subnet):
+            problems.append(
+                f"kubernetes.{field}: {cidr} — overlaps network.subnet.cidr {subnet}: pods and services need "
+                "addresses of their own; choose a range outside the tenant subnet"
+            )
+    if k.pod_subnet.overlaps(k.service_subnet):
+        problems.append(
+            f"kubernetes.pod_subnet: {k.pod_subnet} — overlaps kubernetes.service_subnet {k.service_subnet}; "
+            "the two ranges must be disjoint"
         )
     return problems
 
@@ -595,6 +646,7 @@ _PATTERNS = {
     f"at most {DNS_LABEL_MAX} characters",
     INTERFACE: "an interface name: 1-15 letters, digits, '_', '.' or '-'",
     REGION: "a region name: 1-64 letters, digits, '.', '_' or '-'",
+    DNS_DOMAIN: "a DNS domain such as cluster.local: dot-separated labels of lowercase letters, digits and '-'",
 }
 
 

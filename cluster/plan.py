@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cluster import kubernetes as kube
+
 if TYPE_CHECKING:  # the plan's constants are read where pydantic is not worth importing (the lab's apiserver)
     from cluster.config import ClusterConfig
 
@@ -143,6 +145,59 @@ CONTAINER_LOG_MAX_SIZE = "10m"
 CONTAINER_LOG_FILES = 5
 
 
+# kubeadm's files on each node (written by cloud-init): the node's kubeadm configuration, the join
+# helper that fills the join secrets in from the environment, and, for a hardened apiserver, the
+# authentication configuration (in a folder of its own that kubeadm mounts into the apiserver's pod).
+KUBEADM_DIR = "/etc/kubeadm-ha/kubeadm"
+KUBEADM_CONFIG = f"{KUBEADM_DIR}/kubeadm.yaml"
+KUBEADM_JOIN = f"{KUBEADM_DIR}/join.sh"
+APISERVER_DIR = "/etc/kubeadm-ha/apiserver"
+AUTHENTICATION_CONFIG = f"{APISERVER_DIR}/authentication-config.yaml"
+# The health endpoints kubelet's probes and haproxy's checks read without credentials.
+ANONYMOUS_PATHS = ("/healthz", "/livez", "/readyz")
+# The join secrets a joining node's kubeadm.yaml leaves for the join command (never in user_data):
+# field of JoinConfiguration -> (placeholder in the file, the variable join.sh reads it from).
+JOIN_SECRETS = {
+    "token": ("@KUBEADM_TOKEN@", "KUBEADM_TOKEN"),
+    "caCertHash": ("@KUBEADM_CA_CERT_HASH@", "KUBEADM_CA_CERT_HASH"),
+    "certificateKey": ("@KUBEADM_CERTIFICATE_KEY@", "KUBEADM_CERTIFICATE_KEY"),
+}
+
+
+@dataclass(frozen=True)
+class KubePlan:
+    """What each node's kubeadm configuration says, decided once for the cluster."""
+
+    version: str  # as kubeadm writes it: v1.37.2
+    pod_subnet: str
+    service_subnet: str
+    dns_domain: str
+    # kube-apiserver's flags in kubeadm's apiServer.extraArgs, sorted by name.
+    apiserver_args: tuple[tuple[str, str], ...]
+    # anonymous-auth "false" asked for: anonymous access stays for ANONYMOUS_PATHS only.
+    health_only_anonymous: bool
+
+
+def kube_plan(cfg: ClusterConfig) -> KubePlan:
+    """The user's apiserver flags over ours (the recommended shutdown delay); a hardened
+    apiserver's anonymous-auth "false" becomes an authentication configuration (kube-apiserver
+    refuses the flag beside it) that keeps anonymous access to the health endpoints only."""
+    k = cfg.kubernetes
+    args = {kube.SHUTDOWN_DELAY: f"{shutdown_delay_s()}s", **k.apiserver_args}
+    hardened = args.get(kube.ANONYMOUS_AUTH) == "false"
+    if hardened:
+        del args[kube.ANONYMOUS_AUTH]
+        args[kube.AUTHENTICATION_CONFIG] = AUTHENTICATION_CONFIG
+    return KubePlan(
+        version=kube.supported_version(k.version),
+        pod_subnet=str(k.pod_subnet),
+        service_subnet=str(k.service_subnet),
+        dns_domain=k.dns_domain,
+        apiserver_args=tuple(sorted(args.items())),
+        health_only_anonymous=hardened,
+    )
+
+
 @dataclass(frozen=True)
 class NodePlan:
     name: str
@@ -164,6 +219,7 @@ class Plan:
     haproxy_image: str
     keepalived_image: str
     nodes: tuple[NodePlan, ...]
+    kubernetes: KubePlan
 
     @property
     def instance_name(self) -> str:
@@ -175,6 +231,11 @@ class Plan:
 
     def node(self, name: str) -> NodePlan:
         return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def init_node(self) -> NodePlan:
+        """The node that runs `kubeadm init`; the others join it."""
+        return self.nodes[0]
 
 
 def priority_for(position: int) -> int:
@@ -199,6 +260,7 @@ def make_plan(cfg: ClusterConfig) -> Plan:
         haproxy_image=cfg.containers.haproxy,
         keepalived_image=cfg.containers.keepalived,
         nodes=nodes,
+        kubernetes=kube_plan(cfg),
     )
 
 

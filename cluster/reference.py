@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from cluster import config
+from cluster import kubernetes as kube
 from cluster.config import ALLOWED_NODE_COUNTS, DNS_LABEL_MAX, NAME_MAX_WITHOUT_MEMBERS, ClusterConfig
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -96,6 +97,24 @@ RULES: dict[str, str] = {
     ),
     "containers.haproxy": "pinned: `repository:tag` with a tag other than `latest`, or `repository@sha256:<64 hex>`",
     "containers.keepalived": "pinned: `repository:tag` with a tag other than `latest`, or `repository@sha256:<64 hex>`",
+    "kubernetes": "what each node's kubeadm configuration says (`make kubeadm-config NODE=...` prints it)",
+    "kubernetes.version": (
+        f"a Kubernetes release `v{kube.KUBERNETES_VERSION.rsplit('.', 1)[0]}.0` to `v{kube.KUBERNETES_VERSION}`, "
+        "with or without the `v`: the release whose kubeadm validates these files"
+    ),
+    "kubernetes.pod_subnet": (
+        "kubeadm's `networking.podSubnet`; outside `network.subnet.cidr` and `kubernetes.service_subnet`"
+    ),
+    "kubernetes.service_subnet": "kubeadm's `networking.serviceSubnet`; outside `network.subnet.cidr`",
+    "kubernetes.dns_domain": "kubeadm's `networking.dnsDomain`",
+    "kubernetes.apiserver_args": (
+        f"kube-apiserver flag (no leading `--`) to a quoted value, for kubeadm's `apiServer.extraArgs`; flags of "
+        f"kube-apiserver v{kube.KUBERNETES_VERSION} only; not {', '.join(f'`{f}`' for f in sorted(kube.OWNED_FLAGS))} "
+        f"(the product sets them); `{kube.SHUTDOWN_DELAY}` defaults to the recommended delay; "
+        '`anonymous-auth: "false"` '
+        "keeps anonymous access to the health endpoints only, through an authentication configuration "
+        "(not together with `authentication-config`)"
+    ),
     "state": "where Terraform keeps this cluster's state; its credentials come from the environment only",
     "state.bucket": f"{_ONLY_S3}; an S3 bucket name that {'; '.join(rule for _, rule in config._BUCKET_RULES)}",
     "state.key": (
@@ -179,6 +198,9 @@ def _describe(annotation: Any, meta: list[Any]) -> tuple[str, list[str]]:
         kind, words = _describe(typing.get_args(annotation)[0], [])
         each = [f"each entry {', '.join(words)}"] if words else []
         return f"list of {kind}s", each + _constraints(meta)
+    if origin is dict:
+        kind, words = _describe(typing.get_args(annotation)[1], [])
+        return f"mapping of texts to {kind}s", _constraints(meta)
     if origin is typing.Literal:
         return " \\| ".join(f"`{v}`" for v in typing.get_args(annotation)), _constraints(meta)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -196,6 +218,8 @@ def _default(field: FieldInfo) -> str:
         return f"`{str(value).lower()}`"
     if value == ():
         return "`[]`"
+    if value == {}:
+        return "`{}`"
     return f"`{value}`"
 
 

@@ -1,5 +1,5 @@
-"""python -m ops status|roll|userdata|preflight: see and change the HA endpoint of one cluster (CONFIG
-chooses it, as for synth), or check the cloud before deploying it."""
+"""python -m ops status|roll|userdata|kubeadm-config|preflight: see and change the HA endpoint of one cluster
+(CONFIG chooses it, as for synth), or check the cloud before deploying it."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cluster.config import ClusterConfig, ConfigError, load_configs
-from cluster.plan import Plan, make_plan
+from cluster.plan import KUBEADM_CONFIG, KUBEADM_JOIN, Plan, make_plan
 from ops import CONNECT_TIMEOUT_S, GATE_TIMEOUT_S, Exit, OpsError, openstack, preflight
 from ops.inventory import Inventory, load_inventory, read_stack, stack_json_path
 from ops.roll import Roller, RollStopped, describe, make_roll_plan
 from ops.ssh import Ssh, SshOptions
 from ops.status import as_json, collect, findings, table
-from userdata.cloudconfig import unescape
-from userdata.stack import PORT_ADDRESS, StackError
+from userdata.cloudconfig import CloudConfigError, unescape, written_file_as_synthesized
+from userdata.stack import FLOATING_IP_ADDRESS, PORT_ADDRESS, StackError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
         "userdata", parents=[cluster], help="print one node's cloud-config from the synthesized stack"
     )
     userdata.add_argument("node", help="the node's name, as in the config")
+    kubeadm = sub.add_parser(
+        "kubeadm-config", parents=[cluster], help="print one node's kubeadm configuration from the synthesized stack"
+    )
+    kubeadm.add_argument("node", help="the node's name, as in the config")
     check = sub.add_parser(
         "preflight",
         parents=[cluster],
@@ -200,8 +204,36 @@ def check_cloud(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
     return Exit.REFUSED if problems else Exit.OK
 
 
+def kubeadm_config(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
+    """The node's kubeadm configuration, as its user_data writes it (KUBEADM_CONFIG); a note on
+    stderr where Terraform still fills in addresses, and where the join secrets go."""
+    plan = cluster_plan(args)
+    path = stack_path(args, plan)
+    try:
+        user_data = read_stack(plan, path).instance(args.node).user_data
+        text = written_file_as_synthesized(user_data, KUBEADM_CONFIG)
+    except (StackError, CloudConfigError) as err:
+        raise OpsError(f"{path}: {err}") from None
+    print(text, end="")
+    if refs := len(PORT_ADDRESS.findall(text)) + len(FLOATING_IP_ADDRESS.findall(text)):
+        note = f"{refs} addresses are Terraform references (${{...}}): Neutron allocates them at deploy"
+        print(f"note: {note}", file=sys.stderr)
+    if args.node != plan.init_node.name:
+        print(
+            f"note: the join secrets are placeholders; {KUBEADM_JOIN} fills them in from the environment",
+            file=sys.stderr,
+        )
+    return Exit.OK
+
+
 Command = Callable[[argparse.Namespace, Ssh | None], Exit]
-COMMANDS: dict[str, Command] = {"status": status, "roll": roll, "userdata": userdata, "preflight": check_cloud}
+COMMANDS: dict[str, Command] = {
+    "status": status,
+    "roll": roll,
+    "userdata": userdata,
+    "kubeadm-config": kubeadm_config,
+    "preflight": check_cloud,
+}
 
 
 def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cluster.plan import Plan
 from ops import OpsError
@@ -36,8 +37,8 @@ def stack_json_path(plan: Plan, root: Path) -> Path:
     return root / "cdktf.out" / "stacks" / plan.cluster / "cdk.tf.json"
 
 
-def terraform_node_addresses(stack_dir: Path, run=subprocess.run) -> dict[str, str]:
-    """The deployed stack's node_addresses output, by node name.
+def terraform_output(stack_dir: Path, name: str, hint: str, run=subprocess.run) -> Any:
+    """One output of the deployed stack (`terraform output -json NAME` in the stack's folder).
 
     `make synth` recreates the stack folder, so Terraform there may need `init` (backend only, as
     `cdktf deploy` does it) before it can read the state: tried once when the first read fails.
@@ -47,18 +48,26 @@ def terraform_node_addresses(stack_dir: Path, run=subprocess.run) -> dict[str, s
         try:
             return run(["terraform", *args], cwd=stack_dir, capture_output=True, text=True, timeout=300)
         except FileNotFoundError:
-            raise OpsError("terraform: command not found; it reads the node addresses Neutron allocated") from None
+            raise OpsError(f"terraform: command not found; it reads the deployed stack's {name}") from None
 
-    done = terraform("output", "-no-color", "-json", "node_addresses")
+    done = terraform("output", "-no-color", "-json", name)
     if done.returncode != 0:
         terraform("init", "-input=false", "-no-color")
-        done = terraform("output", "-no-color", "-json", "node_addresses")
+        done = terraform("output", "-no-color", "-json", name)
     if done.returncode != 0:
-        raise OpsError(
-            f"terraform output node_addresses in {stack_dir}: {terraform_error(done.stderr)} "
-            "(deploy first, or give every member an address in the config)"
-        )
-    return {str(k): str(v) for k, v in json.loads(done.stdout).items()}
+        raise OpsError(f"terraform output {name} in {stack_dir}: {terraform_error(done.stderr)} ({hint})")
+    return json.loads(done.stdout)
+
+
+def terraform_node_addresses(stack_dir: Path, run=subprocess.run) -> dict[str, str]:
+    """The deployed stack's node_addresses output, by node name."""
+    hint = "deploy first, or give every member an address in the config"
+    return {str(k): str(v) for k, v in terraform_output(stack_dir, "node_addresses", hint, run).items()}
+
+
+def terraform_floating_ip(stack_dir: Path, run=subprocess.run) -> str:
+    """The deployed stack's floating IP (the kubeadm files name it among the certificate SANs)."""
+    return str(terraform_output(stack_dir, "floating_ip", "deploy first: Neutron allocates the floating IP", run))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -109,7 +118,10 @@ def read_stack(plan: Plan, stack_json: Path) -> SynthesizedStack:
 
 
 def load_inventory(
-    plan: Plan, stack_json: Path, node_addresses: Callable[[Path], dict[str, str]] = terraform_node_addresses
+    plan: Plan,
+    stack_json: Path,
+    node_addresses: Callable[[Path], dict[str, str]] = terraform_node_addresses,
+    floating_ip: Callable[[Path], str] = terraform_floating_ip,
 ) -> Inventory:
     stack = read_stack(plan, stack_json)
     missing = [i.name for i in stack.instances if stack.literal_address(i) is None]
@@ -121,10 +133,11 @@ def load_inventory(
             unknown = sorted(set(missing) - set(allocated))
             raise OpsError(f"the deployed stack's node_addresses output has no address for {', '.join(unknown)}")
 
+    fip = floating_ip(Path(stack_json).parent) if stack.has_floating_ip else None
     nodes = []
     for node in plan.nodes:
         try:
-            n = stack.node(stack.instance(node.name), allocated)
+            n = stack.node(stack.instance(node.name), allocated, fip)
         except StackError as err:
             raise OpsError(f"{stack_json}: {err}") from None
         if sorted(n.containers) != sorted(CONTAINERS):

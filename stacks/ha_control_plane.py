@@ -125,10 +125,28 @@ class HaControlPlane(Construct):
             for node in plan.nodes
         }
 
+        self.floating_ip: NetworkingFloatingipV2 | None = None
+        if config.vip.floating_ip_pool:
+            # On the VIP port, never on a VM: it follows the VIP wherever keepalived moves it.
+            # Its address is in the apiservers' certificates (each node's kubeadm.yaml): keep it too.
+            self.floating_ip = NetworkingFloatingipV2(
+                self,
+                "floating-ip",
+                pool=config.vip.floating_ip_pool,
+                description=f"{plan.cluster} control-plane endpoint",
+                lifecycle=TerraformResourceLifecycle(prevent_destroy=keep),
+            )
+            self.floating_ip.override_logical_id("vip_floating_ip")
+            assoc = NetworkingFloatingipAssociateV2(
+                self, "floating-ip-association", floating_ip=self.floating_ip.address, port_id=self.vip_port.id
+            )
+            assoc.override_logical_id("vip_floating_ip_association")
+
         self.instances: dict[str, ComputeInstanceV2] = {}
         previous: ComputeInstanceV2 | None = None
         for node in plan.nodes:
-            user_data = render_cloud_config(plan, node.name, self.addresses)
+            fip = Token.as_string(self.floating_ip.address) if self.floating_ip is not None else None
+            user_data = render_cloud_config(plan, node.name, self.addresses, fip)
             instance = ComputeInstanceV2(
                 self,
                 f"instance-{node.name}",
@@ -170,23 +188,6 @@ class HaControlPlane(Construct):
         )
         roster.add_override("lifecycle", {"prevent_destroy": keep})
         roster.override_logical_id("roster")
-
-        self.floating_ip: NetworkingFloatingipV2 | None = None
-        if config.vip.floating_ip_pool:
-            # On the VIP port, never on a VM: it follows the VIP wherever keepalived moves it.
-            # Its address is in the apiservers' certificates (certificate_sans): keep it too.
-            self.floating_ip = NetworkingFloatingipV2(
-                self,
-                "floating-ip",
-                pool=config.vip.floating_ip_pool,
-                description=f"{plan.cluster} control-plane endpoint",
-                lifecycle=TerraformResourceLifecycle(prevent_destroy=keep),
-            )
-            self.floating_ip.override_logical_id("vip_floating_ip")
-            assoc = NetworkingFloatingipAssociateV2(
-                self, "floating-ip-association", floating_ip=self.floating_ip.address, port_id=self.vip_port.id
-            )
-            assoc.override_logical_id("vip_floating_ip_association")
 
     def _security_group(self, config: ClusterConfig) -> NetworkingSecgroupV2:
         plan = self.plan

@@ -195,7 +195,8 @@ REJECTED = [
     (
         "typo-at-top-level",
         {"acces": {}},
-        r"^acces: unknown key — allowed keys here: name, network, vip, nodes, access, ports, containers, state",
+        r"^acces: unknown key — allowed keys here: name, network, vip, nodes, access, ports, containers, kubernetes, "
+        "state",
     ),
     ("missing-required", {"nodes.image": DELETE}, r"^nodes\.image: missing — this field is required"),
     ("network-name-and-id", {"network.id": "4f1c"}, r"^network: give exactly one of 'name' or 'id'"),

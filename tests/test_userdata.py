@@ -34,6 +34,7 @@ from userdata.render import (
     RUN_LABEL,
     STATE_DIR,
     container_commands,
+    kubeadm_files,
     render_boot_script,
     render_cloud_config,
     render_node_files,
@@ -83,7 +84,10 @@ def test_cloud_config_carries_exactly_the_rendered_files(example_plan, files, no
     assert text.startswith("#cloud-config\n")
     doc = load_cloud_config(text)
     written = {f["path"]: f for f in doc["write_files"]}
-    assert set(written) == {f.host_path for f in CONTAINER_FILES} | {BOOT_SCRIPT}
+    kubeadm = {f["host_path"]: f for f in kubeadm_files(example_plan, node)}
+    assert set(written) == {f.host_path for f in CONTAINER_FILES} | set(kubeadm) | {BOOT_SCRIPT}
+    for path, spec in kubeadm.items():
+        assert (written[path]["content"], written[path]["owner"]) == (spec["content"], "root:root")
     boot = written[BOOT_SCRIPT]
     assert (boot["content"], boot["owner"], boot["permissions"]) == (render_boot_script(), "root:root", "0755")
     for spec in CONTAINER_FILES:
@@ -369,7 +373,7 @@ def test_allocated_addresses_need_explicit_references():
         render_node_files(plan, "demo-cp-1")
 
 
-def test_extract_gives_back_each_nodes_files_from_the_synthesized_json(example_json, files, tmp_path):
+def test_extract_gives_back_each_nodes_files_from_the_synthesized_json(example_json, example_plan, files, tmp_path):
     from userdata.cloudconfig import written_files
     from userdata.extract import main as extract
     from userdata.stack import user_data_by_node
@@ -378,8 +382,10 @@ def test_extract_gives_back_each_nodes_files_from_the_synthesized_json(example_j
     assert sorted(by_node) == NODE_NAMES
     for node in NODE_NAMES:
         written = written_files(by_node[node])
-        want = {s.host_path: files[node][s.key] for s in CONTAINER_FILES} | {BOOT_SCRIPT: render_boot_script()}
-        assert {p: f.content for p, f in written.items()} == want
+        expected = {s.host_path: files[node][s.key] for s in CONTAINER_FILES}
+        expected |= {f["host_path"]: f["content"] for f in kubeadm_files(example_plan, node)}
+        expected[BOOT_SCRIPT] = render_boot_script()
+        assert {p: f.content for p, f in written.items()} == expected
     stack = tmp_path / "cdk.tf.json"
     stack.write_text(__import__("json").dumps(example_json))
     assert extract([str(stack), "demo-cp-2", str(tmp_path / "out")]) == 0

@@ -90,6 +90,24 @@ def written_files(user_data: str) -> dict[str, WrittenFile]:
     return files
 
 
+_REFERENCE = re.compile(r"(?<![$%])\$\{[^}]*\}")
+
+
+def written_file_as_synthesized(user_data: str, path: str) -> str:
+    """One write_files entry's content as the JSON carries it: Terraform's escapes undone, but its
+    references (addresses Neutron allocates at deploy) left as they are, for a person to read."""
+    refs: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        refs.append(match.group(0))
+        return f"kha-reference-{len(refs) - 1}-"
+
+    files = written_files(_REFERENCE.sub(hold, user_data))
+    if path not in files:
+        raise CloudConfigError(f"user_data writes no {path}")
+    return re.sub(r"kha-reference-(\d+)-", lambda m: refs[int(m.group(1))], files[path].content)
+
+
 # The `docker run` options a userdata line may use, by whether they take a value. Anything else is
 # refused, not guessed: a flag taken for an option with a value swallows the image name, and the
 # operator's tool must never recreate a container from a line it misread.

@@ -219,12 +219,81 @@ def _labelled(command: list[str]) -> list[str]:
     return [*command[:at], "--label", f"{RUN_LABEL}={digest}", *command[at:]]
 
 
-def render_cloud_config(plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None) -> str:
+# What a joining node's join.sh accepts for each join secret (kubeadm's own forms), and an example.
+JOIN_SECRET_PATTERNS = {
+    "token": r"[a-z0-9]{6}\.[a-z0-9]{16}",
+    "caCertHash": r"sha256:[0-9a-f]{64}",
+    "certificateKey": r"[0-9a-f]{64}",
+}
+JOIN_SECRET_EXAMPLES = {
+    "token": "<6>.<16> lowercase letters and digits",
+    "caCertHash": "sha256:<64 hex>",
+    "certificateKey": "<64 hex>",
+}
+
+
+def cert_sans(plan: p.Plan, addresses: Mapping[str, str], floating_ip: str | None) -> list[str]:
+    """Every address a client may reach an apiserver by: the VIP, the floating IP, each node."""
+    return [plan.vip, *([floating_ip] if floating_ip else []), *(addresses[n.name] for n in plan.nodes)]
+
+
+def render_kubeadm_config(
+    plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None, floating_ip: str | None = None
+) -> str:
+    """The node's kubeadm configuration (v1beta4): Init- and ClusterConfiguration on the first node,
+    a JoinConfiguration with the join secrets left as placeholders on the others."""
+    addresses = addresses or _literal_addresses(plan)
+    return _ENV.get_template("kubeadm.yaml.j2").render(
+        plan=plan,
+        k=plan.kubernetes,
+        node=plan.node(node_name),
+        node_address=addresses[node_name],
+        init=node_name == plan.init_node.name,
+        path=p.KUBEADM_CONFIG,
+        join_script=p.KUBEADM_JOIN,
+        cert_sans=cert_sans(plan, addresses, floating_ip),
+        apiserver_dir=p.APISERVER_DIR,
+        secrets={field: placeholder for field, (placeholder, _) in p.JOIN_SECRETS.items()},
+    )
+
+
+def render_join_script() -> str:
+    return _ENV.get_template("kubeadm-join.sh.j2").render(
+        config=p.KUBEADM_CONFIG, secrets=p.JOIN_SECRETS, patterns=JOIN_SECRET_PATTERNS, examples=JOIN_SECRET_EXAMPLES
+    )
+
+
+def render_authentication_config(plan: p.Plan) -> str:
+    return _ENV.get_template("authentication-config.yaml.j2").render(plan=plan, paths=p.ANONYMOUS_PATHS)
+
+
+def kubeadm_files(
+    plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None, floating_ip: str | None = None
+) -> list[dict[str, str]]:
+    """The kubeadm files cloud-init writes on the node (no container reads them)."""
+    files = [
+        _file(p.KUBEADM_CONFIG, "0600", render_kubeadm_config(plan, node_name, addresses, floating_ip)),
+    ]
+    if node_name != plan.init_node.name:
+        files.append(_file(p.KUBEADM_JOIN, "0700", render_join_script()))
+    if plan.kubernetes.health_only_anonymous:
+        files.append(_file(p.AUTHENTICATION_CONFIG, "0600", render_authentication_config(plan)))
+    return files
+
+
+def _file(path: str, permissions: str, content: str) -> dict[str, str]:
+    return {"host_path": path, "owner": "root:root", "permissions": permissions, "content": content}
+
+
+def render_cloud_config(
+    plan: p.Plan, node_name: str, addresses: Mapping[str, str] | None = None, floating_ip: str | None = None
+) -> str:
     contents = render_node_files(plan, node_name, addresses)
     files = [
         {"host_path": f.host_path, "owner": f.owner, "permissions": f.permissions, "content": contents[f.key]}
         for f in CONTAINER_FILES
     ]
+    files += kubeadm_files(plan, node_name, addresses, floating_ip)
     files.append(
         {"host_path": BOOT_SCRIPT, "owner": "root:root", "permissions": "0755", "content": render_boot_script()}
     )

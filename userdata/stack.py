@@ -29,6 +29,9 @@ VRRP = "112"
 _REF = re.compile(r"^\$\{([A-Za-z0-9_]+)\.([A-Za-z0-9_-]+)\.id\}$")
 # How the construct refers to a Neutron-allocated node address inside user_data.
 PORT_ADDRESS = re.compile(rf"\$\{{element\({PORT}\.([A-Za-z0-9_-]+)\.all_fixed_ips, 0\)\}}")
+FLOATINGIP = "openstack_networking_floatingip_v2"
+# How the construct refers to the floating IP's address (the kubeadm files' certificate SANs).
+FLOATING_IP_ADDRESS = re.compile(rf"\$\{{{FLOATINGIP}\.([A-Za-z0-9_-]+)\.address\}}")
 _PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "vrrp": VRRP}
 
 
@@ -139,6 +142,15 @@ def with_port_addresses(user_data: str, addresses: Mapping[str, str]) -> str:
     return PORT_ADDRESS.sub(address, user_data)
 
 
+def with_floating_ip(user_data: str, floating_ip: str | None) -> str:
+    """user_data with the floating IP's address reference replaced by its address."""
+    if floating_ip is None:
+        if FLOATING_IP_ADDRESS.search(user_data):
+            raise StackError("user_data refers to the floating IP's address, which is not known")
+        return user_data
+    return FLOATING_IP_ADDRESS.sub(floating_ip, user_data)
+
+
 class SynthesizedStack:
     """A cdk.tf.json document, read on demand; every error is a StackError naming the resource."""
 
@@ -230,10 +242,14 @@ class SynthesizedStack:
         fixed = self.ports[inst.port].fixed_ips if inst.port in self.ports else ()
         return fixed[0] if fixed else None
 
-    def node(self, inst: Instance, allocated: Mapping[str, str] | None = None) -> Node:
+    @property
+    def has_floating_ip(self) -> bool:
+        return bool(self.resources.get(FLOATINGIP))
+
+    def node(self, inst: Instance, allocated: Mapping[str, str] | None = None, floating_ip: str | None = None) -> Node:
         """The instance as its user_data sets it up. `allocated` gives, by VM name, the addresses
-        Neutron allocated (the JSON only refers to them); the user_data's references to them are
-        filled in before it is read."""
+        Neutron allocated, and `floating_ip` the floating IP's (the JSON only refers to them); the
+        user_data's references to them are filled in before it is read."""
         allocated = allocated or {}
         by_port = {i.port: self.literal_address(i) or allocated.get(i.name) for i in self.instances}
         address = by_port[inst.port]
@@ -241,13 +257,14 @@ class SynthesizedStack:
             raise StackError(f"{inst.where}: its port has no literal address and none was given")
         try:
             text = with_port_addresses(inst.user_data, {p: a for p, a in by_port.items() if a})
+            text = with_floating_ip(text, floating_ip)
             files = tuple(written_files(text).values())
             return Node(inst.name, self.ports[inst.port], address, files, unescape(text), docker_runs(text))
         except ValueError as err:
             raise StackError(f"{inst.where}: {err}") from None
 
-    def nodes(self, allocated: Mapping[str, str] | None = None) -> tuple[Node, ...]:
-        return tuple(self.node(inst, allocated) for inst in self.instances)
+    def nodes(self, allocated: Mapping[str, str] | None = None, floating_ip: str | None = None) -> tuple[Node, ...]:
+        return tuple(self.node(inst, allocated, floating_ip) for inst in self.instances)
 
 
 def user_data_by_node(doc: dict[str, Any]) -> dict[str, str]:

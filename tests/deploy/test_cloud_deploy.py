@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from cloud import paths
-from cluster.plan import make_plan
+from cluster.plan import KUBEADM_CONFIG, make_plan
 from ops import openstack, preflight
 from ops.inventory import load_inventory, terraform_node_addresses
 from tests.conftest import DELETE, config_from, synth
+from tests.kubeadm import kubeadm_validate
+from userdata.cloudconfig import written_files
 from userdata.render import render_cloud_config
 from userdata.stack import SynthesizedStack
 
@@ -167,9 +169,12 @@ def check_deployed(cloud, work: Path, config, doc: dict) -> None:
     for node in nodes:
         server = got["servers"][node]
         assert server["status"] == "ACTIVE"
-        assert base64.b64decode(server["user_data"]).decode() == render_cloud_config(
-            plan, node, outputs["node_addresses"]
-        )
+        user_data = base64.b64decode(server["user_data"]).decode()
+        assert user_data == render_cloud_config(plan, node, outputs["node_addresses"], outputs.get("floating_ip"))
+        # kubeadm itself accepts the kubeadm.yaml this VM was given (the join secrets filled in as
+        # the join does): the addresses Neutron allocated and the floating IP are in it
+        kubeadm_file = written_files(user_data)[KUBEADM_CONFIG].content
+        assert kubeadm_validate(kubeadm_file).returncode == 0, kubeadm_validate(kubeadm_file).stderr
     if config.vip.floating_ip_pool:
         assert [fip[0] for fip in got["fips"]] == [vip_port["id"]]
         assert outputs["floating_ip"] == got["fips"][0][1]
