@@ -40,8 +40,10 @@ STAMPS := .stamps
 
 # A stale stack never outlives a config that no longer synthesizes; each stack's .terraform (the
 # providers and backend `terraform apply -replace` needs there, docs/operate.md) and its lock file stay.
-# The CLI config exists before cdktf runs Terraform (else four [ERROR] blocks about it).
-synth: setup-python setup-node $(STAMPS)/terraformrc
+# The CLI config exists before cdktf runs Terraform (else four [ERROR] blocks about it); made here
+# only when missing: setup-terraform keeps it current.
+synth: setup-python setup-node
+	@test -f $(STAMPS)/terraformrc || $(MAKE) --no-print-directory $(STAMPS)/terraformrc
 	@if [ -d cdktf.out ]; then find cdktf.out -mindepth 1 -depth ! -path 'cdktf.out/stacks/*/.terraform*' -delete 2>/dev/null || true; fi
 	@python main.py --check
 	cdktf synth --output cdktf.out
