@@ -17,6 +17,10 @@ export TF_CLI_CONFIG_FILE := $(CURDIR)/.stamps/terraformrc
 # cdktf deploy runs `terraform providers lock` after a first init, and that command asks the origin
 # registry whatever the CLI config says: point it at the mirror too.
 export TF_CLI_ARGS_providers_lock := -fs-mirror=$(CURDIR)/.tools/providers
+# Terraform runs in cdktf.out/stacks/<cluster>, where a relative clouds.yaml path would not resolve.
+ifneq ($(OS_CLIENT_CONFIG_FILE),)
+export OS_CLIENT_CONFIG_FILE := $(abspath $(OS_CLIENT_CONFIG_FILE))
+endif
 
 # The OpenStack provider: the version the stack pins (stacks/cluster_stack.py, read from there), built
 # from source with `go install` into a filesystem mirror, once per version; Go keeps its module and
@@ -50,11 +54,16 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast lint format validate bench soak lab lab-up lab-images diff deploy status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-kube clean
+.PHONY: synth test test-fast lint format validate bench soak lab lab-up lab-images diff deploy preflight status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-kube clean
 
-# A stale stack never outlives a config that no longer synthesizes.
+# A stale stack never outlives a config that no longer synthesizes; each stack's .terraform (the
+# providers and backend `terraform apply -replace` needs there, docs/operate.md) and its lock file stay.
+# The CLI config exists before cdktf runs Terraform (else four [ERROR] blocks about it); made here
+# only when missing: setup-terraform keeps it current.
 synth: setup-python setup-node
-	rm -rf cdktf.out
+	@test -f $(STAMPS)/terraformrc || $(MAKE) --no-print-directory $(STAMPS)/terraformrc
+	@if [ -d cdktf.out ]; then find cdktf.out -mindepth 1 -depth ! -path 'cdktf.out/stacks/*/.terraform*' -delete 2>/dev/null || true; fi
+	@python main.py --check
 	cdktf synth --output cdktf.out
 	@ls cdktf.out/stacks/*/cdk.tf.json
 
@@ -92,12 +101,24 @@ MINUTES ?= 10
 soak: setup synth lab-images
 	python -m lab soak --seed $(SEED) --minutes $(MINUTES)
 
-# Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry.
-diff: setup-python setup-node setup-terraform
-	cdktf diff
+# Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry. Terraform's advice
+# after a prevent_destroy refusal (remove it, or -target) is not this project's: one line more
+# names allow_destroy. deploy keeps its terminal for cdktf's approval prompt (script), when it has one.
+DESTROY_HINT := note: Terraform refused to destroy or replace a protected resource: this project's switch is allow_destroy: true in the cluster's YAML, for a planned teardown or node replacement only, set back to false after (README.md, Day 2 and Teardown; docs/operate.md); do not remove prevent_destroy or use -target
+define with_destroy_hint
+@mkdir -p $(STAMPS); log=$(STAMPS)/cdktf-$(1).log; if [ -t 0 ] && [ -t 1 ]; then script -qefc "cdktf $(1)" "$$log"; rc=$$?; else set -o pipefail; cdktf $(1) 2>&1 | tee "$$log"; rc=$$?; fi; if [ $$rc -ne 0 ] && grep -q 'prevent_destroy' "$$log"; then echo "$(DESTROY_HINT)" >&2; fi; exit $$rc
+endef
 
-deploy: setup-python setup-node setup-terraform
-	cdktf deploy
+diff: setup-python setup-node setup-terraform
+	$(call with_destroy_hint,diff)
+
+deploy: setup-python setup-node setup-terraform preflight
+	$(call with_destroy_hint,deploy)
+
+# make preflight: the cloud (OS_CLOUD, clouds.yaml) has every name, address, extension, policy and
+# quota the stack of CONFIG needs, checked before anything is created; one line per problem.
+preflight: setup-python setup-node synth
+	@python -m ops preflight $(ARGS) || { rc=$$?; echo "python -m ops preflight exited $$rc (make exits 2 on any failure; bin/ops preflight keeps the code)" >&2; exit $$rc; }
 
 # Operate a deployed cluster over ssh (CONFIG as for synth; ARGS passes options, e.g. ARGS=--json,
 # ARGS=--dry-run, ARGS="--ssh-user ubuntu"). Both synthesize first: the nodes are compared with

@@ -38,6 +38,8 @@ ZONE = "nova"
 HOSTS = [f"kha-compute-{i}" for i in range(1, 9)]  # enough for 7 nodes under hard anti-affinity
 BOOT_SECONDS = 1.0  # how long BUILD / REBUILD / RESIZE last
 USER_DATA_MAX = 65535  # Nova's schema: base64 text, maxLength 65535
+# Nova's default quotas (nova.conf [quota]); an admin changes a project's with os-quota-sets.
+DEFAULT_QUOTAS = {"instances": 10, "cores": 20, "ram": 51200, "server_groups": 10, "server_group_members": 10}
 FAULTS = {
     400: "badRequest",
     401: "unauthorized",
@@ -262,6 +264,21 @@ class State:
         self.keypairs: dict[tuple[str, str], dict[str, Any]] = {}  # (user_id, name)
         self.groups: dict[str, dict[str, Any]] = {}
         self.servers: dict[str, Server] = {}
+        self.quotas: dict[str, dict[str, int]] = {}  # project_id -> what differs from DEFAULT_QUOTAS
+
+    def quota(self, project_id: str) -> dict[str, int]:
+        return {**DEFAULT_QUOTAS, **self.quotas.get(project_id, {})}
+
+    def usage(self, project_id: str) -> dict[str, int]:
+        """What a project's servers and server groups hold against its quotas."""
+        servers = [s for s in self.servers.values() if s.project_id == project_id]
+        flavors = [self.flavors.get(s.flavor_id) or {"vcpus": 0, "ram": 0} for s in servers]
+        return {
+            "instances": len(servers),
+            "cores": sum(f["vcpus"] for f in flavors),
+            "ram": sum(f["ram"] for f in flavors),
+            "server_groups": sum(1 for g in self.groups.values() if g["project_id"] == project_id),
+        }
 
     def add_flavor(self, name: str, vcpus: int, ram: int, disk: int, flavor_id: str | None = None) -> dict:
         flavor: dict[str, Any] = {
@@ -454,6 +471,9 @@ COMPUTE_ROUTES: list[Route] = [
     ("GET", r"/v2\.1/servers/([^/]+)/tags", "get_tags"),  # instance Read at 2.26
     ("PUT", r"/v2\.1/servers/([^/]+)/tags", "replace_tags"),  # instance Update: tags at 2.26
     ("GET", r"/v2\.1/servers/([^/]+)/os-interface", "list_interfaces"),  # openstacksdk
+    ("GET", r"/v2\.1/limits", "limits"),  # preflight: quotas and usage of the caller's project
+    ("GET", r"/v2\.1/os-quota-sets/([^/]+)", "get_quotas"),  # openstacksdk
+    ("PUT", r"/v2\.1/os-quota-sets/([^/]+)", "update_quotas"),  # admin: tests tighten a quota
 ]
 
 
@@ -765,6 +785,7 @@ class Compute:
             "user_id": req.ctx.user_id,
         }
         with self.state.lock:
+            self._check_quota(req.ctx.project_id, {"server_groups": 1})
             self.state.groups[group["id"]] = group
         return 200, {}, {"server_group": self._group_view(req, group)}
 
@@ -968,11 +989,16 @@ class Compute:
                 raise ApiError(400, f"Image {image_id} is not active.")
             if key_name is not None and (req.ctx.user_id, key_name) not in self.state.keypairs:
                 raise ApiError(400, "Invalid key_name provided.")
+            flavor = self.state.flavors[flavor_id]
+            self._check_quota(req.ctx.project_id, {"instances": 1, "cores": flavor["vcpus"], "ram": flavor["ram"]})
             group = None
             if group_id is not None:
                 group = self.state.groups.get(group_id)
                 if group is None or group["project_id"] != req.ctx.project_id:
                     raise ApiError(400, f"Instance group {group_id} could not be found.")
+                members = self.state.quota(req.ctx.project_id)["server_group_members"]
+                if members != -1 and len(group["members"]) >= members:
+                    raise ApiError(403, "Quota exceeded, too many servers in group")
         ports = self._claim_ports(req, networks)
         server_id = str(uuid.uuid4())
         with self.state.lock:
@@ -1241,6 +1267,56 @@ class Compute:
                     ]
                 },
             )
+
+    # quotas
+    def limits(self, req: Request):
+        with self.state.lock:
+            quota, used = self.state.quota(req.ctx.project_id), self.state.usage(req.ctx.project_id)
+        absolute = {
+            "maxTotalInstances": quota["instances"],
+            "maxTotalCores": quota["cores"],
+            "maxTotalRAMSize": quota["ram"],
+            "maxServerGroups": quota["server_groups"],
+            "maxServerGroupMembers": quota["server_group_members"],
+            "totalInstancesUsed": used["instances"],
+            "totalCoresUsed": used["cores"],
+            "totalRAMUsed": used["ram"],
+            "totalServerGroupsUsed": used["server_groups"],
+        }
+        return 200, {}, {"limits": {"rate": [], "absolute": absolute}}
+
+    def _quota_project(self, req: Request, project_id: str) -> str:
+        if not req.ctx.is_admin and project_id != req.ctx.project_id:
+            raise ApiError(403, "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.")
+        return project_id
+
+    def get_quotas(self, req: Request, project_id: str):
+        with self.state.lock:
+            quota = self.state.quota(self._quota_project(req, project_id))
+        return 200, {}, {"quota_set": {"id": project_id, **quota}}
+
+    def update_quotas(self, req: Request, project_id: str):
+        req.ctx.require("os_compute_api:os-quota-sets:update", roles=("admin",))
+        changes = req.member("quota_set")
+        for key, value in changes.items():
+            if key not in DEFAULT_QUOTAS or not isinstance(value, int) or value < -1:
+                raise invalid(key, value, f"{key!r}: {value!r} is not a known quota with an integer of -1 or more")
+        with self.state.lock:
+            self.state.quotas.setdefault(project_id, {}).update(changes)
+            quota = self.state.quota(project_id)
+        return 200, {}, {"quota_set": quota}
+
+    def _check_quota(self, project_id: str, requested: dict[str, int]) -> None:
+        """Nova's refusal of a request over quota (state locked by the caller); -1 is unlimited."""
+        quota, used = self.state.quota(project_id), self.state.usage(project_id)
+        for key, amount in requested.items():
+            if quota[key] != -1 and used[key] + amount > quota[key]:
+                if key == "server_groups":
+                    raise ApiError(403, "Quota exceeded, too many server groups.")
+                raise ApiError(
+                    403,
+                    f"Quota exceeded for {key}: Requested {amount}, but already used {used[key]} of {quota[key]} {key}",
+                )
 
 
 # --- image (Glance v2) -----------------------------------------------------------------------------

@@ -21,8 +21,8 @@ def main(argv: list[str]) -> int:
         ["credential_setup", *owner],
         [
             "bootstrap",
-            "--bootstrap-password",
-            password,
+            # One argument: a random password may start with "-", which argparse would take for an option.
+            f"--bootstrap-password={password}",
             "--bootstrap-admin-url",
             url,
             "--bootstrap-public-url",

@@ -6,6 +6,7 @@ is allowed; nothing downstream ever sees an invalid config.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import os
@@ -79,7 +80,10 @@ def _strict_network(value: Any) -> Any:
         except ValueError:
             if ":" in value:
                 raise ValueError("an IPv6 CIDR; only IPv4 is supported") from None
-            raise ValueError(f"not an IPv4 CIDR ({err})") from None
+            raise ValueError(
+                f"not an IPv4 CIDR ({err}); write address/prefix: four numbers 0-255 and a prefix length 0-32, "
+                "such as 10.0.0.0/8"
+            ) from None
         raise ValueError(f"host bits are set; did you mean {loose}?") from None
 
 
@@ -652,7 +656,11 @@ def _allowed(err: ErrorDetails, loc: tuple[Any, ...]) -> str:
     if kind in ("value_error", "assertion_error"):
         return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
-        return _PATTERNS.get(str(ctx.get("pattern")), "not allowed here")
+        allowed = _PATTERNS.get(str(ctx.get("pattern")), "not allowed here")
+        value = err.get("input")
+        if ctx.get("pattern") == DNS_LABEL and isinstance(value, str) and len(value) > DNS_LABEL_MAX:
+            allowed += f"; this one has {len(value)}"
+        return allowed
     if kind == "string_too_short":
         return "must not be empty"
     if kind in ("string_type", "str_type"):
@@ -686,11 +694,50 @@ def parse_config(data: Any, source: str = "") -> ClusterConfig:
     try:
         cfg = ClusterConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError([_format_error(e) for e in err.errors()], source) from None
+        problems = [_format_error(e) for e in err.errors()]
+        raise ConfigError(problems + _problems_beside(data, err), source) from None
     problems = _semantic_problems(cfg) + _state_problems(cfg.state)
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _problems_beside(data: dict[str, Any], err: ValidationError) -> list[str]:
+    """The cross-field problems a field error would otherwise hide: every field in error that has a
+    default is taken out and the rest checked again. A problem that names a field taken out is left
+    out (it would speak of the default, not of the file)."""
+    data = copy.deepcopy(data)
+    removed: list[str] = []
+    for e in err.errors():
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        parent: Any = data
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                return []
+        if not isinstance(parent, dict) or loc[-1] not in parent or not _has_default(loc):
+            return []
+        del parent[loc[-1]]
+        removed.append(_loc(tuple(loc)))
+    try:
+        cfg = ClusterConfig.model_validate(data)
+    except ValidationError:
+        return []
+    found = _semantic_problems(cfg) + _state_problems(cfg.state)
+    return [p for p in found if not any(r in p for r in removed)]
+
+
+def _has_default(loc: list[Any]) -> bool:
+    """Whether the field at `loc` (a path of keys through the model) may be left out."""
+    model: Any = ClusterConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return False
+        model = field.annotation
+    field = model.model_fields.get(loc[-1]) if isinstance(loc[-1], str) else None
+    return field is not None and not field.is_required()
 
 
 class _DuplicateKey(yaml.YAMLError):

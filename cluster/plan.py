@@ -127,6 +127,23 @@ HAPROXY_MAXCONN = 20000
 HAPROXY_FD_HEADROOM = 1000
 HAPROXY_NOFILE = 65536
 
+# First boot depends on the network: apt (only where the image has no Docker) and one pull per image.
+# A mirror that hiccups or a registry's rate limit must not leave a node without haproxy or
+# keepalived: each step is tried again, waiting BOOT_BACKOFF_FIRST_S, then twice as long each time up
+# to BOOT_BACKOFF_MAX_S, for at most BOOT_RETRY_S (a rate limit's window is minutes; cloud-init waits
+# for runcmd). A step that still fails writes BOOT_FAILED_MARK (what failed, its last error line),
+# which `ops status` reports, and makes cloud-init's runcmd fail.
+BOOT_RETRY_S = 600
+BOOT_BACKOFF_FIRST_S = 5
+BOOT_BACKOFF_MAX_S = 60
+BOOT_FAILED_MARK = "/var/lib/kubeadm-ha/boot-failed"
+# haproxy logs every connection to stdout (~150 bytes each), through Docker's json-file driver, on
+# the disk etcd needs: a full disk stops etcd. Each container keeps at most CONTAINER_LOG_FILES files
+# of CONTAINER_LOG_MAX_SIZE: 50 MB per container, about 300 000 connections of history, read with
+# `docker logs`. The same for keepalived, whose log is small but must not grow without bound either.
+CONTAINER_LOG_MAX_SIZE = "10m"
+CONTAINER_LOG_FILES = 5
+
 
 # kubeadm's files on each node (written by cloud-init): the node's kubeadm configuration, the join
 # helper that fills the join secrets in from the environment, and, for a hardened apiserver, the

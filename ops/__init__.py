@@ -1,6 +1,7 @@
 """The operator's tool: `python -m ops status` shows the HA endpoint as the nodes see it, `python -m ops roll`
 brings every node to the synthesized userdata one node at a time, without an outage, and `python -m ops
-userdata NODE` prints one node's cloud-config from the synthesized stack.
+userdata NODE` prints one node's cloud-config from the synthesized stack, and `python -m ops preflight`
+checks the cloud has everything the stack needs before anything is created.
 
 It reads the synthesized stack (cdktf.out) and the nodes (over the system's ssh); it imports the
 model (cluster/) and userdata's readers, never stacks/ or lab/. Its exit codes and defaults are here.
@@ -15,6 +16,7 @@ class Exit(IntEnum):
     OK = 0
     UNHEALTHY = 1  # status: at least one finding
     STOPPED = 1  # roll: refused to start, or stopped at a node (the message says which and why)
+    REFUSED = 1  # preflight: the cloud lacks something the stack needs (one line per problem)
     BAD_INPUT = 2  # an OpsError or ConfigError (config, stack, arguments, no ssh): argparse's code too
 
 

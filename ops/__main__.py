@@ -1,5 +1,5 @@
-"""python -m ops status|roll|userdata|kubeadm-config: see and change the HA endpoint of one cluster (CONFIG chooses it,
-as for synth)."""
+"""python -m ops status|roll|userdata|kubeadm-config|preflight: see and change the HA endpoint of one cluster
+(CONFIG chooses it, as for synth), or check the cloud before deploying it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster.config import ConfigError, load_configs
+from cluster.config import ClusterConfig, ConfigError, load_configs
 from cluster.plan import KUBEADM_CONFIG, KUBEADM_JOIN, Plan, make_plan
-from ops import CONNECT_TIMEOUT_S, GATE_TIMEOUT_S, Exit, OpsError
+from ops import CONNECT_TIMEOUT_S, GATE_TIMEOUT_S, Exit, OpsError, openstack, preflight
 from ops.inventory import Inventory, load_inventory, read_stack, stack_json_path
 from ops.roll import Roller, RollStopped, describe, make_roll_plan
 from ops.ssh import Ssh, SshOptions
@@ -71,10 +71,20 @@ def parser() -> argparse.ArgumentParser:
         "kubeadm-config", parents=[cluster], help="print one node's kubeadm configuration from the synthesized stack"
     )
     kubeadm.add_argument("node", help="the node's name, as in the config")
+    check = sub.add_parser(
+        "preflight",
+        parents=[cluster],
+        help="check the cloud (OS_CLOUD, clouds.yaml) has everything the stack needs, before anything is created",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
     return top
 
 
 def cluster_plan(args: argparse.Namespace) -> Plan:
+    return make_plan(cluster_config(args))
+
+
+def cluster_config(args: argparse.Namespace) -> ClusterConfig:
     configs = load_configs(args.config or os.environ.get("CONFIG"))
     if args.cluster:
         configs = [c for c in configs if c.name == args.cluster]
@@ -84,7 +94,7 @@ def cluster_plan(args: argparse.Namespace) -> Plan:
         raise OpsError(
             f"CONFIG names {len(configs)} clusters ({', '.join(c.name for c in configs)}); choose one with --cluster"
         )
-    return make_plan(configs[0])
+    return configs[0]
 
 
 def stack_path(args: argparse.Namespace, plan: Plan) -> Path:
@@ -143,6 +153,57 @@ def userdata(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
     return Exit.OK
 
 
+def check_cloud(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
+    """`preflight`: every problem the cloud would refuse at apply, before anything is created; every
+    cluster CONFIG names (or the one --cluster chooses), each against its synthesized stack."""
+    configs = load_configs(args.config or os.environ.get("CONFIG"))
+    if args.cluster:
+        configs = [c for c in configs if c.name == args.cluster]
+        if not configs:
+            raise OpsError(f"--cluster: {args.cluster!r} is not a cluster CONFIG names")
+    if args.stack and len(configs) > 1:
+        raise OpsError(f"--stack: one file, but CONFIG names {len(configs)} clusters; choose one with --cluster")
+    checked = []
+    for cfg in configs:
+        plan = make_plan(cfg)
+        path = stack_path(args, plan)
+        checked.append((cfg, plan, read_stack(plan, path), path))
+    try:
+        # Terraform runs in the stack's folder: a clouds.yaml is looked for there, not here.
+        source, session = openstack.connect(openstack.environment(), checked[0][3].parent.resolve())
+    except openstack.CloudError as err:
+        raise OpsError(str(err)) from None
+    problems: list[tuple[str, preflight.Problem]] = []
+    notes: list[str] = []
+    for cfg, plan, stack, _ in checked:
+        found, said = preflight.run(cfg, plan, stack, session)
+        problems += [(plan.cluster, p) for p in found]
+        notes += [f"{plan.cluster}: {n}" for n in said]
+    several = len(checked) > 1
+    if args.json:
+        doc = {
+            "cloud": source,
+            "project_id": session.project_id,
+            "clusters": [plan.cluster for _, plan, _, _ in checked],
+            "ok": not problems,
+            "checks": list(preflight.CHECKS),
+            "problems": [{"cluster": c, **p.__dict__, "message": p.message} for c, p in problems],
+            "notes": notes,
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        for cluster, problem in problems:
+            print(f"{cluster}: {problem.message}" if several else problem.message)
+        names = ", ".join(plan.cluster for _, plan, _, _ in checked)
+        if problems:
+            print(f"preflight: {len(problems)} problem(s) in {source}; nothing was created")
+        else:
+            print(f"preflight: {source} has what {names} needs ({len(preflight.CHECKS)} checks)")
+    return Exit.REFUSED if problems else Exit.OK
+
+
 def kubeadm_config(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
     """The node's kubeadm configuration, as its user_data writes it (KUBEADM_CONFIG); a note on
     stderr where Terraform still fills in addresses, and where the join secrets go."""
@@ -166,7 +227,13 @@ def kubeadm_config(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
 
 
 Command = Callable[[argparse.Namespace, Ssh | None], Exit]
-COMMANDS: dict[str, Command] = {"status": status, "roll": roll, "userdata": userdata, "kubeadm-config": kubeadm_config}
+COMMANDS: dict[str, Command] = {
+    "status": status,
+    "roll": roll,
+    "userdata": userdata,
+    "kubeadm-config": kubeadm_config,
+    "preflight": check_cloud,
+}
 
 
 def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:

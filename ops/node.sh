@@ -36,6 +36,12 @@ kha_report() {
     kha_section end
 }
 
+# kha_boot MARKER: what the first boot's script wrote where it gave up (nothing when it did not).
+kha_boot() {
+    kha_section boot
+    if [ -r "$1" ]; then cat "$1"; fi
+}
+
 kha_addresses() {
     kha_section addresses
     ip -o -4 addr show

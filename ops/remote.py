@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.plan import METRICS_URI, STATS_URI
+from cluster.plan import BOOT_FAILED_MARK, METRICS_URI, STATS_URI
 from userdata.render import CONTAINERS, RUN_LABEL, STATE_FILE
 
 NODE_SH = Path(__file__).with_name("node.sh").read_text()
@@ -49,6 +49,10 @@ class Script:
         return self.call(
             "kha_report", STATE_FILE, str(health_port), STATS_URI, METRICS_URI, " ".join(CONTAINERS), *files
         )
+
+    def boot(self) -> Script:
+        """The first boot's failure marker (/etc/kubeadm-ha/boot.sh), as the section "boot"."""
+        return self.call("kha_boot", BOOT_FAILED_MARK)
 
     def text(self) -> str:
         return f"{NODE_SH}\n{CALLS_MARKER}\n" + "\n".join(self.lines) + "\n"
@@ -124,6 +128,7 @@ class NodeReport:
     haproxy_started: str | None
     containers: dict[str, ContainerState] = field(default_factory=dict)
     files: dict[str, FileState] = field(default_factory=dict)
+    boot_failed: str | None = None  # what the first boot's script could not do, as its marker says
 
     def holds(self, vip: str) -> bool:
         return vip in self.addresses
@@ -200,4 +205,5 @@ def parse_report(stdout: str) -> NodeReport:
         haproxy_started=started,
         containers={name: parse_container(name, found.get(f"container {name}", [])) for name in CONTAINERS},
         files=parse_files(found.get("files", [])),
+        boot_failed=" ".join(found.get("boot", [])) or None,
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from cluster.plan import BOOT_FAILED_MARK
 from ops.inventory import Inventory
 from ops.remote import NodeReport, ReportError, Script, parse_report
 from ops.ssh import Ssh
@@ -27,7 +28,7 @@ class NodeStatus:
 
 
 def report_script(inv: Inventory, node: Node) -> str:
-    return Script().report(inv.health_port, [f.path for f in node.files]).text()
+    return Script().boot().report(inv.health_port, [f.path for f in node.files]).text()
 
 
 def fetch(inv: Inventory, node: Node, ssh: Ssh) -> NodeStatus:
@@ -156,6 +157,7 @@ class FindingKind(Enum):
     """What makes `status` exit non-zero; the roll refuses to start on the first three."""
 
     UNREACHABLE = "unreachable"
+    BOOT_FAILED = "boot failed"
     NO_HOLDER = "no holder"
     SEVERAL_HOLDERS = "several holders"
     KEEPALIVED_FAULT = "keepalived fault"
@@ -185,6 +187,8 @@ class Finding:
                 return f"{len(self.holders)} nodes hold the VIP {self.subject}: {', '.join(self.holders)}"
             case FindingKind.UNREACHABLE:
                 text = f"unreachable over SSH ({self.detail})"
+            case FindingKind.BOOT_FAILED:
+                text = f"first boot failed: {self.detail} ({self.subject} on the node; cloud-init's log says more)"
             case FindingKind.KEEPALIVED_FAULT:
                 text = "keepalived is in FAULT"
             case FindingKind.KEEPALIVED_NO_STATE:
@@ -208,6 +212,8 @@ def _node_findings(inv: Inventory, s: NodeStatus) -> list[Finding]:
     if report is None:
         return [Finding(FindingKind.UNREACHABLE, name, detail=str(s.error))]
     out = []
+    if report.boot_failed:
+        out.append(Finding(FindingKind.BOOT_FAILED, name, BOOT_FAILED_MARK, report.boot_failed))
     state = report.keepalived_state
     if state == "FAULT":
         out.append(Finding(FindingKind.KEEPALIVED_FAULT, name))
@@ -258,6 +264,7 @@ def as_json(inv: Inventory, statuses: list[NodeStatus], found: list[Finding]) ->
                     "priority": _int(r.state.get("priority")),
                 },
                 holds_vip=r.holds(inv.vip),
+                boot_failed=r.boot_failed,
                 haproxy_answers=r.haproxy_answers,
                 apiservers=[
                     {"name": a.name, "status": a.status, "check": a.check, "last_check": a.last_check}

@@ -8,12 +8,16 @@ import sys
 from cluster.config import ConfigError, load_configs
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """`main.py`: synthesize; `main.py --check`: only load the configs (`make synth` runs it first, so
+    that a bad config prints each problem once, outside cdktf's wrapping of a failed synth)."""
     try:
         configs = load_configs(os.environ.get("CONFIG"))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if (sys.argv[1:] if argv is None else argv) == ["--check"]:
+        return 0
     # Imported only now: jsii starts a Node process, which a config error never needs.
     from cdktf import App
 

@@ -46,6 +46,7 @@ class FakeNode:
     # Test knobs: a state keepalived shows after its next (re)start, a step that fails.
     state_after_start: str = "BACKUP"
     fail_step: str | None = None
+    boot_failed: str | None = None  # what the boot script's marker says
 
 
 class FakeCluster:
@@ -120,6 +121,8 @@ class FakeCluster:
         fn, args = words[0], words[1:]
         if fn == "kha_report":
             self.report(node, args[5:], out)
+        elif fn == "kha_boot":
+            out += ["@@ boot", *([node.boot_failed] if node.boot_failed else [])]
         elif fn == "kha_addresses":
             self.addresses(node, out)
         elif fn == "kha_put":

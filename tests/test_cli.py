@@ -117,3 +117,42 @@ def test_make_status_names_the_tools_exit_code(project_copy):
     result = run(["make", "--no-print-directory", "status", f"ARGS={UNREACHABLE}"], project_copy, EXAMPLE)
     assert result.returncode == 2  # make's own code for any failed recipe
     assert "python -m ops status exited 1 (make exits 2 on any failure; bin/ops status keeps the code)" in result.stderr
+
+
+# --- make synth: what a new user sees ------------------------------------------------------------
+
+NOISE = ("[ERROR]", "checkpoint", "DeprecationWarning", "ENOTFOUND")
+
+
+def test_make_synth_prints_no_error_no_checkpoint_lookup_and_no_deprecation(project_copy):
+    result = run(["make", "--no-print-directory", "synth"], project_copy, EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert [n for n in NOISE if n in output] == [], output
+    assert output.rstrip().endswith("cdktf.out/stacks/demo/cdk.tf.json")
+
+
+def test_make_synth_prints_each_problem_once_and_every_problem_of_the_file(project_copy, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(with_changes(example_data(), {"nodes.count": 4, "vip.address": "10.0.0.1"})))
+    result = run(["make", "--no-print-directory", "synth"], project_copy, config)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    count = f"  - {config}: nodes.count: 4 — allowed: 3, 5, 7"
+    vip = f"  - {config}: vip.address: 10.0.0.1 — must be inside network.subnet.cidr 192.0.2.0/24"
+    assert [line for line in output.splitlines() if line.startswith("  - ")] == [
+        line for line in output.splitlines() if line.startswith((count, vip))
+    ]
+    assert output.count(count) == 1 and output.count(vip) == 1
+    assert "non-zero exit code" not in output and "Traceback" not in output
+
+
+def test_make_synth_keeps_each_stacks_terraform_folder_and_drops_a_stale_stack(project_copy):
+    kept = project_copy / "cdktf.out" / "stacks" / "demo" / ".terraform" / "providers"
+    kept.mkdir(parents=True, exist_ok=True)
+    stale = project_copy / "cdktf.out" / "stacks" / "gone" / "cdk.tf.json"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("{}")
+    result = run(["make", "--no-print-directory", "synth"], project_copy, EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert kept.is_dir() and not stale.exists()

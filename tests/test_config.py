@@ -28,7 +28,8 @@ REJECTED = [
     (
         "malformed-subnet-cidr",
         {"network.subnet.cidr": "192.0.2.0/33"},
-        r"^network\.subnet\.cidr: '192\.0\.2\.0/33' — not an IPv4 CIDR",
+        r"^network\.subnet\.cidr: '192\.0\.2\.0/33' — not an IPv4 CIDR \('33' is not a valid netmask\); "
+        r"write address/prefix: four numbers 0-255 and a prefix length 0-32, such as 10\.0\.0\.0/8$",
     ),
     (
         "subnet-host-bits",
@@ -321,7 +322,11 @@ REJECTED = [
         r"^name: a{28} \(28 characters\) — at most 27 characters without nodes\.members: the nodes are named "
         r"a{28}-cp-<n>, a DNS label of at most 32",
     ),
-    ("name-too-long", {"name": "a" * 33}, r"^name: 'a{33}' — a DNS label: .* at most 32 characters$"),
+    (
+        "name-too-long",
+        {"name": "a" * 33},
+        r"^name: 'a{33}' — a DNS label: .* at most 32 characters; this one has 33$",
+    ),
     ("allow-destroy-quoted", {"allow_destroy": "true"}, r"^allow_destroy: 'true' — must be true or false, unquoted$"),
     ("allow-destroy-number", {"allow_destroy": 1}, r"^allow_destroy: 1 — must be true or false, unquoted$"),
     (
@@ -658,3 +663,23 @@ def test_one_key_in_buckets_of_two_stores_is_no_collision(tmp_path):
         tmp_path, "b.yaml", "prod", {**S3, "key": "k8s/terraform.tfstate", "endpoint": "https://s3.other.example.org"}
     )
     assert len(load_configs(f"{a},{b}")) == 2
+
+
+def test_a_field_error_does_not_hide_the_cross_field_problems_of_the_same_file():
+    changes = {"nodes.count": 4, "vip.address": "10.0.0.1", "ports.health": 9443}
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_changes(example_data(), changes))
+    assert [p.split(":")[0] for p in err.value.problems] == ["nodes.count", "vip.address", "ports.health"]
+    # The negative control: alone, the count is the only problem (nothing is made up about the rest).
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_changes(example_data(), {"nodes.count": 4}))
+    assert [p.split(":")[0] for p in err.value.problems] == ["nodes.count"]
+
+
+def test_a_cross_field_problem_about_a_field_in_error_is_left_out():
+    """With nodes.count in error, a members-count problem would speak of the default, not the file."""
+    data = with_changes(example_data(), {"nodes.count": 4})
+    data["nodes"]["members"].append({"name": "demo-cp-4", "address": "192.0.2.14"})
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert [p.split(":")[0] for p in err.value.problems] == ["nodes.count"]

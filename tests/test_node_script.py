@@ -119,3 +119,12 @@ def test_a_step_reports_its_status_and_output(node_sh):
         ("reload-haproxy", 0, "docker kill --signal USR2 haproxy"),
         ("bad", 1, ""),
     ]
+
+
+def test_boot_reports_the_first_boots_marker_and_nothing_without_one(node_sh, tmp_path):
+    marker = tmp_path / "boot-failed"
+    script = Script().call("kha_boot", str(marker)).report(9444, [])
+    assert parse_report(node_sh(script).stdout).boot_failed is None
+    marker.write_text("docker pull haproxy:2.8.16 failed 13 times in 555 s: toomanyrequests\n")
+    report = parse_report(node_sh(script).stdout)
+    assert report.boot_failed == "docker pull haproxy:2.8.16 failed 13 times in 555 s: toomanyrequests"

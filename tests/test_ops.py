@@ -138,6 +138,15 @@ def break_reachability(c):
     c.node("demo-cp-3").reachable = False
 
 
+PULL_GAVE_UP = (
+    "docker pull haproxy:2.8.16 failed 13 times in 555 s: toomanyrequests: You have reached your pull rate limit."
+)
+
+
+def break_boot(c):
+    c.node("demo-cp-2").boot_failed = PULL_GAVE_UP
+
+
 FINDINGS = [
     (break_no_holder, [r"^no node holds the VIP 192\.0\.2\.10$"]),
     (break_two_holders, [r"^2 nodes hold the VIP 192\.0\.2\.10: demo-cp-1, demo-cp-2$"]),
@@ -155,6 +164,14 @@ FINDINGS = [
     (
         break_reachability,
         [r"^demo-cp-3: unreachable over SSH \(ssh: connect to host 192\.0\.2\.13 port 22: Connection timed out\)$"],
+    ),
+    (
+        break_boot,
+        [
+            r"^demo-cp-2: first boot failed: docker pull haproxy:2\.8\.16 failed 13 times in 555 s: toomanyrequests: "
+            r"You have reached your pull rate limit\. \(/var/lib/kubeadm-ha/boot-failed on the node; cloud-init's log "
+            r"says more\)$"
+        ],
     ),
 ]
 
@@ -194,6 +211,7 @@ def test_status_json_has_a_fixed_shape(capsys, deployed, example_json, write_sta
         "reachable",
         "keepalived",
         "holds_vip",
+        "boot_failed",
         "haproxy_answers",
         "apiservers",
         "containers",
@@ -563,6 +581,7 @@ FINDING_KINDS = [
     (break_file, FindingKind.DRIFT),
     (break_image, FindingKind.DRIFT),
     (break_reachability, FindingKind.UNREACHABLE),
+    (break_boot, FindingKind.BOOT_FAILED),
 ]
 
 

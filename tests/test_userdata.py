@@ -20,8 +20,10 @@ from tests.tools import cloud_init_schema, haproxy_check, keepalived_check, requ
 from userdata.cloudconfig import load as load_cloud_config
 from userdata.cloudconfig import parse_docker_run
 from userdata.render import (
+    BOOT_SCRIPT,
     CHECK_SCRIPT,
     CONTAINER_FILES,
+    CONTAINERS,
     HAPROXY_CFG,
     HAPROXY_CONTAINER,
     HAPROXY_DIR,
@@ -33,6 +35,7 @@ from userdata.render import (
     STATE_DIR,
     container_commands,
     kubeadm_files,
+    render_boot_script,
     render_cloud_config,
     render_node_files,
 )
@@ -82,9 +85,11 @@ def test_cloud_config_carries_exactly_the_rendered_files(example_plan, files, no
     doc = load_cloud_config(text)
     written = {f["path"]: f for f in doc["write_files"]}
     kubeadm = {f["host_path"]: f for f in kubeadm_files(example_plan, node)}
-    assert set(written) == {f.host_path for f in CONTAINER_FILES} | set(kubeadm)
+    assert set(written) == {f.host_path for f in CONTAINER_FILES} | set(kubeadm) | {BOOT_SCRIPT}
     for path, spec in kubeadm.items():
         assert (written[path]["content"], written[path]["owner"]) == (spec["content"], "root:root")
+    boot = written[BOOT_SCRIPT]
+    assert (boot["content"], boot["owner"], boot["permissions"]) == (render_boot_script(), "root:root", "0755")
     for spec in CONTAINER_FILES:
         entry = written[spec.host_path]
         assert entry["content"] == files[node][spec.key]
@@ -313,11 +318,28 @@ def test_each_run_line_carries_a_label_that_changes_with_the_line(example_plan):
     assert [a for a in changed[1] if a.startswith(f"{RUN_LABEL}=")] == labels[1]
 
 
-def test_cloud_config_installs_docker_and_starts_both_containers(example_plan):
+def test_cloud_config_prepares_docker_and_images_with_retries_then_checks_both_containers_run(example_plan):
     doc = load_cloud_config(render_cloud_config(example_plan, "demo-cp-1"))
-    assert "docker.io" in doc["packages"]
-    assert doc["runcmd"][0] == ["systemctl", "enable", "--now", "docker"]
-    assert doc["runcmd"][1:] == container_commands(example_plan)
+    # No packages module (one try, no back-off, and an install even where the image has Docker).
+    assert "packages" not in doc and "package_update" not in doc
+    images = [example_plan.haproxy_image, example_plan.keepalived_image]
+    assert doc["runcmd"] == [
+        [BOOT_SCRIPT, "install"],
+        ["systemctl", "enable", "--now", "docker"],
+        [BOOT_SCRIPT, "pull", *images],
+        *container_commands(example_plan),
+        [BOOT_SCRIPT, "verify", *CONTAINERS],
+    ]
+
+
+@pytest.mark.parametrize("container", [0, 1], ids=["haproxy", "keepalived"])
+def test_both_containers_logs_are_rotated_by_size_and_count(example_plan, container):
+    run = parse_docker_run(container_commands(example_plan)[container])
+    assert run.values("--log-driver") == ["json-file"]
+    assert run.values("--log-opt") == [
+        f"max-size={plan.CONTAINER_LOG_MAX_SIZE}",
+        f"max-file={plan.CONTAINER_LOG_FILES}",
+    ]
 
 
 def test_haproxy_runs_with_an_explicit_open_files_limit_and_the_plans_maxconn(example_plan, files):
@@ -362,6 +384,7 @@ def test_extract_gives_back_each_nodes_files_from_the_synthesized_json(example_j
         written = written_files(by_node[node])
         expected = {s.host_path: files[node][s.key] for s in CONTAINER_FILES}
         expected |= {f["host_path"]: f["content"] for f in kubeadm_files(example_plan, node)}
+        expected[BOOT_SCRIPT] = render_boot_script()
         assert {p: f.content for p, f in written.items()} == expected
     stack = tmp_path / "cdk.tf.json"
     stack.write_text(__import__("json").dumps(example_json))

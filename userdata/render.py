@@ -82,6 +82,10 @@ CHECK_SCRIPT = ContainerFile("check_haproxy.sh", KEEPALIVED_DIR, "root:root", "0
 NETWORK_SCRIPT = ContainerFile("check_network.sh", KEEPALIVED_DIR, "root:root", "0755")
 NOTIFY_SCRIPT = ContainerFile("notify_state.sh", KEEPALIVED_DIR, "root:root", "0755")
 CONTAINER_FILES = (HAPROXY_CFG, KEEPALIVED_METRICS, KEEPALIVED_CONF, CHECK_SCRIPT, NETWORK_SCRIPT, NOTIFY_SCRIPT)
+# The first-boot steps around the `docker run` lines (Docker, the pulls, the check that both run),
+# retried for a bounded time; a node writes cluster.plan's BOOT_FAILED_MARK where they fail. Beside
+# the containers' folders, root's alone (the lab's nodes have no writable /usr/local either).
+BOOT_SCRIPT = "/etc/kubeadm-ha/boot.sh"
 
 # Each `docker run` line carries a hash of itself (without the label) as a label, so the operator's
 # tool can tell a container created from the current line from one that must be recreated.
@@ -161,7 +165,7 @@ def container_commands(plan: p.Plan) -> list[list[str]]:
     def mount(d: ConfigDir) -> list[str]:
         return ["--volume", f"{d.host}:{d.container}:ro"]
 
-    common = ["docker", "run", "--detach", "--restart", "always", "--network", "host"]
+    common = ["docker", "run", "--detach", "--restart", "always", "--network", "host", *log_options()]
     # The image runs haproxy as non-root: the hard open-files limit must hold 2 x maxconn.
     nofile = ["--ulimit", f"nofile={p.HAPROXY_NOFILE}:{p.HAPROXY_NOFILE}"]
     haproxy = [
@@ -195,6 +199,18 @@ def container_commands(plan: p.Plan) -> list[list[str]]:
         "--copy-service",
     ]
     return [_labelled(haproxy), _labelled(keepalived)]
+
+
+def log_options() -> list[str]:
+    """Docker's json-file driver, rotated: Docker's default keeps every line on the node's disk."""
+    return [
+        "--log-driver",
+        "json-file",
+        "--log-opt",
+        f"max-size={p.CONTAINER_LOG_MAX_SIZE}",
+        "--log-opt",
+        f"max-file={p.CONTAINER_LOG_FILES}",
+    ]
 
 
 def _labelled(command: list[str]) -> list[str]:
@@ -278,13 +294,25 @@ def render_cloud_config(
         for f in CONTAINER_FILES
     ]
     files += kubeadm_files(plan, node_name, addresses, floating_ip)
+    files.append(
+        {"host_path": BOOT_SCRIPT, "owner": "root:root", "permissions": "0755", "content": render_boot_script()}
+    )
     return _ENV.get_template("cloud-config.yaml.j2").render(
         plan=plan,
         node=plan.node(node_name),
         files=files,
         boot_commands=boot_commands(plan),
         commands=container_commands(plan),
+        boot_steps={
+            "install": [BOOT_SCRIPT, "install"],
+            "pull": [BOOT_SCRIPT, "pull", plan.haproxy_image, plan.keepalived_image],
+            "verify": [BOOT_SCRIPT, "verify", *CONTAINERS],
+        },
     )
+
+
+def render_boot_script() -> str:
+    return _ENV.get_template("boot.sh.j2").render()
 
 
 def boot_commands(plan: p.Plan) -> list[list[str]]:

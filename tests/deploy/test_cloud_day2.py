@@ -85,6 +85,18 @@ def test_switching_anti_affinity_is_refused_naming_the_server_group(deployed):
     refused(plan(deployed, {"nodes.anti_affinity": "soft"}), "openstack_compute_servergroup_v2.server_group")
 
 
+def test_switching_anti_affinity_with_allow_destroy_replaces_the_server_group_and_every_vm(deployed):
+    """docs/operate.md's row, by Terraform's own plan: the group's policies are ForceNew and each
+    instance's scheduler hint (ForceNew) names the new group, so every VM goes at once."""
+    planned = plan(deployed, {"nodes.anti_affinity": "soft", "allow_destroy": True})
+    assert isinstance(planned, dict), planned
+    replaced = {a for a, actions in planned.items() if actions == ["delete", "create"]}
+    assert replaced == {
+        "openstack_compute_servergroup_v2.server_group",
+        *(f"openstack_compute_instance_v2.instance_demo-cp-{i}" for i in (1, 2, 3)),
+    }, planned
+
+
 def test_renaming_the_cluster_on_the_same_state_is_refused(deployed):
     # every name changes; Terraform names the first protected resource it would destroy
     refused(plan(deployed, {"name": "prod"}), "openstack_compute_servergroup_v2.server_group")

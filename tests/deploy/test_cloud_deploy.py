@@ -17,11 +17,13 @@ import pytest
 
 from cloud import paths
 from cluster.plan import KUBEADM_CONFIG, make_plan
+from ops import openstack, preflight
 from ops.inventory import load_inventory, terraform_node_addresses
 from tests.conftest import DELETE, config_from, synth
 from tests.kubeadm import kubeadm_validate
 from userdata.cloudconfig import written_files
 from userdata.render import render_cloud_config
+from userdata.stack import SynthesizedStack
 
 pytestmark = pytest.mark.cloud
 
@@ -42,6 +44,10 @@ def terraform(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
             f"terraform {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def preflight_env() -> dict[str, str]:
+    return {"OS_CLOUD": paths.CLOUD, "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML)}
 
 
 def write_config(doc: dict, work: Path) -> None:
@@ -181,6 +187,11 @@ def check_deployed(cloud, work: Path, config, doc: dict) -> None:
 
     # day 2 with nothing changed: Terraform plans nothing
     assert terraform(work, "plan", "-input=false", "-detailed-exitcode", check=False).returncode == 0
+
+    # preflight again on the deployed cluster: its own ports, group, servers and floating IP are
+    # its own, neither taken addresses nor quota it still needs
+    check = preflight.run(config, plan, SynthesizedStack(doc), openstack.connect(preflight_env(), work)[1])
+    assert check == ([], []), check
 
 
 # --- what Neutron refuses, as a user running `cdktf deploy` sees it ------------------------------
