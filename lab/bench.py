@@ -134,8 +134,8 @@ REAL_GOALS = {
 }
 
 
-def _gaps(results: list[realcp.RealResult], watcher: str) -> str:
-    values = [r.probe.watch_gap_s[watcher] for r in results]
+def _gaps(results: list[realcp.RealResult], watcher: str, idle: str | None = None) -> str:
+    values = [(r.idle_watch_gap_s[idle] if idle else r.probe.watch_gap_s)[watcher] for r in results]
     seen = [v for v in values if v is not None]
     missing = len(values) - len(seen)
     return _stats(seen, "{:.2f}") + (f" ({missing} never)" if missing else "")
@@ -149,16 +149,19 @@ def real_bench(doc: dict, runs: int, names: list[str], say: Callable[[str], None
     with Lab(doc, control_plane=KUBEADM) as lab:
         lab.wait_steady(timeout=180)
         recorder = realcp.start_probe(lab)
+        idle = realcp.start_idle_watchers(lab)
         try:
             for name in names:
                 for i in range(runs):
                     try:
-                        results[name].append(realcp.run(lab, recorder, name))
+                        results[name].append(realcp.run(lab, recorder, name, idle))
                     except Exception as e:  # one failed run must not lose the others' figures
                         errors.append(f"{name}: {type(e).__name__}: {e}")
                     say(f"  real  {name:<24} run {i + 1}/{runs}")
         finally:
             time.sleep(2)
+            for watcher in idle.values():
+                watcher.stop()
             recorder.stop()
         requests, events = recorder.snapshot()
         final = realcp.read_back(lab)
@@ -172,6 +175,7 @@ def real_bench(doc: dict, runs: int, names: list[str], say: Callable[[str], None
             "probe outage s med/max",
             "raw watch gap s med/max",
             "informer gap s med/max",
+            *(f"idle raw watch gap s ({label})" for label in realcp.IDLE_WATCHERS),
             "goal",
         )
     ]
@@ -185,6 +189,7 @@ def real_bench(doc: dict, runs: int, names: list[str], say: Callable[[str], None
                 _stats([r.probe.outage_s for r in rs], "{:.2f}"),
                 _gaps(rs, "raw"),
                 _gaps(rs, "informer"),
+                *(_gaps(rs, "raw", label) for label in realcp.IDLE_WATCHERS),
                 REAL_GOALS.get(name, ""),
             )
         )
@@ -195,6 +200,8 @@ def real_bench(doc: dict, runs: int, names: list[str], say: Callable[[str], None
         "client outage: the stand-in drills' Python client (a new TLS connection, GET /healthz, every 20 ms)",
         "probe: 20 requests/s, 1 s timeout each (GET, create, update of ConfigMaps); outage: fault -> first success "
         "after the last failure; watch gap: fault -> the first event of a write started after the fault",
+        "idle: watch-only kha-probes (nothing sent on their connection, as an informer-only controller), with "
+        "client-go's HTTP/2 health check at its defaults (ping after 30 s idle, 15 s to answer) or tuned",
         *render(rows),
         f"probe requests {len(requests)}, failed {sum(not r.ok for r in requests)}; acknowledged writes "
         f"{sum(r.ok and r.op in probe.WRITES for r in requests)}, lost {len(lost)}" + (f": {lost[:5]}" if lost else ""),

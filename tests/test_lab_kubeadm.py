@@ -65,6 +65,10 @@ def test_an_acknowledged_create_or_update_missing_at_the_end_is_a_lost_write():
     assert p.lost_writes(requests, {"c1": 1, "u": 2}) == []
     assert p.lost_writes(requests, {"u": 2}) == ["create c1 (seq 1)"]  # the negative control
     assert p.lost_writes(requests, {"c1": 1, "u": 0}) == ["update u (seq 2; holds 0)"]
+    # an update that timed out may still land after a later acknowledged one: then it holds, nothing is lost
+    late = [req("update", 0, 0.9, ok=False, key="u"), *requests]
+    assert p.lost_writes(late, {"c1": 1, "u": 0}) == []
+    assert p.lost_writes(late, {"c1": 1, "u": -5}) == ["update u (seq 2; holds -5)"]
 
 
 def test_a_resource_version_that_goes_backwards_in_a_watchers_stream_is_reported():
