@@ -164,6 +164,15 @@ def real_bench(doc: dict, runs: int, names: list[str], say: Callable[[str], None
                 watcher.stop()
             recorder.stop()
         requests, events = recorder.snapshot()
+        # An idle watcher may notice a fault only after its drill has ended (client-go's health
+        # check): its gaps are read again from everything it delivered until the bench's end.
+        for r in (r for rs in results.values() for r in rs):
+            assert r.drill.t_fault is not None
+            for label, watcher in idle.items():
+                later = watcher.snapshot()[1]
+                r.idle_watch_gap_s[label] = {
+                    w: probe.watch_gap(requests, later, w, r.drill.t_fault) for w in probe.WATCHERS
+                }
         final = realcp.read_back(lab)
         leaders = realcp.etcd_leaders(lab)
     rows = [
