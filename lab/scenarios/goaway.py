@@ -13,7 +13,6 @@ second for WATCH_S seconds. Run with and without the flag (`python -m lab.bench 
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import signal
@@ -21,12 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from cluster.plan import STATS_URI
+from lab.scenarios import realcp
 from lab.scenarios.drills import _wait_for, one_holder
-from lab.world import synth
-from lab.world.harness import KUBEADM, TOOLS, Lab, synthesize_config
+from lab.world.harness import KUBEADM, TOOLS, Lab
 from lab.world.procs import Proc
 
 CLIENTS = 9
@@ -37,18 +33,13 @@ CHANCE = "0.02"  # the largest value kube-apiserver accepts: the effect shows wi
 
 def goaway_doc(config: Path, outdir: Path, chance: str | None) -> dict:
     """The config synthesized with `--goaway-chance` (None: without)."""
-    data = copy.deepcopy(yaml.safe_load(config.read_text()))
-    if chance is not None:
-        data.setdefault("kubernetes", {}).setdefault("apiserver_args", {})["goaway-chance"] = chance
-    _, json_path = synthesize_config(data, outdir / ("goaway" if chance else "plain"))
-    return synth.load(json_path)
+    args = {"goaway-chance": chance} if chance is not None else {}
+    return realcp.with_apiserver_args(config, outdir / ("goaway" if chance else "plain"), args)
 
 
 def sessions(lab: Lab, node: str) -> dict[str, int]:
     """The node's haproxy: current sessions to each apiserver (haproxy's `scur`)."""
-    url = f"http://127.0.0.1:{lab.health_port}{STATS_URI};csv"
-    out = lab.nodes[node].engine.run(["curl", "-sf", "--max-time", "2", url]).stdout
-    rows = csv.DictReader(io.StringIO(out.removeprefix("# ")))
+    rows = csv.DictReader(io.StringIO(realcp.haproxy_stats(lab, node).removeprefix("# ")))
     return {r["svname"]: int(r["scur"] or 0) for r in rows if r.get("type") == "2"}
 
 

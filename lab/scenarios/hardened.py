@@ -10,19 +10,17 @@ pass, and everything else still refuses anonymous requests.
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from cluster.plan import AUTHENTICATION_CONFIG, CLUSTER_INFO_PATH, KUBEADM_CONFIG, STATS_URI
-from lab.world import kubeadm, synth, topology
+from cluster.plan import AUTHENTICATION_CONFIG, CLUSTER_INFO_PATH, KUBEADM_CONFIG
+from lab.scenarios import realcp
+from lab.world import kubeadm, topology
 from lab.world.apiserver import PORT as APISERVER_PORT
-from lab.world.harness import KUBEADM, TOOLS, Lab, synthesize_config
+from lab.world.harness import KUBEADM, TOOLS, Lab
 from ops.remote import Apiserver, parse_stats
 from userdata.cloudconfig import with_file_line
 from userdata.stack import with_user_data
@@ -33,11 +31,7 @@ CHECKS_SEEN_S = 60.0  # the apiserver up, then haproxy's checks of it (2 in a ro
 
 def hardened_doc(config: Path, outdir: Path) -> dict:
     """The example config with anonymous-auth "false", synthesized (the product's way)."""
-    data = yaml.safe_load(config.read_text())
-    data = copy.deepcopy(data)
-    data.setdefault("kubernetes", {})["apiserver_args"] = HARDENED
-    _, json_path = synthesize_config(data, outdir)
-    return synth.load(json_path)
+    return realcp.with_apiserver_args(config, outdir, HARDENED)
 
 
 def plain_flag(doc: dict) -> dict:
@@ -55,9 +49,7 @@ def plain_flag(doc: dict) -> dict:
 
 def haproxy_view(lab: Lab, node: str) -> tuple[Apiserver, ...]:
     """haproxy's view of every apiserver on `node`, from its stats (as `ops status` reads it)."""
-    url = f"http://127.0.0.1:{lab.health_port}{STATS_URI};csv"
-    done = lab.nodes[node].engine.run(["curl", "-sf", "--max-time", "2", url])
-    return parse_stats(done.stdout.splitlines())
+    return parse_stats(realcp.haproxy_stats(lab, node).splitlines())
 
 
 @dataclass

@@ -12,6 +12,7 @@ its first event of a write started after the fault), and at the end the acknowle
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -19,12 +20,16 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import yaml
+
+from cluster.plan import STATS_URI
 from lab.scenarios import drills
 from lab.scenarios.drills import DrillResult, _settle, _wait_for, drill_result, one_holder
 from lab.world import probe as p
-from lab.world import topology
-from lab.world.harness import TOOLS, Lab
+from lab.world import synth, topology
+from lab.world.harness import TOOLS, Lab, synthesize_config
 
 RESTART_MAX = 90.0  # a killed static pod: kubelet's restart, then kube-apiserver's own start
 
@@ -166,6 +171,20 @@ def start_idle_watchers(lab: Lab) -> dict[str, p.ProbeRecorder]:
         recorder.start()
         out[label] = recorder
     return out
+
+
+def with_apiserver_args(config: Path, outdir: Path, args: dict[str, str]) -> dict:
+    """`config` with these kube-apiserver flags added to kubernetes.apiserver_args, synthesized in `outdir`."""
+    data = copy.deepcopy(yaml.safe_load(config.read_text()))
+    data.setdefault("kubernetes", {}).setdefault("apiserver_args", {}).update(args)
+    _, json_path = synthesize_config(data, outdir)
+    return synth.load(json_path)
+
+
+def haproxy_stats(lab: Lab, node: str) -> str:
+    """The node's haproxy stats as CSV, from its loopback health frontend (as `ops status` reads them)."""
+    url = f"http://127.0.0.1:{lab.health_port}{STATS_URI};csv"
+    return lab.nodes[node].engine.run(["curl", "-sf", "--max-time", "2", url]).stdout
 
 
 def read_back(lab: Lab) -> dict[str, int]:
