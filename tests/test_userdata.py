@@ -229,7 +229,7 @@ def test_the_documented_apiserver_shutdown_delay_outlasts_haproxys_worst_case_de
     assert worst_ms == 2850
     readme = (Path(__file__).resolve().parent.parent / "docs" / "design.md").read_text()
     assert re.search(r"0\.25 \+ 2 × \(0\.25 \+ 1\) \+ 0\.1 =\s+\*\*2\.85 s\*\*", readme), "the documented arithmetic"
-    [delay] = re.findall(r"- name: shutdown-delay-duration\n\s+value: (\d+)s\n", readme)
+    [delay] = re.findall(r"We recommend \*\*(\d+) s\*\*", readme)
     assert int(delay) * 1000 >= worst_ms + 2000, "a margin of 2 s at least"
     assert f"--shutdown-delay-duration={delay}s" in readme
     assert float(delay) == apiserver.SHUTDOWN_DELAY_S, "the lab must drain as long as docs/design.md recommends"
@@ -247,7 +247,7 @@ def test_the_plans_detection_and_shutdown_delay_are_the_ones_the_rendered_haprox
         round(plan.detection_worst_s() * 1000) == inter + fall * (min(connect, inter) + check) + (fall - 1) * fastinter
     )
     readme = (Path(__file__).resolve().parent.parent / "docs" / "design.md").read_text()
-    [delay] = re.findall(r"- name: shutdown-delay-duration\n\s+value: (\d+)s\n", readme)
+    [delay] = re.findall(r"We recommend \*\*(\d+) s\*\*", readme)
     assert plan.shutdown_delay_s() == int(delay)
 
 
