@@ -25,7 +25,7 @@ from lab import __main__ as lab_cli
 from lab import bench
 from lab.scenarios import controls, drills, registry, seed, soak, variants
 from lab.scenarios.drills import Window
-from lab.world import configs, contract, engine, images, neutron, synth, topology
+from lab.world import engine, images, neutron, synth, topology
 from lab.world.admin import ADMIN_NS
 from lab.world.client import Attempt
 from lab.world.daemons import ContainerWatch, NodeDaemons
@@ -39,8 +39,9 @@ from lab.world.harness import (
     acquire_lock,
     synthesize,
 )
+from userdata import configs
 from userdata.cloudconfig import parse_docker_run
-from userdata.render import HAPROXY_CFG, STATE_FILE
+from userdata.render import HAPROXY_CFG, HAPROXY_CONTAINER, KEEPALIVED_CONF, KEEPALIVED_CONTAINER, STATE_FILE
 from userdata.stack import INSTANCE, PORT, RULE
 
 FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
@@ -165,7 +166,7 @@ def test_net_admin_control_drops_only_that_capability(doc):
 
 def test_the_check_uri_variant_changes_only_haproxys_check_line():
     doc = synth.load(SNAPSHOT)  # the example as synthesized: the fixture has no backend
-    path = contract.HAPROXY_HOST_PATH
+    path = HAPROXY_CFG.host_path
     before = synth.parse(doc)
     edited = synth.parse(variants.with_check_uri(doc, path, "/healthz"))
     for old, new in zip(before.nodes, edited.nodes, strict=True):
@@ -598,7 +599,7 @@ def test_every_process_of_a_node_runs_in_its_own_weighted_cgroup_as_on_a_vm(lab)
         members = _cgroup_members(top)
         for proc in (node.engine.init, node.engine.dockerd, node.sshd.proc, node.apiserver):
             assert proc.popen.pid in members, f"{node.name}: {proc.name} outside the node's cgroup"
-        for container in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER):
+        for container in (HAPROXY_CONTAINER, KEEPALIVED_CONTAINER):
             cid = node.docker("inspect", "--format", "{{.Id}}", container).strip()
             assert (top / cid / "cgroup.procs").read_text().split(), (
                 f"{node.name}: {container} has no process in {top / cid}"
@@ -810,7 +811,7 @@ def test_cloud_init_bootcmd_set_arp_retransmission_on_every_node(lab):
     """The userdata's bootcmd ran (cloud-init, first boot): an unanswered neighbour is asked again
     every 100 ms on the VIP's interface, so a healed partition is seen within ~0.1 s."""
     for node in lab.nodes.values():
-        interface = configs.vrrp_instance(node.engine.run(["cat", contract.KEEPALIVED_HOST_PATH]).stdout).interface
+        interface = configs.vrrp_instance(node.engine.run(["cat", KEEPALIVED_CONF.host_path]).stdout).interface
         value = node.engine.run(["cat", f"/proc/sys/net/ipv4/neigh/{interface}/retrans_time_ms"]).stdout.strip()
         assert value == str(NEIGH_RETRANS_MS), node.name
 

@@ -564,7 +564,7 @@ def test_terraform_output_failure_shows_terraforms_own_message(tmp_path, stderr)
 
 
 def test_terraform_error_keeps_a_message_without_an_error_line():
-    from ops.inventory import terraform_error
+    from tfcheck.text import terraform_error
 
     assert terraform_error("\n  something odd happened \n") == "something odd happened"
     assert terraform_error("") == "failed"

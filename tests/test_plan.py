@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from cluster import plan
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import effective_priority, make_plan
-from lab.world.configs import parse_keepalived
 from tests.conftest import DELETE, config_from
+from userdata.configs import parse_keepalived
 from userdata.render import render_keepalived_conf
 
 

@@ -31,21 +31,21 @@ import yaml
 
 from lab.scenarios import variants
 from lab.scenarios.drills import Window, one_holder
-from lab.world import contract, images, synth, topology
+from lab.world import images, synth, topology
 from lab.world.admin import ROOT, Operator
 from lab.world.client import TIMEOUT
-from lab.world.contract import HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
 from lab.world.harness import Lab, synthesize_config
+from userdata.render import HAPROXY_CFG, HAPROXY_CONTAINER, KEEPALIVED_CONF, KEEPALIVED_CONTAINER
 
-CONFIG_DIR = str(Path(contract.HAPROXY_HOST_PATH).parent.parent)  # /etc/kubeadm-ha, every file the userdata writes
+CONFIG_DIR = str(Path(HAPROXY_CFG.host_path).parent.parent)  # /etc/kubeadm-ha, every file the userdata writes
 STEADY_TIMEOUT = 60.0
 _PLAN_LINE = re.compile(r"^\s+(\d+)\. (\S+) \(")  # "  2. demo-cp-3 (backup): ..."
 
 
 # --- the changes the drills roll ---------------------------------------------------------------
 # host paths (userdata.render's HAPROXY_CFG and KEEPALIVED_CONF are the files themselves)
-HAPROXY_CFG_PATH = contract.HAPROXY_HOST_PATH
-KEEPALIVED_CONF_PATH = contract.KEEPALIVED_HOST_PATH
+HAPROXY_CFG_PATH = HAPROXY_CFG.host_path
+KEEPALIVED_CONF_PATH = KEEPALIVED_CONF.host_path
 IMAGE_BUMP = "-lab1"
 
 
