@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -244,6 +245,12 @@ def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:
         code, message = Exit.BAD_INPUT, str(err)
     except RollStopped as err:
         code, message = Exit.STOPPED, str(err)
+    except Exception:  # a bug, not a finding: its own code, so that no check reads it as "unhealthy"
+        traceback.print_exc()
+        code, message = (
+            Exit.CRASHED,
+            f"python -m ops {args.command} crashed (a bug in the tool; the traceback is above)",
+        )
     print(f"error: {message}", file=sys.stderr)
     return code
 

@@ -23,7 +23,7 @@ import pytest
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
 from lab import __main__ as lab_cli
 from lab import bench
-from lab.scenarios import controls, drills, registry, seed, soak, variants
+from lab.scenarios import controls, drills, operate, registry, seed, soak, variants
 from lab.scenarios.drills import Window
 from lab.world import engine, images, neutron, synth, topology
 from lab.world.admin import ADMIN_NS
@@ -39,6 +39,7 @@ from lab.world.harness import (
     acquire_lock,
     synthesize,
 )
+from ops.status import Finding, FindingKind
 from userdata import configs
 from userdata.cloudconfig import parse_docker_run
 from userdata.render import HAPROXY_CFG, HAPROXY_CONTAINER, KEEPALIVED_CONF, KEEPALIVED_CONTAINER, STATE_FILE
@@ -331,6 +332,23 @@ def test_the_ruleset_is_valid_nftables(stack):
         ["unshare", "--net", "nft", "-c", "-f", "-"], input=_ruleset(stack), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- the operator drills' expectations -------------------------------------------------------------
+def test_a_status_expectation_matches_the_finding_by_kind_node_subject_and_detail_not_its_wording():
+    down = Finding(FindingKind.APISERVER_DOWN, "cp-2", "cp-3", "DOWN (L4CON: Connection refused)").as_json()
+    expect = operate.Expect(FindingKind.APISERVER_DOWN, "cp-2", subject="cp-3", detail=r"^DOWN \(")
+    assert expect.matches(down)
+    assert expect.matches({**down, "message": "reworded"}), "the sentence is not what it matches"
+    # negative controls: another kind, node, subject or detail is not the expected finding
+    assert not operate.Expect(FindingKind.HAPROXY_SILENT, "cp-2").matches(down)
+    assert not operate.Expect(FindingKind.APISERVER_DOWN, "cp-1", subject="cp-3").matches(down)
+    assert not operate.Expect(FindingKind.APISERVER_DOWN, "cp-2", subject="cp-1").matches(down)
+    assert not operate.Expect(FindingKind.APISERVER_DOWN, "cp-2", detail=r"^UP").matches(down)
+    assert not operate.Expect(FindingKind.APISERVER_DOWN).matches(down), "None is the cluster, not any node"
+    two = Finding(FindingKind.SEVERAL_HOLDERS, subject="192.0.2.10", holders=("cp-1", "cp-2")).as_json()
+    assert operate.Expect(FindingKind.SEVERAL_HOLDERS, holders=2).matches(two)
+    assert not operate.Expect(FindingKind.SEVERAL_HOLDERS, holders=3).matches(two)
 
 
 # --- configs ----------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from cluster.plan import make_plan
+from cluster.plan import BOOT_FAILED_MARK, make_plan
 from ops import Exit
+from ops import __main__ as ops_main
 from ops.__main__ import main
 from ops.inventory import load_inventory
 from ops.roll import ChangeKind, Roller, RollStopped, describe, make_roll_plan
@@ -202,7 +203,7 @@ def test_status_json_has_a_fixed_shape(capsys, deployed, example_json, write_sta
     code, out, _ = run_cli(capsys, deployed, write_stack(example_json), "status", "--json")
     doc = json.loads(out)
     assert code == 1
-    assert set(doc) == {"cluster", "vip", "healthy", "holders", "nodes", "findings"}
+    assert set(doc) == {"cluster", "vip", "healthy", "holders", "nodes", "findings", "finding_details"}
     assert (doc["cluster"], doc["vip"], doc["healthy"], doc["holders"]) == ("demo", "192.0.2.10", False, ["demo-cp-1"])
     node = doc["nodes"][1]
     assert set(node) == {
@@ -286,7 +287,7 @@ def test_nothing_to_roll_when_every_node_matches(capsys, deployed, example_json,
 def test_roll_refuses_to_start_without_exactly_one_holder(capsys, deployed, example_json, write_stack):
     break_two_holders(deployed)
     code, _, err = run_cli(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)), "roll")
-    assert code == 1 and deployed.changes == []
+    assert code == Exit.STOPPED and deployed.changes == []
     assert "cannot roll: the VIP 192.0.2.10 must have exactly one holder, it has demo-cp-1, demo-cp-2" in err
 
 
@@ -298,7 +299,7 @@ def test_a_config_that_does_not_parse_stops_the_roll_before_any_change(capsys, d
     vm = doc["resource"][INSTANCE]["instance_demo-cp-3"]
     vm["user_data"] = vm["user_data"].replace("    maxconn 20000\n", "    maxconn 20000\n          BROKEN\n", 1)
     code, _, err = run_cli(capsys, deployed, write_stack(doc), "roll")
-    assert code == 1
+    assert code == Exit.STOPPED
     assert deployed.changes == []
     assert "validation failed, no node was changed" in err
     assert (
@@ -406,7 +407,7 @@ def test_a_node_unreachable_mid_roll_stops_there_and_leaves_later_nodes_untouche
 
     deployed.before_script = cut
     code, _, err = run_cli(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)), "roll")
-    assert code == 1
+    assert code == Exit.STOPPED
     assert "demo-cp-3: unreachable over SSH before its change" in err and "not rolled: demo-cp-1" in err
     assert {n for n, _ in deployed.changes} == {"demo-cp-2"}
 
@@ -591,6 +592,90 @@ def test_each_fault_is_one_finding_of_its_kind(deployed, fault, kind):
     fault(deployed)
     found = findings(deployed.inv, collect(deployed.inv, Ssh(runner=deployed)))
     assert [f.kind for f in found] == [kind]
+
+
+FINDING_DATA = [
+    (break_no_holder, {"kind": "no_holder", "node": None, "subject": "192.0.2.10", "detail": ""}),
+    (
+        break_two_holders,
+        {
+            "kind": "several_holders",
+            "node": None,
+            "subject": "192.0.2.10",
+            "detail": "",
+            "holders": ["demo-cp-1", "demo-cp-2"],
+        },
+    ),
+    (break_fault, {"kind": "keepalived_fault", "node": "demo-cp-3", "subject": "", "detail": ""}),
+    (
+        break_apiserver,
+        {
+            "kind": "apiserver_down",
+            "node": "demo-cp-2",
+            "subject": "demo-cp-3",
+            "detail": "DOWN (L4CON: Connection refused)",
+        },
+    ),
+    (break_container, {"kind": "container_stopped", "node": "demo-cp-3", "subject": "haproxy", "detail": "exited"}),
+    (
+        break_file,
+        {
+            "kind": "drift",
+            "node": "demo-cp-2",
+            "subject": HAPROXY_CFG.host_path,
+            "detail": "content differs",
+            "drift": "file_content",
+        },
+    ),
+    (
+        break_image,
+        {
+            "kind": "drift",
+            "node": "demo-cp-1",
+            "subject": "keepalived",
+            "detail": "image change: runs osixia/keepalived:2.0.19, userdata says osixia/keepalived:2.0.20",
+            "drift": "container_image",
+        },
+    ),
+    (
+        break_reachability,
+        {
+            "kind": "unreachable",
+            "node": "demo-cp-3",
+            "subject": "",
+            "detail": "ssh: connect to host 192.0.2.13 port 22: Connection timed out",
+        },
+    ),
+    (break_boot, {"kind": "boot_failed", "node": "demo-cp-2", "subject": BOOT_FAILED_MARK, "detail": PULL_GAVE_UP}),
+]
+
+
+@pytest.mark.parametrize(("fault", "data"), FINDING_DATA, ids=[f[0].__name__ for f in FINDING_DATA])
+def test_status_json_carries_each_findings_kind_node_subject_and_detail_beside_its_sentence(
+    capsys, deployed, example_json, write_stack, fault, data
+):
+    fault(deployed)
+    code, out, _ = run_cli(capsys, deployed, write_stack(example_json), "status", "--json")
+    doc = json.loads(out)
+    assert code == Exit.UNHEALTHY
+    assert doc["finding_details"] == [{**data, "message": doc["findings"][0]}]
+    assert len(doc["findings"]) == 1
+
+
+def test_every_exit_code_is_its_own():
+    assert len({int(e) for e in Exit}) == len(Exit) == len(Exit.__members__), "no code stands for two outcomes"
+    assert (Exit.OK, Exit.UNHEALTHY, Exit.BAD_INPUT) == (0, 1, 2), "the codes monitoring and make already read"
+
+
+def test_a_crash_exits_with_its_own_code_not_unhealthys(capsys, deployed, example_json, write_stack, monkeypatch):
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ops_main, "findings", crash)
+    code, out, err = run_cli(capsys, deployed, write_stack(example_json))
+    assert code == Exit.CRASHED and code not in (Exit.UNHEALTHY, Exit.STOPPED)
+    assert "RuntimeError: a bug" in err and err.rstrip().endswith("crashed (a bug in the tool; the traceback is above)")
+    assert out == ""
 
 
 def test_the_roll_decides_from_the_kind_of_change_not_its_wording(deployed, example_json, write_stack, monkeypatch):
