@@ -208,6 +208,109 @@ class NodePlan:
     priority: int
 
 
+# What the nodes' security group admits, and from whom. VRRP is IP protocol 112 (Neutron takes the
+# number), from the members only: VRRPv3 carries no password. For ICMP, Neutron's port range is
+# (type, code): echo requests, for keepalived's network check.
+VRRP_PROTOCOL = "112"
+ICMP_ECHO_REQUEST = (8, 0)
+ETCD_PORTS = (2379, 2380)
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class SecurityRule:
+    """One ingress rule of the control-plane security group, as Neutron takes it (IPv4)."""
+
+    name: str  # stable, from what it admits: its Terraform address is rule_<name>
+    protocol: str
+    ports: tuple[int, int] | None  # (min, max); None: the protocol has no ports
+    remote_prefix: str | None  # None: from the group's own members
+    reason: str  # the rule's description in Neutron
+
+
+def _cidr_id(cidr: object) -> str:
+    return str(cidr).replace(".", "_").replace("/", "-")
+
+
+def security_rules(cfg: ClusterConfig) -> tuple[SecurityRule, ...]:
+    """Every rule the nodes' security group holds: between the members what VRRP, keepalived's
+    network check, haproxy, the apiservers and stacked etcd need; from the configured CIDRs the API
+    endpoint (clients), SSH (administrators) and the metrics port (monitoring). Nothing else."""
+    ports = cfg.ports
+
+    def one(port: int) -> tuple[int, int]:
+        return (port, port)
+
+    rules = [
+        SecurityRule("vrrp_from_members", VRRP_PROTOCOL, None, None, "VRRP adverts between keepalived peers"),
+        SecurityRule(
+            "ping_from_members",
+            "icmp",
+            ICMP_ECHO_REQUEST,
+            None,
+            "keepalived's network check: a node no peer answers may be cut off",
+        ),
+        SecurityRule(
+            "frontend_from_members", "tcp", one(ports.frontend), None, "haproxy endpoint from the control-plane nodes"
+        ),
+        SecurityRule("apiserver_from_members", "tcp", one(ports.apiserver), None, "kube-apiserver behind haproxy"),
+        SecurityRule("etcd_from_members", "tcp", ETCD_PORTS, None, "stacked etcd peers and clients"),
+    ]
+    for prefix, service, port, reason in (
+        *((c, "frontend", ports.frontend, "API endpoint for clients") for c in cfg.access.client_cidrs),
+        *((c, "ssh", SSH_PORT, "SSH for administrators") for c in cfg.access.admin_cidrs),
+        *((c, "metrics", ports.metrics, "Prometheus metrics for monitoring") for c in cfg.access.monitoring_cidrs),
+    ):
+        rules.append(SecurityRule(f"{service}_from_{_cidr_id(prefix)}", "tcp", one(port), str(prefix), reason))
+    return tuple(rules)
+
+
+@dataclass(frozen=True)
+class OpenStackRef:
+    """An existing network or subnet, by exactly one of name or id (the config checks that)."""
+
+    name: str | None
+    id: str | None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id or ""
+
+
+@dataclass(frozen=True)
+class StatePlan:
+    """Where Terraform keeps the cluster's state (credentials only ever from the environment)."""
+
+    backend: str  # "local" or "s3"
+    key: str  # the object in the bucket (s3)
+    bucket: str | None = None
+    region: str | None = None
+    endpoint: str | None = None  # an S3-compatible store; None: AWS S3 itself
+    use_path_style: bool = False
+    encrypt: bool = True
+    use_lockfile: bool = True
+
+    @property
+    def other_store(self) -> bool:
+        """A store other than AWS: no STS, IAM or EC2 metadata to validate against, and it may
+        reject the AWS SDK's newer checksums."""
+        return self.endpoint is not None
+
+
+def state_plan(cfg: ClusterConfig) -> StatePlan:
+    s = cfg.state
+    return StatePlan(
+        backend=s.backend,
+        key=cfg.state_key,
+        bucket=s.bucket,
+        region=s.region,
+        endpoint=s.endpoint or None,
+        use_path_style=s.use_path_style,
+        encrypt=s.encrypt,
+        use_lockfile=s.use_lockfile,
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     cluster: str
@@ -223,6 +326,24 @@ class Plan:
     keepalived_image: str
     nodes: tuple[NodePlan, ...]
     kubernetes: KubePlan
+    # What the construct builds besides: the network it joins, the VMs, their group and rules.
+    network: OpenStackRef
+    subnet: OpenStackRef
+    subnet_cidr: str
+    image: str
+    flavor: str
+    key_pair: str
+    # Nova's server-group policy. Soft anti-affinity is ignored for VMs created in parallel
+    # (openshift/installer #4522): with it the VMs are created one after another.
+    server_group_policy: str
+    instances_in_turn: bool
+    extra_security_groups: tuple[str, ...]
+    security_rules: tuple[SecurityRule, ...]
+    floating_ip_pool: str | None
+    # No plan may destroy or replace what holds etcd and the endpoint unless the config says so
+    # (allow_destroy: a planned teardown or a node replacement; docs/operate.md, "Day 2").
+    protected: bool
+    state: StatePlan
 
     @property
     def instance_name(self) -> str:
@@ -250,6 +371,7 @@ def make_plan(cfg: ClusterConfig) -> Plan:
         NodePlan(name=m.name, address=str(m.address) if m.address else None, priority=priority_for(i))
         for i, m in enumerate(cfg.member_list())
     )
+    net, hard = cfg.network, cfg.nodes.anti_affinity == "hard"
     return Plan(
         cluster=cfg.name,
         vip=str(cfg.vip.address),
@@ -264,6 +386,19 @@ def make_plan(cfg: ClusterConfig) -> Plan:
         keepalived_image=cfg.containers.keepalived,
         nodes=nodes,
         kubernetes=kube_plan(cfg),
+        network=OpenStackRef(net.name, net.id),
+        subnet=OpenStackRef(net.subnet.name, net.subnet.id),
+        subnet_cidr=str(net.subnet.cidr),
+        image=cfg.nodes.image,
+        flavor=cfg.nodes.flavor,
+        key_pair=cfg.nodes.key_pair,
+        server_group_policy="anti-affinity" if hard else "soft-anti-affinity",
+        instances_in_turn=not hard,
+        extra_security_groups=cfg.nodes.extra_security_groups,
+        security_rules=security_rules(cfg),
+        floating_ip_pool=cfg.vip.floating_ip_pool,
+        protected=not cfg.allow_destroy,
+        state=state_plan(cfg),
     )
 
 
