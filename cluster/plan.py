@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cluster import derive
 from cluster import kubernetes as kube
 
 if TYPE_CHECKING:  # the plan's constants are read where pydantic is not worth importing (the lab's apiserver)
@@ -366,17 +367,23 @@ def priority_for(position: int) -> int:
     return PRIORITY_TOP - PRIORITY_STEP * position
 
 
+def node_plans(cfg: ClusterConfig) -> tuple[NodePlan, ...]:
+    """The members as configured, else `derive.node_names` with Neutron-allocated addresses; the
+    first the highest priority."""
+    if cfg.nodes.members is not None:
+        named = [(m.name, str(m.address) if m.address else None) for m in cfg.nodes.members]
+    else:
+        named = [(name, None) for name in derive.node_names(cfg.name, cfg.nodes.count)]
+    return tuple(NodePlan(name, address, priority_for(i)) for i, (name, address) in enumerate(named))
+
+
 def make_plan(cfg: ClusterConfig) -> Plan:
-    nodes = tuple(
-        NodePlan(name=m.name, address=str(m.address) if m.address else None, priority=priority_for(i))
-        for i, m in enumerate(cfg.member_list())
-    )
     net, hard = cfg.network, cfg.nodes.anti_affinity == "hard"
     return Plan(
         cluster=cfg.name,
         vip=str(cfg.vip.address),
-        gateway=str(cfg.gateway),
-        vrid=cfg.virtual_router_id,
+        gateway=str(derive.gateway(net.subnet.cidr, net.subnet.gateway)),
+        vrid=derive.vrid(cfg.name, cfg.vip.virtual_router_id),
         interface=cfg.network.interface,
         frontend_port=cfg.ports.frontend,
         apiserver_port=cfg.ports.apiserver,
@@ -384,7 +391,7 @@ def make_plan(cfg: ClusterConfig) -> Plan:
         metrics_port=cfg.ports.metrics,
         haproxy_image=cfg.containers.haproxy,
         keepalived_image=cfg.containers.keepalived,
-        nodes=nodes,
+        nodes=node_plans(cfg),
         kubernetes=kube_plan(cfg),
         network=OpenStackRef(net.name, net.id),
         subnet=OpenStackRef(net.subnet.name, net.subnet.id),
