@@ -50,11 +50,26 @@ KUBE_VERSION_VARS = -X $(1).gitVersion=v$(KUBERNETES_VERSION) -X $(1).gitTreeSta
 KUBE_TAGS := selinux,notest,grpcnotrace
 KUBE_LDFLAGS = -s -w $(call KUBE_VERSION_VARS,k8s.io/component-base/version) $(call KUBE_VERSION_VARS,k8s.io/client-go/pkg/version)
 
+# OpenTofu: the version tofu/go.mod requires (read from there), built by that wrapper module once per
+# version into .tools/tofu/v<version>/bin, linked from .tools/bin/tofu; `version.dev=no` marks it a
+# release, as OpenTofu's own build does. It installs providers from the same mirror as Terraform.
+# (A partial copy of the project without tofu/ still synthesizes: the rule then says what is missing.)
+OPENTOFU_VERSION := $(shell sed -n 's/^require github.com\/opentofu\/opentofu v\([0-9.]*\)$$/\1/p' tofu/go.mod 2>/dev/null)
+TOFU_BIN := .tools/tofu/v$(OPENTOFU_VERSION)/bin
+# ENGINE picks what runs the synthesized JSON wherever the project runs it: make validate, diff and
+# deploy, cdktf through this Makefile (TERRAFORM_BINARY_NAME), ops and the tests (ops/engine.py).
+ENGINE ?= terraform
+ifeq ($(filter terraform tofu,$(ENGINE)),)
+$(error ENGINE: '$(ENGINE)' is not an engine this project runs; one of: terraform, tofu)
+endif
+export ENGINE
+export TERRAFORM_BINARY_NAME := $(ENGINE)
+
 DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl procps docker.io tini iputils-ping busybox openssh-server openssh-client sudo
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-fast lint format validate bench soak lab lab-up lab-images diff deploy preflight status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-kube clean
+.PHONY: synth test test-fast lint format validate bench soak lab lab-up lab-images diff deploy preflight status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-tofu setup-engine setup-kube clean
 
 # A stale stack never outlives a config that no longer synthesizes; each stack's .terraform (the
 # providers and backend `terraform apply -replace` needs there, docs/operate.md) and its lock file stay.
@@ -70,6 +85,7 @@ synth: setup-python setup-node
 test: setup synth lab-images lint
 	python -m pytest
 
+
 # The style and the types, as pyproject.toml configures them: the formatter's check, the linter and
 # the type checker, on all of the project's Python.
 lint: setup-python
@@ -84,7 +100,7 @@ format: setup-python
 # Terraform's own checks, with the real provider, on the stacks `make synth` wrote (CONFIG as for
 # synth): init -backend=false, validate, and every attribute set against the provider's schema.
 # It talks to no cloud.
-validate: setup-python setup-node setup-terraform synth
+validate: setup-python setup-node setup-engine synth
 	python -m tfcheck cdktf.out/stacks/*
 
 # Everything but the network-namespace lab.
@@ -104,15 +120,15 @@ soak: setup synth lab-images
 # Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry. Terraform's advice
 # after a prevent_destroy refusal (remove it, or -target) is not this project's: one line more
 # names allow_destroy. deploy keeps its terminal for cdktf's approval prompt (script), when it has one.
-DESTROY_HINT := note: Terraform refused to destroy or replace a protected resource: this project's switch is allow_destroy: true in the cluster's YAML, for a planned teardown or node replacement only, set back to false after (README.md, Day 2 and Teardown; docs/operate.md); do not remove prevent_destroy or use -target
+DESTROY_HINT := note: Terraform refused to destroy or replace a protected resource: this project's switch is allow_destroy: true in the cluster's YAML, for a planned teardown or node replacement only, set back to false after (README.md, Day 2 and Teardown; docs/operate.md); do not remove prevent_destroy or use -target (OpenTofu: -exclude)
 define with_destroy_hint
 @mkdir -p $(STAMPS); log=$(STAMPS)/cdktf-$(1).log; if [ -t 0 ] && [ -t 1 ]; then script -qefc "cdktf $(1)" "$$log"; rc=$$?; else set -o pipefail; cdktf $(1) 2>&1 | tee "$$log"; rc=$$?; fi; if [ $$rc -ne 0 ] && grep -q 'prevent_destroy' "$$log"; then echo "$(DESTROY_HINT)" >&2; fi; exit $$rc
 endef
 
-diff: setup-python setup-node setup-terraform
+diff: setup-python setup-node setup-engine
 	$(call with_destroy_hint,diff)
 
-deploy: setup-python setup-node setup-terraform preflight
+deploy: setup-python setup-node setup-engine preflight
 	$(call with_destroy_hint,deploy)
 
 # make preflight: the cloud (OS_CLOUD, clouds.yaml) has every name, address, extension, policy and
@@ -155,7 +171,7 @@ lab-up: setup synth lab-images
 lab: setup synth lab-images
 	python -m lab $(if $(DRILL),drill $(DRILL),show)
 
-setup: setup-python setup-node setup-system setup-checkov setup-terraform setup-cloud setup-kube
+setup: setup-python setup-node setup-system setup-checkov setup-terraform setup-tofu setup-cloud setup-kube
 
 # The lab's stand-in images (haproxy, osixia/keepalived) from this machine's binaries, built once
 # and cached under /var/cache/kha-lab; seconds when missing. Needs root, like the lab.
@@ -212,6 +228,18 @@ $(STAMPS)/terraform: tfcheck/requirements.txt
 	@chmod +x .tools/bin/terraform
 	@touch $@
 
+# What ENGINE needs: Terraform's CLI config and the mirror always (OpenTofu reads the same file),
+# OpenTofu too when it is the engine.
+setup-engine: setup-terraform $(if $(filter tofu,$(ENGINE)),setup-tofu)
+
+setup-tofu: $(TOFU_BIN)/tofu
+	@mkdir -p .tools/bin
+	@ln -sfn "../tofu/v$(OPENTOFU_VERSION)/bin/tofu" .tools/bin/tofu
+
+$(TOFU_BIN)/tofu: tofu/go.mod tofu/go.sum
+	@test -n "$(OPENTOFU_VERSION)" || { echo "error: tofu/go.mod: no 'require github.com/opentofu/opentofu v<version>' line"; exit 1; }
+	$(call go-build,tofu,github.com/opentofu/opentofu/cmd/tofu,-s -w -X github.com/opentofu/opentofu/version.dev=no,)
+
 $(PROVIDER_BIN):
 	@test -n "$(PROVIDER_VERSION)" || { echo "error: no OPENSTACK_PROVIDER_VERSION line in stacks/cluster_stack.py"; exit 1; }
 	@command -v $(GO) >/dev/null || { echo "error: go not found: the OpenStack provider is built with go install (Go 1.24 or newer)"; exit 1; }
@@ -229,10 +257,11 @@ setup-kube: $(addprefix $(KUBE_BIN)/,$(KUBE_COMMANDS) kha-probe) $(ETCD_BIN)/etc
 	@mkdir -p .tools/bin
 	@for f in $^; do ln -sfn "../$${f#.tools/}" ".tools/bin/$${f##*/}"; done
 
+KUBE_PINS_CHECK = @test -n "$(KUBERNETES_VERSION)" -a -n "$(ETCD_VERSION)" || { echo "error: no KUBERNETES_VERSION or ETCD_VERSION line in cluster/kubernetes.py"; exit 1; }
+
 # $(call go-build,module folder,package,ldflags,tags): `go build` into $@ from the module's go.sum
 # alone (-mod=readonly, whatever GOFLAGS says), static (CGO_ENABLED=0), timed as the provider's is.
 define go-build
-@test -n "$(KUBERNETES_VERSION)" -a -n "$(ETCD_VERSION)" || { echo "error: no KUBERNETES_VERSION or ETCD_VERSION line in cluster/kubernetes.py"; exit 1; }
 @command -v $(GO) >/dev/null || { echo "error: go not found: $(@F) is built with go build (Go 1.26 or newer)"; exit 1; }
 @mkdir -p $(@D)
 @echo "building $(@F) ($(2) in $(1); minutes the first time, seconds from Go's cache)"
@@ -243,12 +272,15 @@ echo "built $(@F) in $$(( $$(date +%s) - start )) s"
 endef
 
 $(addprefix $(KUBE_BIN)/,$(KUBE_COMMANDS)): $(KUBE_BIN)/%: kube/k8s/go.mod kube/k8s/go.sum
+	$(KUBE_PINS_CHECK)
 	$(call go-build,kube/k8s,k8s.io/kubernetes/cmd/$*,$(KUBE_LDFLAGS),$(KUBE_TAGS))
 
 $(KUBE_BIN)/kha-probe: kube/k8s/go.mod kube/k8s/go.sum $(wildcard kube/k8s/probe/*.go)
+	$(KUBE_PINS_CHECK)
 	$(call go-build,kube/k8s,./probe,-s -w,$(KUBE_TAGS))
 
 $(ETCD_BIN)/etcd: kube/etcd/go.mod kube/etcd/go.sum
+	$(KUBE_PINS_CHECK)
 	$(call go-build,kube/etcd,go.etcd.io/etcd/server/v3,-s -w,)
 
 # The cloud for deploy tests (cloud/): Keystone, Neutron, uwsgi and openstacksdk in a virtualenv of

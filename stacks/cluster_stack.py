@@ -23,6 +23,11 @@ REQUIRED_VERSION = {"local": ">= 1.4", "s3": ">= 1.11"}
 # 3.0.0, but the Go module proxy the project's machines reach serves only 3.4.0: `make validate`
 # and tests/test_terraform.py hold every attribute the bindings set against 3.4.0's own schema.
 OPENSTACK_PROVIDER_VERSION = "3.4.0"
+# Fully qualified: a bare `terraform-provider-openstack/openstack` means registry.terraform.io to
+# Terraform but registry.opentofu.org to OpenTofu, whose `init` would then look for it under that
+# hostname and miss the project's mirror (opentofu/opentofu#2402). Spelt out, both engines install
+# the same provider from the same mirror, and the state names it as Terraform always did.
+OPENSTACK_PROVIDER_SOURCE = "registry.terraform.io/terraform-provider-openstack/openstack"
 
 
 class ClusterStack(TerraformStack):
@@ -31,6 +36,7 @@ class ClusterStack(TerraformStack):
         # No credentials here: the provider reads OS_CLOUD / clouds.yaml like every OpenStack tool.
         OpenstackProvider(self, "openstack")
         self.add_override("terraform.required_providers.openstack.version", OPENSTACK_PROVIDER_VERSION)
+        self.add_override("terraform.required_providers.openstack.source", OPENSTACK_PROVIDER_SOURCE)
         # State holds the userdata and every address: the config says where it lives (docs/remote-state.md).
         if config.state.backend == "s3":
             self._s3_backend(config)

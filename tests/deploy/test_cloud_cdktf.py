@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from cloud import paths
+from ops.engine import engine
 from tests.conftest import DELETE, ROOT, example_data, with_changes
 
 pytestmark = pytest.mark.cloud
@@ -66,6 +67,8 @@ def cdktf(project: Path, config: dict, *args: str) -> subprocess.CompletedProces
         "DISABLE_VERSION_CHECK": "1",
         "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1",
         "CI": "1",
+        # What the Makefile sets from ENGINE: cdktf runs this command for every Terraform step.
+        "TERRAFORM_BINARY_NAME": engine(),
     }
     done = subprocess.run(
         ["cdktf", *args, "--auto-approve"],
@@ -111,7 +114,7 @@ def test_cdktf_deploy_builds_the_cluster_and_cdktf_destroy_removes_it(cloud, tmp
     # The stack's outputs, as `cdktf output` gives them, match what Neutron allocated.
     stack = project / "cdktf.out" / "stacks" / CLUSTER
     out = subprocess.run(
-        ["terraform", "output", "-json", "-no-color"], cwd=stack, capture_output=True, text=True, check=True
+        [engine(), "output", "-json", "-no-color"], cwd=stack, capture_output=True, text=True, check=True
     ).stdout
     outputs = {k: v["value"] for k, v in json.loads(out).items()}
     assert {n: [a] for n, a in outputs["node_addresses"].items()} == {n: got["ports"][f"{n}-port"] for n in nodes}

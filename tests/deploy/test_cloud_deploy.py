@@ -1,8 +1,8 @@
 """Deploy the synthesized stack with the real Terraform and provider against the loopback cloud, then
 read the result back through the OpenStack API (openstacksdk), not from our JSON.
 
-Terraform and the provider come from the environment (`make setup`: TF_CLI_CONFIG_FILE names the
-provider mirror); the test skips, saying why, where either is missing.
+Terraform (or OpenTofu: ENGINE=tofu) and the provider come from the environment (`make setup`:
+TF_CLI_CONFIG_FILE names the provider mirror); the test skips, saying why, where either is missing.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from cloud import paths
 from cluster.plan import KUBEADM_CONFIG, make_plan
 from ops import openstack, preflight
+from ops.engine import engine
 from ops.inventory import load_inventory, terraform_node_addresses
 from tests.conftest import DELETE, config_from, synth
 from tests.kubeadm import kubeadm_validate
@@ -37,11 +38,11 @@ def terraform(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         "CHECKPOINT_DISABLE": "1",
     }
     proc = subprocess.run(
-        ["terraform", *args, "-no-color"], cwd=workdir, env=env, text=True, capture_output=True, timeout=900
+        [engine(), *args, "-no-color"], cwd=workdir, env=env, text=True, capture_output=True, timeout=900
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"terraform {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            f"{engine()} {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
 
@@ -62,7 +63,7 @@ def workdir_for(doc: dict, tmp: Path) -> Path:
     init = terraform(tmp, "init", "-input=false", check=False)
     if init.returncode != 0:
         pytest.skip(
-            f"terraform init found no provider (make setup builds it into the mirror): {init.stderr.strip()[-300:]}"
+            f"{engine()} init found no provider (make setup builds it into the mirror): {init.stderr.strip()[-300:]}"
         )
     return tmp
 
