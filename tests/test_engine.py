@@ -39,8 +39,8 @@ def test_an_unknown_engine_is_one_line_naming_the_variable_the_value_and_the_cho
     assert str(err.value) == "ENGINE: 'opentofu' is not an engine this project runs; one of: terraform, tofu"
 
 
-def test_make_refuses_an_unknown_engine_in_one_line():
-    for variable, value, choices in (("ENGINE", "tf", "terraform, tofu"),):
+def test_make_refuses_an_unknown_engine_or_toolchain_in_one_line():
+    for variable, value, choices in (("ENGINE", "tf", "terraform, tofu"), ("TOOLCHAIN", "cdk", "cdktf, cdktn")):
         done = subprocess.run(
             ["make", "-n", "validate", f"{variable}={value}"], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
