@@ -16,6 +16,11 @@ from stacks.ha_control_plane import CLOUD_SETTINGS, HaControlPlane
 # terraform_data with 1.4. The S3 backend's use_lockfile (written either way) came with 1.10 as an
 # experiment and is generally available since 1.11: S3 state asks for 1.11, the version checked here.
 REQUIRED_VERSION = {"local": ">= 1.4", "s3": ">= 1.11"}
+# What the same JSON needs from OpenTofu: terraform_data came with 1.6 (its first release), the S3
+# use_lockfile with 1.10. Said here and in docs/toolchain.md, not in the JSON: OpenTofu 1.12 reads
+# no required_version from a .tf.json file (only from its own .tofu.json files, or from a `language`
+# block that Terraform refuses), so no one constraint in cdk.tf.json can hold both engines.
+REQUIRED_OPENTOFU_VERSION = {"local": ">= 1.6", "s3": ">= 1.10"}
 
 
 # The provider version Terraform installs, pinned here and nowhere else (the Makefile reads this

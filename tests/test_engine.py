@@ -13,6 +13,7 @@ import pytest
 from ops import OpsError
 from ops.engine import EngineError, engine
 from ops.inventory import terraform_node_addresses
+from stacks.cluster_stack import REQUIRED_OPENTOFU_VERSION
 from tests.conftest import ROOT
 
 TOFU_GO_MOD = ROOT / "tofu" / "go.mod"
@@ -77,6 +78,13 @@ def test_tofu_go_mod_keeps_opentofus_own_replace_and_godebug_lines():
     if upstream.is_file():  # Go's module cache, where a build left it: the lines are OpenTofu's own
         replaces = [line for line in upstream.read_text().splitlines() if line.startswith("replace ")]
         assert replaces and all(line in text for line in replaces)
+
+
+def test_the_pinned_opentofu_is_one_every_backend_of_the_stack_accepts():
+    pinned = tuple(map(int, _pinned().split(".")))
+    for backend, constraint in REQUIRED_OPENTOFU_VERSION.items():
+        lowest = tuple(map(int, constraint.removeprefix(">= ").split(".")))
+        assert pinned >= lowest, (backend, constraint)
 
 
 def test_the_built_tofu_is_the_pinned_release_linked_from_tools_bin():

@@ -18,10 +18,11 @@ import pytest
 from cloud import paths
 from cluster.plan import KUBEADM_CONFIG, make_plan
 from ops import openstack, preflight
-from ops.engine import engine
+from ops.engine import ENGINES, engine
 from ops.inventory import load_inventory, terraform_node_addresses
 from tests.conftest import DELETE, config_from, synth
 from tests.kubeadm import kubeadm_validate
+from tfcheck.terraform import TOOLS_BIN
 from userdata.cloudconfig import written_files
 from userdata.render import render_cloud_config
 from userdata.stack import SynthesizedStack
@@ -29,7 +30,11 @@ from userdata.stack import SynthesizedStack
 pytestmark = pytest.mark.cloud
 
 
-def terraform(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def terraform(
+    workdir: Path, *args: str, check: bool = True, command: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The engine ENGINE names (or `command`) on the stack in `workdir`."""
+    command = command or engine()
     env = {
         **os.environ,
         "OS_CLOUD": paths.CLOUD,
@@ -38,11 +43,11 @@ def terraform(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         "CHECKPOINT_DISABLE": "1",
     }
     proc = subprocess.run(
-        [engine(), *args, "-no-color"], cwd=workdir, env=env, text=True, capture_output=True, timeout=900
+        [command, *args, "-no-color"], cwd=workdir, env=env, text=True, capture_output=True, timeout=900
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{engine()} {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            f"{command} {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
 
@@ -188,6 +193,13 @@ def check_deployed(cloud, work: Path, config, doc: dict) -> None:
 
     # day 2 with nothing changed: Terraform plans nothing
     assert terraform(work, "plan", "-input=false", "-detailed-exitcode", check=False).returncode == 0
+    # ... and neither does the other engine on the same state: a cluster moves between Terraform
+    # and OpenTofu without a resource change (docs/toolchain.md), both ways as ENGINE alternates
+    (other,) = set(ENGINES) - {engine()}
+    if (TOOLS_BIN / other).exists():
+        terraform(work, "init", "-input=false", command=other)
+        done = terraform(work, "plan", "-input=false", "-detailed-exitcode", check=False, command=other)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
     # preflight again on the deployed cluster: its own ports, group, servers and floating IP are
     # its own, neither taken addresses nor quota it still needs
