@@ -128,8 +128,9 @@ test-fast: setup-python setup-node lint
 	python -m pytest -m "not lab"
 
 bench: setup synth lab-images
-	python -m lab.bench
+	python -m lab.bench --goaway
 	python -m lab soak --seed 1 --minutes 10
+	for seed in 1 2 3; do python -m lab soak --control-plane kubeadm --seed $$seed --minutes 10 || exit 1; done
 
 # make soak [SEED=n] [MINUTES=m]: random overlapping faults under load; a failure prints its seed.
 SEED ?= 1

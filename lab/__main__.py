@@ -11,13 +11,14 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
-from lab.scenarios import operate, registry, soak
+from lab.scenarios import operate, realcp, registry, soak
 from lab.scenarios.variants import VARIANTS, lab_for
-from lab.world import images, synth, topology
-from lab.world.harness import KUBEADM, Lab, acquire_lock, synthesize
+from lab.world import images, probe, synth, topology
+from lab.world.harness import CONTROL_PLANES, KUBEADM, STAND_IN, Lab, acquire_lock, synthesize
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +43,12 @@ def parser() -> argparse.ArgumentParser:
     )
     soak_cmd.add_argument("--minutes", type=float, default=2.0)
     soak_cmd.add_argument("--out", type=Path, help="also write the faults, attempts and holder samples here (JSON)")
+    soak_cmd.add_argument(
+        "--control-plane",
+        choices=CONTROL_PLANES,
+        default=STAND_IN,
+        help="what serves the API: the stand-in, or kubeadm's real one with kha-probe and three more invariants",
+    )
     ops = sub.add_parser("ops", help="run `python -m ops ARGS` from the admin network (e.g. status, roll --dry-run)")
     ops.add_argument("args", nargs=argparse.REMAINDER)
     return ap
@@ -117,19 +124,41 @@ def _up(args: argparse.Namespace) -> int:
 
 def _soak(doc: dict, args: argparse.Namespace) -> int:
     duration = args.minutes * 60
-    replay = f"python -m lab soak --seed {args.seed} --minutes {args.minutes:g}"
-    with lab_for(doc, args.variant, keep=args.keep) as lab:
-        lab.wait_steady()
-        faults = soak.schedule(args.seed, duration, list(lab.nodes))
+    real = args.control_plane == KUBEADM
+    replay = f"python -m lab soak --seed {args.seed} --minutes {args.minutes:g}" + (
+        " --control-plane kubeadm" if real else ""
+    )
+    if real and args.variant != "ours":
+        print("error: --control-plane kubeadm runs our configs only (--variant ours)", file=sys.stderr)
+        return 2
+    extra: list[soak.Invariant] = []
+    built = Lab(doc, keep=args.keep, control_plane=KUBEADM) if real else lab_for(doc, args.variant, keep=args.keep)
+    with built as lab:
+        lab.wait_steady(timeout=180)
+        # Three etcd members: two faulty nodes at once lose quorum, and then nothing can serve.
+        faults = soak.schedule(args.seed, duration, list(lab.nodes), max_busy_nodes=1 if real else None)
         print(
             f"soak seed {args.seed}, {args.minutes:g} min, {len(faults)} faults:",
             *map(str, faults),
             sep="\n  ",
             flush=True,
         )
+        recorder = realcp.start_probe(lab) if real else None
         happened, attempts, samples = soak.run(
             soak.LabOperations(lab), faults, duration, log=lambda line: print(line, flush=True)
         )
+        if recorder is not None:
+            time.sleep(2)
+            recorder.stop()
+            requests, events = recorder.snapshot()
+            acknowledged = sum(r.ok and r.op in probe.WRITES for r in requests)
+            extra = [
+                soak.writes_kept(probe.lost_writes(requests, realcp.read_back(lab)), acknowledged),
+                soak.watch_order(probe.rv_regressions(events)),
+                soak.etcd_leader(realcp.etcd_leaders(lab)),
+            ]
+            failed = sum(not r.ok for r in requests)
+            print(f"kha-probe: {len(requests)} requests, {failed} failed; {len(events)} watch events", flush=True)
         workdir = str(lab.workdir)
     if args.out:
         args.out.write_text(
@@ -144,6 +173,7 @@ def _soak(doc: dict, args: argparse.Namespace) -> int:
             )
         )
     report = soak.check(args.seed, happened, list(lab.nodes), attempts, samples, soak.leftovers(workdir))
+    report.invariants[-1:-1] = extra  # before leaks
     print(report.format(replay))
     return 0 if report.ok else 1
 

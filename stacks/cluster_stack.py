@@ -58,7 +58,7 @@ class ClusterStack(TerraformStack):
             self,
             "control_plane_endpoint",
             value=plan.control_plane_endpoint,
-            description="Give to kubeadm init --control-plane-endpoint",
+            description="kubeadm's controlPlaneEndpoint (each node's kubeadm.yaml carries it)",
         )
         TerraformOutput(
             self, "node_addresses", value=dict(cp.addresses), description="Control-plane node addresses by name"
@@ -98,7 +98,7 @@ class ClusterStack(TerraformStack):
             self,
             "certificate_sans",
             value=sans,
-            description="Give to kubeadm init --apiserver-cert-extra-sans (comma-separated)",
+            description="Addresses clients reach the apiservers by (each node's kubeadm.yaml lists them in certSANs)",
         )
 
     def _s3_backend(self, config: ClusterConfig) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from cluster.plan import CLUSTER_INFO_PATH
-from lab.scenarios import hardened, realcp
+from lab.scenarios import hardened, realcp, soak
 from lab.world import kubelet, synth
 from lab.world import probe as p
 from lab.world.harness import KUBEADM, TOOLS, Lab, synthesize
@@ -64,6 +65,10 @@ def test_an_acknowledged_create_or_update_missing_at_the_end_is_a_lost_write():
     assert p.lost_writes(requests, {"c1": 1, "u": 2}) == []
     assert p.lost_writes(requests, {"u": 2}) == ["create c1 (seq 1)"]  # the negative control
     assert p.lost_writes(requests, {"c1": 1, "u": 0}) == ["update u (seq 2; holds 0)"]
+    # an update that timed out may still land after a later acknowledged one: then it holds, nothing is lost
+    late = [req("update", 0, 0.9, ok=False, key="u"), *requests]
+    assert p.lost_writes(late, {"c1": 1, "u": 0}) == []
+    assert p.lost_writes(late, {"c1": 1, "u": -5}) == ["update u (seq 2; holds -5)"]
 
 
 def test_a_resource_version_that_goes_backwards_in_a_watchers_stream_is_reported():
@@ -261,3 +266,26 @@ def test_a_hardened_apiserver_keeps_its_endpoint_and_refuses_anonymous_requests_
     assert (r.anonymous["/api"], r.anonymous["/version"]) == ("401", "401")
     assert r.anonymous[CLUSTER_INFO_PATH] == "200", "kubeadm join discovers the cluster anonymously"
     assert r.kubectl_readyz == "ok"
+
+
+# --- the soak with the real control plane ------------------------------------------------------------
+
+
+def test_the_real_control_planes_soak_invariants_fail_on_what_they_guard():
+    assert soak.writes_kept([], 10).ok and not soak.writes_kept(["create probe-seq-3 (seq 3)"], 10).ok
+    assert soak.watch_order([]).ok and not soak.watch_order(["raw: k went from resourceVersion 7 back to 5"]).ok
+    assert soak.etcd_leader({"a": "leader", "b": "follower", "c": "follower"}).ok
+    assert not soak.etcd_leader({"a": "leader", "b": "leader", "c": "follower"}).ok
+    assert not soak.etcd_leader({"a": "no answer", "b": "follower", "c": "follower"}).ok
+
+
+@pytest.mark.lab
+def test_a_short_soak_with_the_real_control_plane_keeps_every_acknowledged_write():
+    _requirements()
+    argv = [sys.executable, "-m", "lab", "--json", str(synthesize()), "soak", "--control-plane", "kubeadm"]
+    done = subprocess.run(
+        [*argv, "--seed", "3", "--minutes", "2"], cwd=ROOT, capture_output=True, text=True, timeout=1200
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    for invariant in ("writes kept", "watch order", "etcd leader", "split brain", "availability", "leaks"):
+        assert re.search(rf"^  ok   {invariant} ", done.stdout, re.MULTILINE), done.stdout[-3000:]

@@ -13,6 +13,7 @@ its first event of a write started after the fault), and at the end the acknowle
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -115,15 +116,22 @@ class RealResult:
 
     drill: DrillResult
     probe: p.ProbeWindow
+    # Watchers that send nothing (an informer-only controller's idle connection), by their settings:
+    # fault -> their first event of a write the probe started after the fault, per watcher.
+    idle_watch_gap_s: dict[str, dict[str, float | None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
-def run(lab: Lab, recorder: p.ProbeRecorder, name: str) -> RealResult:
+def run(lab: Lab, recorder: p.ProbeRecorder, name: str, idle: dict[str, p.ProbeRecorder] | None = None) -> RealResult:
     result = DRILLS[name](lab)
     assert result.t_fault is not None and result.t_end is not None
     p.settle_requests(recorder, result.t_end)
     requests, events = recorder.snapshot()
-    return RealResult(result, p.window(requests, events, result.t_fault, result.t_end))
+    real = RealResult(result, p.window(requests, events, result.t_fault, result.t_end))
+    for label, watcher in (idle or {}).items():
+        _, idle_events = watcher.snapshot()
+        real.idle_watch_gap_s[label] = {w: p.watch_gap(requests, idle_events, w, result.t_fault) for w in p.WATCHERS}
+    return real
 
 
 def start_probe(lab: Lab, rate: float = 20) -> p.ProbeRecorder:
@@ -133,6 +141,31 @@ def start_probe(lab: Lab, rate: float = 20) -> p.ProbeRecorder:
     )
     recorder.start()
     return recorder
+
+
+# client-go's HTTP/2 health check: after HTTP2_READ_IDLE_TIMEOUT_SECONDS (default 30) without a frame
+# it pings, and drops the connection when no answer comes within HTTP2_PING_TIMEOUT_SECONDS (15).
+IDLE_WATCHERS = {
+    "client-go defaults": {},
+    "read idle 5 s, ping 2 s": {"HTTP2_READ_IDLE_TIMEOUT_SECONDS": "5", "HTTP2_PING_TIMEOUT_SECONDS": "2"},
+}
+
+
+def start_idle_watchers(lab: Lab) -> dict[str, p.ProbeRecorder]:
+    """Watch-only kha-probes (no requests on their connection), one per client-go setting."""
+    out = {}
+    for i, (label, env) in enumerate(IDLE_WATCHERS.items()):
+        recorder = p.ProbeRecorder(
+            lab.client_argv_prefix(),
+            TOOLS / "kha-probe",
+            lab.kubeconfig,
+            lab.workdir / f"idle-watcher-{i}.log",
+            options=("--no-requests",),
+            env={**os.environ, **env},
+        )
+        recorder.start()
+        out[label] = recorder
+    return out
 
 
 def read_back(lab: Lab) -> dict[str, int]:

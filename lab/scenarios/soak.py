@@ -13,6 +13,14 @@ Invariants (each reported with its count):
   network working and some apiserver is healthy;
 - recovery: after every fault ends, a client attempt is served within 1 s;
 - leaks: no process, namespace or container left behind.
+With the real control plane (`--control-plane kubeadm`), kha-probe (client-go) runs throughout too,
+at most one node is faulty at a time (three etcd members: two faulty nodes lose quorum, and then no
+endpoint can serve), "apiserver-unhealthy" is the node's etcd member stopped (its apiserver fails
+/readyz while it runs), and three more invariants hold:
+- writes kept: every write the probe had acknowledged is there at the end (read back with kubectl
+  through the VIP);
+- watch order: no resourceVersion the watchers delivered goes backwards, per object;
+- etcd leader: exactly one member leads at the end.
 """
 
 from __future__ import annotations
@@ -245,6 +253,20 @@ def recovery(faults: Sequence[Fault], nodes: Sequence[str], attempts: Sequence[A
     return Invariant("recovery", len(late), f"slowest {worst:.2f} s after a fault ended{where}")
 
 
+def writes_kept(lost: Sequence[str], acknowledged: int) -> Invariant:
+    detail = f"{acknowledged} acknowledged writes, {len(lost)} missing" + (f": {', '.join(lost[:3])}" if lost else "")
+    return Invariant("writes kept", len(lost), detail)
+
+
+def watch_order(regressions: Sequence[str]) -> Invariant:
+    return Invariant("watch order", len(regressions), regressions[0] if regressions else "never backwards")
+
+
+def etcd_leader(leaders: dict[str, str]) -> Invariant:
+    count = sum(v == "leader" for v in leaders.values())
+    return Invariant("etcd leader", 0 if count == 1 else 1, f"{count} leader(s) at the end: {leaders}")
+
+
 def leaks(leftovers: Sequence[str]) -> Invariant:
     return Invariant("leaks", len(leftovers), ", ".join(leftovers) if leftovers else "nothing left behind")
 
@@ -346,6 +368,14 @@ class LabOperations:
         self.lab = lab
         self.nodes: Sequence[str] = list(lab.nodes)
 
+    def _etcd(self, node: str | None, stopped: bool) -> None:
+        """The real control plane's "apiserver unhealthy": the node's etcd member stopped (held down)."""
+        assert node is not None  # a node's fault
+        kubelet = self.lab.nodes[node].kubelet
+        kubelet.hold("etcd", stopped)
+        if stopped and kubelet.running("etcd"):
+            kubelet.signal("etcd", 9)
+
     def inject(self, fault: Fault) -> None:
         lab = self.lab
         if fault.kind == "gateway-down":
@@ -358,6 +388,8 @@ class LabOperations:
             node.crash(contract.KEEPALIVED_CONTAINER)
         elif fault.kind == "apiserver-stop":
             node.kill_apiserver()
+        elif fault.kind == "apiserver-unhealthy" and node.kubelet is not None:
+            self._etcd(fault.node, True)
         elif fault.kind == "apiserver-unhealthy":
             node.set_healthy(False)
         elif fault.kind == "cut":
@@ -374,6 +406,8 @@ class LabOperations:
             return
         if fault.kind == "apiserver-stop":
             lab.nodes[fault.node].apiserver.start()
+        elif fault.kind == "apiserver-unhealthy" and lab.nodes[fault.node].kubelet is not None:
+            self._etcd(fault.node, False)
         elif fault.kind == "apiserver-unhealthy":
             lab.nodes[fault.node].set_healthy(True)
         elif fault.kind == "cut":

@@ -250,6 +250,13 @@ class Kubelet:
         except (OSError, UnicodeDecodeError):
             pass
 
+    def end(self, name: str, grace: float, sig: int) -> None:
+        """`sig` to the pod's process group, SIGKILL after `grace`, and reap it (`Proc.stop`)."""
+        with self._lock:
+            proc = self.procs.get(name)
+        if proc is not None:
+            proc.stop(grace=grace, sig=sig)
+
     def hold(self, name: str, held: bool = True) -> None:
         """Keep a component stopped (held) or let it run again (kubelet restarting it)."""
         with self._lock:
@@ -298,7 +305,4 @@ class StaticPodHandle:
 
     def stop(self, grace: float = 2.0, sig: int = signal.SIGTERM) -> None:
         self.kubelet.hold(self.pod)
-        with self.kubelet._lock:
-            proc = self.kubelet.procs.get(self.pod)
-        if proc is not None:
-            proc.stop(grace=grace, sig=sig)
+        self.kubelet.end(self.pod, grace, sig)

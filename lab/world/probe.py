@@ -97,13 +97,24 @@ def parse(lines: Iterable[str]) -> ProbeLog:
 class ProbeRecorder:
     """Runs kha-probe (argv prefix: the client's namespace and cgroup) and keeps every line it prints."""
 
-    def __init__(self, argv_prefix: list[str], binary: Path, kubeconfig: Path, log: Path, rate: float = 20):
+    def __init__(
+        self,
+        argv_prefix: list[str],
+        binary: Path,
+        kubeconfig: Path,
+        log: Path,
+        rate: float = 20,
+        options: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ):
+        """`options`: more of kha-probe's flags (--no-requests: a watcher only); `env`: its environment
+        (client-go reads HTTP2_READ_IDLE_TIMEOUT_SECONDS and HTTP2_PING_TIMEOUT_SECONDS there)."""
         self.log = ProbeLog()
         self.requests, self.events, self.watch_states = self.log.requests, self.log.events, self.log.watch_states
         self.ready = threading.Event()
         self._lock = threading.Lock()
-        argv = [*argv_prefix, str(binary), "--kubeconfig", str(kubeconfig), "--rate", f"{rate:g}"]
-        self.proc = Proc("probe", argv, log, self._on_line)
+        argv = [*argv_prefix, str(binary), "--kubeconfig", str(kubeconfig), "--rate", f"{rate:g}", *options]
+        self.proc = Proc(log.stem, argv, log, self._on_line, env=env)
 
     def _on_line(self, _t: float, line: str) -> None:
         with self._lock:
@@ -155,16 +166,22 @@ def watch_gap(requests: list[Request], events: list[Event], watcher: str, t0: fl
 
 def lost_writes(requests: list[Request], final: dict[str, int]) -> list[str]:
     """Acknowledged writes that the final state (ConfigMap name -> its seq) does not hold: a create
-    whose object is gone, or a key whose last value is older than its last acknowledged update."""
+    whose object is gone, or a key whose last value is older than its last acknowledged update and
+    is not the value of an update that was never acknowledged (the updates carry no precondition: one
+    that timed out at the client may still be applied after a later one, and then it wins, as the
+    API promises)."""
     lost = [f"create {r.key} (seq {r.seq})" for r in requests if r.op == "create" and r.ok and r.key not in final]
     last_update: dict[str, int] = {}
+    unacknowledged: set[tuple[str, int]] = set()
     for r in requests:
         if r.op == "update" and r.ok:
             last_update[r.key] = max(last_update.get(r.key, -1), r.seq)
+        elif r.op == "update":
+            unacknowledged.add((r.key, r.seq))
     lost += [
         f"update {key} (seq {seq}; holds {final.get(key)})"
         for key, seq in sorted(last_update.items())
-        if final.get(key, -1) < seq
+        if final.get(key, -1) < seq and (key, final.get(key, -1)) not in unacknowledged
     ]
     return lost
 
