@@ -99,4 +99,7 @@ def restore(lab: Lab, op: Operator, name: str) -> ToolRun:
     engine.docker("rm", "--force", *CONTAINERS)
     engine.docker("load", "--quiet", "--input", str(lab.image_tarball))
     cloudinit.run_userdata(engine, lab.stack.nodes[list(lab.nodes).index(name)].user_data)
+    # The containers have just started: status once haproxy's checks and keepalived have settled
+    # (right away, a loaded machine caught the node's haproxy still seeing apiservers DOWN).
+    lab.wait_steady()
     return op.run("status", lab.stack_json, "--json")
