@@ -81,7 +81,7 @@ DEBIAN_PACKAGES := haproxy keepalived cloud-init curl nftables iproute2 openssl 
 CHECKOV_VERSION := 3.2.505
 STAMPS := .stamps
 
-.PHONY: synth test test-open test-fast lint format validate bench soak lab lab-up lab-images diff deploy preflight status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-tofu setup-engine setup-cdktn setup-kube clean
+.PHONY: synth test test-open test-fast lint format validate bench soak lab lab-up lab-images diff deploy destroy preflight status roll show-userdata kubeadm-config cloud setup-cloud setup setup-python setup-node setup-system setup-checkov setup-terraform setup-tofu setup-engine setup-cdktn setup-kube clean
 
 # A stale stack never outlives a config that no longer synthesizes; each stack's .terraform (the
 # providers and backend `terraform apply -replace` needs there, docs/operate.md) and its lock file stay.
@@ -138,12 +138,19 @@ MINUTES ?= 10
 soak: setup synth lab-images
 	python -m lab soak --seed $(SEED) --minutes $(MINUTES)
 
-# Plan and apply against a real cloud: OS_CLOUD names your clouds.yaml entry. Terraform's advice
-# after a prevent_destroy refusal (remove it, or -target) is not this project's: one line more
-# names allow_destroy. deploy keeps its terminal for cdktf's approval prompt (script), when it has one.
+# Plan, apply and destroy against a real cloud: OS_CLOUD names your clouds.yaml entry. Terraform's
+# advice after a prevent_destroy refusal (remove it, or -target) is not this project's: one line more
+# names allow_destroy. deploy and destroy keep their terminal for cdktf's approval prompt (script);
+# without one (a pipeline) cdktf cannot ask, so they stop in one line unless AUTO_APPROVE=1 says the
+# plan was reviewed (make diff) and approved elsewhere.
 DESTROY_HINT := note: Terraform refused to destroy or replace a protected resource: this project's switch is allow_destroy: true in the cluster's YAML, for a planned teardown or node replacement only, set back to false after (README.md, Day 2 and Teardown; docs/operate.md); do not remove prevent_destroy or use -target (OpenTofu: -exclude)
+AUTO_APPROVE ?=
+APPROVE_FLAG = $(if $(filter 1 true yes,$(AUTO_APPROVE)),--auto-approve)
 define with_destroy_hint
-@mkdir -p $(STAMPS); log=$(STAMPS)/cdktf-$(1).log; if [ -t 0 ] && [ -t 1 ]; then script -qefc "$(TOOLCHAIN) $(1)" "$$log"; rc=$$?; else set -o pipefail; $(TOOLCHAIN) $(1) 2>&1 | tee "$$log"; rc=$$?; fi; if [ $$rc -ne 0 ] && grep -q 'prevent_destroy' "$$log"; then echo "$(DESTROY_HINT)" >&2; fi; exit $$rc
+@mkdir -p $(STAMPS); log=$(STAMPS)/cdktf-$(1).log; \
+if [ "$(1)" != diff ] && [ -z "$(APPROVE_FLAG)" ] && ! { [ -t 0 ] && [ -t 1 ]; }; then echo "error: make $(1): no terminal for cdktf's approval prompt; run it in a terminal, or review make diff and run make $(1) AUTO_APPROVE=1" >&2; exit 2; fi; \
+if [ -t 0 ] && [ -t 1 ]; then script -qefc "$(TOOLCHAIN) $(1) $(if $(filter-out diff,$(1)),$(APPROVE_FLAG))" "$$log"; rc=$$?; else set -o pipefail; $(TOOLCHAIN) $(1) $(if $(filter-out diff,$(1)),$(APPROVE_FLAG)) 2>&1 | tee "$$log"; rc=$$?; fi; \
+if [ $$rc -ne 0 ] && grep -q 'prevent_destroy' "$$log"; then echo "$(DESTROY_HINT)" >&2; fi; exit $$rc
 endef
 
 diff: setup-python setup-node setup-engine $(SETUP_TOOLCHAIN)
@@ -151,6 +158,10 @@ diff: setup-python setup-node setup-engine $(SETUP_TOOLCHAIN)
 
 deploy: setup-python setup-node setup-engine $(SETUP_TOOLCHAIN) preflight
 	$(call with_destroy_hint,deploy)
+
+# The teardown (README.md): with allow_destroy: true in the cluster's YAML, else Terraform refuses.
+destroy: setup-python setup-node setup-engine $(SETUP_TOOLCHAIN)
+	$(call with_destroy_hint,destroy)
 
 # make preflight: the cloud (OS_CLOUD, clouds.yaml) has every name, address, extension, policy and
 # quota the stack of CONFIG needs, checked before anything is created; one line per problem.
