@@ -18,6 +18,7 @@ from ops.inventory import Inventory, load_inventory, read_stack, stack_json_path
 from ops.roll import Roller, RollStopped, describe, make_roll_plan
 from ops.ssh import Ssh, SshOptions
 from ops.status import as_json, collect, findings, table
+from tfcheck.engine import EngineError
 from userdata.cloudconfig import CloudConfigError, unescape, written_file_as_synthesized
 from userdata.stack import FLOATING_IP_ADDRESS, PORT_ADDRESS, StackError
 
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args, ssh)
-    except (ConfigError, OpsError) as err:
+    except (ConfigError, OpsError, EngineError) as err:
         code, message = Exit.BAD_INPUT, str(err)
     except RollStopped as err:
         code, message = Exit.STOPPED, str(err)

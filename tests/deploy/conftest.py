@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cloud import handle
-from tests.conftest import ROOT
+from tfcheck.engine import engine
+from tfcheck.terraform import binary
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,9 +43,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="package")
 def shared_cloud():
-    terraform = ROOT / ".tools" / "bin" / "terraform"
     reason = handle.missing() or (
-        None if terraform.exists() and shutil.which("terraform") else "no terraform: `make setup`"
+        None if binary().exists() and shutil.which(engine()) else f"no {engine()}: `make setup`"
     )
     if reason:
         pytest.skip(reason)

@@ -1,4 +1,6 @@
-"""`cdktf deploy` and `cdktf destroy` themselves, as a user runs them, against the loopback cloud.
+"""`cdktf deploy` and `cdktf destroy` themselves, as a user runs them, against the loopback cloud; in
+between, CDK Terrain's `cdktn diff` on the same state plans no change (a team moving from cdktf to
+cdktn, docs/toolchain.md). Under ENGINE=tofu both CLIs run OpenTofu.
 
 The project is copied to a folder of its own (its tools linked), so the deploy's local state
 (`terraform.<cluster>.tfstate`, next to cdktf.json) and its cdktf.out never touch this checkout.
@@ -17,7 +19,11 @@ import pytest
 import yaml
 
 from cloud import paths
+from stacks import toolchain
 from tests.conftest import DELETE, ROOT, example_data, with_changes
+from tfcheck.engine import engine
+from tfcheck.terraform import version
+from tfcheck.text import plain_lines
 
 pytestmark = pytest.mark.cloud
 
@@ -44,7 +50,10 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
-def cdktf(project: Path, config: dict, *args: str) -> subprocess.CompletedProcess[str]:
+def cdktf(
+    project: Path, config: dict, *args: str, cli: str = "cdktf", flags: tuple[str, ...] = ("--auto-approve",)
+) -> subprocess.CompletedProcess[str]:
+    """`cdktf ARGS` in `project`, or CDK Terrain's `cdktn ARGS` (with TOOLCHAIN=cdktn) when `cli` says so."""
     (project / "config" / f"{CLUSTER}.yaml").write_text(yaml.safe_dump(config))
     env = {
         **os.environ,
@@ -52,6 +61,7 @@ def cdktf(project: Path, config: dict, *args: str) -> subprocess.CompletedProces
             [
                 str(ROOT / ".tools" / "bin"),
                 str(ROOT / "node_modules" / ".bin"),
+                str(ROOT / ".tools" / "cdktn" / "cli" / "node_modules" / ".bin"),
                 str(ROOT / ".venv" / "bin"),
                 os.environ["PATH"],
             ]
@@ -66,9 +76,12 @@ def cdktf(project: Path, config: dict, *args: str) -> subprocess.CompletedProces
         "DISABLE_VERSION_CHECK": "1",
         "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1",
         "CI": "1",
+        # What the Makefile sets from ENGINE: cdktf runs this command for every Terraform step.
+        "TERRAFORM_BINARY_NAME": engine(),
+        "TOOLCHAIN": cli,
     }
     done = subprocess.run(
-        ["cdktf", *args, "--auto-approve"],
+        [cli, *args, *flags],
         cwd=project,
         env=env,
         text=True,
@@ -77,7 +90,7 @@ def cdktf(project: Path, config: dict, *args: str) -> subprocess.CompletedProces
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, (
-        f"cdktf {args[0]} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+        f"{cli} {args[0]} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
     )
     return done
 
@@ -97,7 +110,15 @@ result = {{'ports': ports, 'servers': servers, 'fips': fips, 'sg': sg}}
     )
 
 
-def test_cdktf_deploy_builds_the_cluster_and_cdktf_destroy_removes_it(cloud, tmp_path):
+def _cdktn_missing() -> str | None:
+    if not (ROOT / ".tools" / "cdktn" / "cli" / "node_modules" / ".bin" / "cdktn").exists():
+        return "no cdktn CLI: `make setup-cdktn`"
+    if not (toolchain.BINDINGS / "imports" / "openstack" / "__init__.py").is_file():
+        return "no cdktn OpenStack bindings: `make setup-cdktn`"
+    return None
+
+
+def test_cdktf_deploy_builds_the_cluster_cdktn_plans_no_change_and_cdktf_destroy_removes_it(cloud, tmp_path):
     project = project_copy(tmp_path / "project")
     config = with_changes(example_data(), CHANGES)
 
@@ -111,14 +132,26 @@ def test_cdktf_deploy_builds_the_cluster_and_cdktf_destroy_removes_it(cloud, tmp
     # The stack's outputs, as `cdktf output` gives them, match what Neutron allocated.
     stack = project / "cdktf.out" / "stacks" / CLUSTER
     out = subprocess.run(
-        ["terraform", "output", "-json", "-no-color"], cwd=stack, capture_output=True, text=True, check=True
+        [engine(), "output", "-json", "-no-color"], cwd=stack, capture_output=True, text=True, check=True
     ).stdout
     outputs = {k: v["value"] for k, v in json.loads(out).items()}
     assert {n: [a] for n, a in outputs["node_addresses"].items()} == {n: got["ports"][f"{n}-port"] for n in nodes}
     assert outputs["floating_ip"] == got["fips"][0][1]
     assert (project / f"terraform.{CLUSTER}.tfstate").is_file() and not (ROOT / f"terraform.{CLUSTER}.tfstate").exists()
 
-    config["allow_destroy"] = True  # the planned teardown: prevent_destroy lifted for this one run
-    cdktf(project, config, "destroy")
+    # The team moves to CDK Terrain: same code, same config, same state; its plan changes nothing.
+    state = (project / f"terraform.{CLUSTER}.tfstate").read_text()
+    # cdktf ran the engine ENGINE names (TERRAFORM_BINARY_NAME): the state says which version wrote it.
+    assert json.loads(state)["terraform_version"] == version()["terraform_version"]
+    try:
+        if why := _cdktn_missing():
+            print(f"cdktn skipped: {why}")  # the cdktf half still runs; test_toolchain.py says why cdktn is absent
+        else:
+            diff = " ".join(plain_lines(cdktf(project, config, "diff", cli="cdktn", flags=()).stdout))
+            assert "No changes. Your infrastructure matches the configuration." in diff, diff[-3000:]
+            assert (project / f"terraform.{CLUSTER}.tfstate").read_text() == state
+    finally:
+        config["allow_destroy"] = True  # the planned teardown: prevent_destroy lifted for this one run
+        cdktf(project, config, "destroy")
     after = deployed(cloud)
     assert after == {"ports": {}, "servers": [], "fips": [], "sg": False}
