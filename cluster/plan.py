@@ -6,7 +6,9 @@ No cdktf here, so every decision can be tested (and property-tested) without syn
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from cluster import derive
@@ -27,7 +29,7 @@ PRIORITY_STEP = 10
 # skew (~0.3 s). VRRPv3 carries no password; the security group admits VRRP only from
 # members and Neutron port security stops members from spoofing one another.
 VRRP_VERSION = 3
-ADVERT_INTERVAL = "0.1"
+ADVERT_INTERVAL = 0.1
 MISSED_ADVERTS = 3  # RFC 5798's Master_Down_Interval: 3 x advert_int + skew
 # A new master sends gratuitous ARPs for the VIP at once and again GARP_MASTER_DELAY_S later; then
 # every GARP_MASTER_REFRESH_S for as long as it is master: after a partition heals, the node that
@@ -46,7 +48,7 @@ CHECK_INTERVAL_S = 1
 CHECK_TIMEOUT_S = 3
 CHECK_HOLD_MS = 220
 CHECK_HOLDS = 4  # 4 x 220 ms, below the interval: a run still going when the next is due skips that one
-CHECK_MAX_TIME = "0.6"  # per request: a hung haproxy never answers
+CHECK_MAX_TIME = 0.6  # seconds per request: a hung haproxy never answers
 CHECK_WEIGHT = 0
 CHECK_FALL = 1  # one failed run is enough: the run itself already watched for most of a second
 CHECK_RISE = 1
@@ -54,7 +56,7 @@ CHECK_RISE = 1
 # times, with a request that haproxy answers at once, so a node in FAULT leaves it as soon as its
 # haproxy serves again instead of up to a second later. The mark lives in the keepalived
 # container's /tmp (the script runs as script_user, which may write nowhere else).
-CHECK_RECOVER_POLL_S = "0.1"
+CHECK_RECOVER_POLL_S = 0.1
 CHECK_RECOVER_POLLS = 8
 CHECK_FAILED_MARK = "/tmp/kubeadm-ha-check-haproxy.failed"
 
@@ -73,9 +75,9 @@ NEIGH_RETRANS_MS = 100
 REACH_INTERVAL_S = 1
 REACH_TIMEOUT_S = 3
 REACH_WAIT_S = 1  # ping -W takes whole seconds in busybox (the osixia image's ping) ...
-REACH_RETRY_S = "0.2"  # ... so the script stops waiting itself, before the next run is due:
+REACH_RETRY_S = 0.2  # ... so the script stops waiting itself, before the next run is due:
 REACH_ROUNDS = 4  # REACH_ROUNDS x REACH_RETRY_S = 0.8 s, below the 1 s interval
-REACH_DEADLINE_S = f"{float(REACH_RETRY_S) * REACH_ROUNDS:g}"
+REACH_DEADLINE_S = round(REACH_RETRY_S * REACH_ROUNDS, 3)
 REACH_FALL = 2
 REACH_RISE = 1
 REACH_WEIGHT = 0  # FAULT whatever the priorities
@@ -140,11 +142,25 @@ BOOT_BACKOFF_MAX_S = 60
 BOOT_FAILED_MARK = "/var/lib/kubeadm-ha/boot-failed"
 # haproxy logs every connection to stdout (~150 bytes each), through Docker's json-file driver, on
 # the disk etcd needs: a full disk stops etcd. Each container keeps at most CONTAINER_LOG_FILES files
-# of CONTAINER_LOG_MAX_SIZE: 50 MB per container, about 300 000 connections of history, read with
+# of CONTAINER_LOG_MAX_MB: 50 MB per container, about 300 000 connections of history, read with
 # `docker logs`. The same for keepalived, whose log is small but must not grow without bound either.
-CONTAINER_LOG_MAX_SIZE = "10m"
+CONTAINER_LOG_MAX_MB = 10
 CONTAINER_LOG_FILES = 5
 
+
+def _tunables() -> Mapping[str, int | float | str]:
+    """Every timing, limit, path and URI above by its name, typed as decided (numbers as numbers):
+    what the templates format, as `tunables.NAME`, and nothing else of this module."""
+    return MappingProxyType(
+        {
+            name: value
+            for name, value in globals().items()
+            if name.isupper() and isinstance(value, int | float | str) and not isinstance(value, bool)
+        }
+    )
+
+
+TUNABLES = _tunables()
 
 # kubeadm's files on each node (written by cloud-init): the node's kubeadm configuration, the join
 # helper that fills the join secrets in from the environment, and, for a hardened apiserver, the

@@ -335,7 +335,7 @@ def test_both_containers_logs_are_rotated_by_size_and_count(example_plan, contai
     run = parse_docker_run(container_commands(example_plan)[container])
     assert run.values("--log-driver") == ["json-file"]
     assert run.values("--log-opt") == [
-        f"max-size={plan.CONTAINER_LOG_MAX_SIZE}",
+        f"max-size={plan.CONTAINER_LOG_MAX_MB}m",
         f"max-file={plan.CONTAINER_LOG_FILES}",
     ]
 
