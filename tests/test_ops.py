@@ -398,18 +398,76 @@ def test_image_roll_hands_the_vip_over_before_recreating_the_holder_and_moves_it
     assert run_cli(capsys, deployed, stack, "status")[0] == 0
 
 
-def test_a_node_unreachable_mid_roll_stops_there_and_leaves_later_nodes_untouched(
-    capsys, deployed, example_json, write_stack
-):
+def cut_demo_cp_3_once_demo_cp_2_reloads(deployed):
+    """demo-cp-3 stops answering SSH once demo-cp-2 (the first of the plan) has reloaded haproxy."""
+
     def cut(node, count):
         if node == "demo-cp-3" and any(n == "demo-cp-2" and c.startswith("docker kill") for n, c in deployed.changes):
             deployed.node("demo-cp-3").reachable = False
 
     deployed.before_script = cut
+
+
+def test_a_node_unreachable_mid_roll_stops_there_and_leaves_later_nodes_untouched(
+    capsys, deployed, example_json, write_stack
+):
+    cut_demo_cp_3_once_demo_cp_2_reloads(deployed)
     code, _, err = run_cli(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)), "roll")
     assert code == Exit.STOPPED
     assert "demo-cp-3: unreachable over SSH before its change" in err and "not rolled: demo-cp-1" in err
     assert {n for n, _ in deployed.changes} == {"demo-cp-2"}
+
+
+# --- roll --json: the outcome as data ------------------------------------------------------------
+
+
+def roll_json(capsys, deployed, stack, *args):
+    code, out, err = run_cli(capsys, deployed, stack, "roll", "--json", *args)
+    return code, json.loads(out), err  # stdout is the one JSON document: the plan's lines went to stderr
+
+
+def test_roll_json_names_the_nodes_rolled_and_stops_nothing(capsys, deployed, example_json, write_stack):
+    code, doc, err = roll_json(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)))
+    assert code == Exit.OK and doc["stopped"] is None
+    assert doc["rolled"] == [c["node"] for c in doc["changes"]] == ["demo-cp-2", "demo-cp-3", "demo-cp-1"]
+    assert {c["kind"] for c in doc["changes"]} == {"config-only"} and doc["holder"] == "demo-cp-1"
+    assert "roll plan (3 of 3 nodes; VIP holder: demo-cp-1):" in err
+
+
+def test_roll_json_dry_run_plans_and_rolls_nothing(capsys, deployed, example_json, write_stack):
+    code, doc, _ = roll_json(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)), "--dry-run")
+    assert (code, doc["dry_run"], doc["rolled"], doc["stopped"], len(doc["changes"])) == (Exit.OK, True, [], None, 3)
+    assert deployed.changes == []
+
+
+def test_roll_json_says_why_it_stopped_as_data(capsys, deployed, example_json, write_stack):
+    break_two_holders(deployed)
+    code, doc, err = roll_json(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)))
+    assert code == Exit.STOPPED and doc["changes"] == [] and doc["rolled"] == []
+    stopped = doc["stopped"]
+    assert (stopped["kind"], stopped["node"], stopped["detail"]) == ("not_one_holder", None, "demo-cp-1, demo-cp-2")
+    assert err == f"error: {stopped['message']}\n"
+
+
+def test_roll_json_of_a_roll_stopped_mid_way_names_the_node_and_what_was_rolled(
+    capsys, deployed, example_json, write_stack
+):
+    cut_demo_cp_3_once_demo_cp_2_reloads(deployed)
+    code, doc, _ = roll_json(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)))
+    assert code == Exit.STOPPED
+    stopped = doc["stopped"]
+    assert (stopped["kind"], stopped["node"]) == ("unreachable", "demo-cp-3")
+    assert (doc["rolled"], stopped["not_rolled"]) == (["demo-cp-2"], ["demo-cp-3", "demo-cp-1"])
+
+
+def test_roll_json_of_a_refused_validation_names_every_node_not_rolled(capsys, deployed, example_json, write_stack):
+    doc = stack_for(example_json, CONFIG_CHANGE)
+    vm = doc["resource"][INSTANCE]["instance_demo-cp-3"]
+    vm["user_data"] = vm["user_data"].replace("    maxconn 20000\n", "    maxconn 20000\n          BROKEN\n", 1)
+    code, out, _ = roll_json(capsys, deployed, write_stack(doc))
+    assert code == Exit.STOPPED and out["stopped"]["kind"] == "validation_failed" and deployed.changes == []
+    assert out["rolled"] == [] and out["stopped"]["not_rolled"] == ["demo-cp-2", "demo-cp-3", "demo-cp-1"]
+    assert out["stopped"]["detail"].startswith("demo-cp-3: /etc/kubeadm-ha/haproxy/haproxy.cfg: haproxy -c in ")
 
 
 def test_a_node_that_stays_unhealthy_stops_the_roll_naming_node_and_problem(deployed, example_json, write_stack):
