@@ -4,7 +4,8 @@ userdata NODE` prints one node's cloud-config from the synthesized stack, and `p
 checks the cloud has everything the stack needs before anything is created.
 
 It reads the synthesized stack (cdktf.out) and the nodes (over the system's ssh); it imports the
-model (cluster/) and userdata's readers, never stacks/ or lab/. Its exit codes and defaults are here.
+model (cluster/), userdata's readers and tfcheck's (the engine, Terraform's text), never
+stacks/ or lab/. Its exit codes and defaults are here.
 """
 
 from __future__ import annotations
