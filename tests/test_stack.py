@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import os
@@ -372,3 +373,30 @@ def test_a_rule_that_differs_from_the_plans_is_caught(example_json, example_plan
     doc = copy.deepcopy(example_json)
     del resources(doc, NetworkingSecgroupRuleV2)["rule_vrrp_from_members"]
     assert synthesized_rules(doc) != planned_rules(example_plan)
+
+
+# --- the construct and the stack read the plan alone -----------------------------------------------
+def config_imports(source: str) -> list[str]:
+    """What a module imports from cluster.config (the validated input)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module == "cluster.config":
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module == "cluster":
+            found += [alias.name for alias in node.names if alias.name == "config"]
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name == "cluster.config"]
+    return found
+
+
+def test_the_construct_and_the_stack_import_nothing_from_the_config():
+    """stacks/ builds from the plan; only the entry point (app.py) loads the configs."""
+    for module in sorted((ROOT / "stacks").glob("*.py")):
+        if module.name != "app.py":
+            assert config_imports(module.read_text()) == [], module.name
+
+
+def test_a_module_that_imports_the_config_is_caught():
+    """Negative control of the check above."""
+    assert config_imports("from cluster.config import ClusterConfig\n") == ["ClusterConfig"]
+    assert config_imports("from cluster import config\nimport cluster.config\n") == ["config", "cluster.config"]
