@@ -2,7 +2,7 @@
 cloud, a change Terraform must refuse ends in the line naming `allow_destroy`, and the README's
 Teardown removes everything; run as a person runs them, in a terminal (a pty: cdktf asks for approval
 there, and this answers it as a person would, with Enter on "Approve"), in a copy of the project,
-with none of the variables `make` exports set beforehand.
+with none of the variables `make` exports set beforehand (but ENGINE, when the run sets it).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -37,7 +38,9 @@ def sh_blocks(page: Path) -> list[str]:
 def a_new_users_env() -> dict[str, str]:
     """The login environment: no project folder on PATH, nothing the Makefile or the tests export."""
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
-    return {"HOME": os.environ["HOME"], "PATH": path, "TERM": "xterm", "LANG": "C.UTF-8"}
+    env = {"HOME": os.environ["HOME"], "PATH": path, "TERM": "xterm", "LANG": "C.UTF-8"}
+    # The engine is the user's choice (docs/toolchain.md): under make test-open, OpenTofu.
+    return env | ({"ENGINE": os.environ["ENGINE"]} if "ENGINE" in os.environ else {})
 
 
 def in_a_terminal(project: Path, script: str, timeout: float = 1500) -> tuple[int, str]:
@@ -85,7 +88,13 @@ def servers(cloud) -> list[str]:
 @pytest.fixture(scope="module")
 def project(cloud, tmp_path_factory):
     project = project_copy(tmp_path_factory.mktemp("first-day") / "project")
+    # make writes into .stamps (the CLI config names the folder it runs in, the cdktf logs): a copy
+    # of its own, so that this checkout's stays as it is.
+    (project / ".stamps").unlink()
+    shutil.copytree(ROOT / ".stamps", project / ".stamps", symlinks=True)
+    ours = (ROOT / ".stamps" / "terraformrc").read_text()
     yield project
+    assert (ROOT / ".stamps" / "terraformrc").read_text() == ours, "the copy's make changed this checkout's"
     if servers(cloud):  # a test failed before the teardown: leave the shared cloud as found
         example = project / "config" / "example.yaml"
         example.write_text(example.read_text() + "allow_destroy: true\n")
