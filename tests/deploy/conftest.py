@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloud import handle
-from ops.engine import engine
+from tfcheck.engine import engine
 from tfcheck.terraform import binary
 
 HERE = Path(__file__).resolve().parent

@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from cloud import paths
-from ops.engine import engine
-from ops.inventory import plain_lines
 from stacks import toolchain
 from tests.conftest import DELETE, ROOT, example_data, with_changes
+from tfcheck.engine import engine
 from tfcheck.terraform import version
+from tfcheck.text import plain_lines
 
 pytestmark = pytest.mark.cloud
 
