@@ -26,11 +26,10 @@ class Exit(IntEnum):
         return member
 
     OK = 0, "done: healthy (status), rolled or nothing to roll (roll), the cloud has everything (preflight)"
-    UNHEALTHY = 1, "status: at least one finding"
+    UNHEALTHY = 1, "status: at least one finding; preflight: the cloud lacks something the stack needs"
     BAD_INPUT = 2, "the tool could not start: config, stack JSON, arguments, Terraform, no ssh (argparse's code too)"
     STOPPED = 3, "roll: refused to start, or stopped at a node (the message says which and why)"
-    REFUSED = 4, "preflight: the cloud lacks something the stack needs (one line per problem)"
-    CRASHED = 5, "an unexpected error in the tool itself, a bug (its traceback on stderr)"
+    CRASHED = 4, "an unexpected error in the tool itself, a bug (its traceback on stderr)"
 
 
 CONNECT_TIMEOUT_S = 5  # ssh's ConnectTimeout

@@ -244,7 +244,7 @@ def check_cloud(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
             print(f"preflight: {len(problems)} problem(s) in {source}; nothing was created")
         else:
             print(f"preflight: {source} has what {names} needs ({len(preflight.CHECKS)} checks)")
-    return Exit.REFUSED if problems else Exit.OK
+    return Exit.UNHEALTHY if problems else Exit.OK  # the same code as status with findings (docs/operate.md)
 
 
 def kubeadm_config(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
