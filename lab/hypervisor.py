@@ -22,7 +22,6 @@ import base64
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import sys
@@ -35,10 +34,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from cloud.compute import Keystone, Neutron
-from cluster.plan import HAPROXY_FD_HEADROOM
-from lab.world import contract, images, synth, tenant, topology
+from lab.world import images, tenant, topology
 from lab.world.apiserver import make_certificate
-from lab.world.harness import LOCK, acquire_lock, first_boot, make_node
+from lab.world.harness import LOCK, acquire_lock, first_boot, fit_user_data, make_node
 from lab.world.node import LabNode
 from lab.world.tenant import Attached, NodeWire, Tenant
 from userdata import cloudconfig
@@ -144,9 +142,7 @@ class Host:
         pairs = self.tenant.held.port(server.port_id).pairs
         certificate = make_certificate(nodedir, [a.address, *pairs])
         server.node = node = make_node(server.name, ns, a.address, nodedir, host_key, certificate)
-        user_data, notes = synth.fit_user_data(
-            server.user_data, _hard_open_files(), HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER
-        )
+        user_data, notes = fit_user_data(server.user_data)
         for note in notes:
             say(f"{server.name}: substitution: {note}")
         refs = {name: run.image for name, run in cloudconfig.docker_runs(user_data).items()}
@@ -207,11 +203,6 @@ class Host:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines(keepends=True) if path.exists() else []
-
-
-def _hard_open_files() -> int:
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return sys.maxsize if hard == resource.RLIM_INFINITY else hard
 
 
 def main(argv: list[str] | None = None) -> int:

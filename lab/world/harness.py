@@ -129,11 +129,27 @@ def _placed_files(node: synth.Node) -> list[PlacedFile]:
     ]
 
 
+def hard_open_files() -> int:
+    """This machine's hard open-files limit (what runc can give a container at most)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return sys.maxsize if hard == resource.RLIM_INFINITY else hard
+
+
 def fit_to_machine(doc: dict) -> tuple[dict, list[str]]:
     """The JSON as the lab runs it, and what was substituted (see synth.fit_open_files)."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    hard = sys.maxsize if hard == resource.RLIM_INFINITY else hard
-    return synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+    return synth.fit_open_files(doc, hard_open_files(), HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+
+
+def fit_user_data(user_data: str) -> tuple[str, list[str]]:
+    """One node's user_data as the cloud's hypervisor runs it (`lab.hypervisor`), and what was
+    substituted: the open-files fit of `fit_to_machine`, node by node."""
+    return synth.fit_user_data(user_data, hard_open_files(), HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+
+
+def fit_each_user_data(doc: dict) -> dict:
+    """The JSON with each instance's user_data as the cloud's nodes run it (for the operator's tool,
+    which compares each node with it; works where Neutron allocates the addresses too)."""
+    return synth.edited_user_data(doc, lambda user_data: fit_user_data(user_data)[0], "fit open files")
 
 
 def cpu_note() -> str:

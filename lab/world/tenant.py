@@ -227,7 +227,10 @@ class Tenant:
             self.client_external[1],
             f"{self.client_external[0]}/{ext_prefix}",
         )
-        # Answers from the tenant network to the client's external address come back through the router.
+        # From its external address the client is a host on the external network: everything it
+        # sends from there goes through the router (to a floating IP, or routed to the subnet).
+        run(["ip", "-n", CLIENT_NS, "rule", "add", "from", self.client_external[0], "table", "100"])
+        run(["ip", "-n", CLIENT_NS, "route", "add", "default", "via", self.router_external, "table", "100"])
         run(in_ns(CLIENT_NS, ["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.eth1.rp_filter=0"]))
         self.admin = AdminNetwork(ADMIN_PREFIX, ROUTER_NS, self.gateway, ns=ADMIN_NS, router_if=PREFIX + "va")
         self.admin.up()
