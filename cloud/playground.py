@@ -168,11 +168,19 @@ def ops(
 
 
 def as_nodes_run_it(stack_json: Path) -> Path:
-    """The deployed JSON with each node's user_data as the hypervisor runs it (the open-files fit:
-    `lab.world.harness.fit_each_user_data`), beside it, for the operator's tool to compare the
-    nodes with; Terraform reads only *.tf.json there."""
-    from lab.world.harness import fit_each_user_data  # the lab's, in the project's virtualenv
+    """The deployed JSON with each node's user_data as its node runs it, beside it, for the operator's
+    tool to compare the nodes with (Terraform reads only *.tf.json there): the addresses Neutron
+    allocated and the floating IP filled in from the stack's outputs, then the hypervisor's
+    open-files fit (`lab.world.harness.fit_user_data`)."""
+    from lab.world.harness import fit_user_data  # the lab's, in the project's virtualenv
+    from userdata.cloudconfig import escape
+    from userdata.stack import SynthesizedStack, with_user_data
 
+    doc = json.loads(stack_json.read_text())
+    stack = SynthesizedStack(doc)
+    deployed = outputs(stack_json.parent)
+    allocated, fip = deployed.get("node_addresses") or {}, deployed.get("floating_ip")
     out = stack_json.with_name("as-run.json")
-    out.write_text(json.dumps(fit_each_user_data(json.loads(stack_json.read_text())), indent=1))
+    as_run = with_user_data(doc, lambda inst: escape(fit_user_data(stack.node(inst, allocated, fip).user_data)[0]))
+    out.write_text(json.dumps(as_run, indent=1))
     return out

@@ -146,12 +146,6 @@ def fit_user_data(user_data: str) -> tuple[str, list[str]]:
     return synth.fit_user_data(user_data, hard_open_files(), HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
 
 
-def fit_each_user_data(doc: dict) -> dict:
-    """The JSON with each instance's user_data as the cloud's nodes run it (for the operator's tool,
-    which compares each node with it; works where Neutron allocates the addresses too)."""
-    return synth.edited_user_data(doc, lambda user_data: fit_user_data(user_data)[0], "fit open files")
-
-
 def cpu_note() -> str:
     """How the lab stands in for the VMs' own CPUs, announced with the substitutions."""
     if weighs_cpu():

@@ -38,15 +38,6 @@ REPORT: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def reach(cloud) -> Reach:
-    got = Reach.read()
-    if got.client_netns is None:
-        why = next((line for line in cloud.lines if line.startswith(paths.NOT_RUNNING)), paths.NOT_RUNNING)
-        pytest.skip(why)
-    return got
-
-
-@pytest.fixture(scope="module")
 def deployed(reach, cloud, tmp_path_factory):
     """The example deployed with `cdktf deploy`; destroyed at the end if a test has not done it."""
     project = playground.project_copy(tmp_path_factory.mktemp("play") / "project")
