@@ -262,8 +262,9 @@ $(STAMPS)/cloud-venv: cloud/requirements.txt
 	@touch $@
 
 # make cloud: Keystone, Neutron and the compute emulation on loopback, in the foreground. Writes
-# .stamps/cloud/clouds.yaml (OS_CLOUD=kha-test) and prints "cloud ready"; Ctrl-C or SIGTERM stops
-# everything it started and removes what it wrote.
+# .stamps/cloud/clouds.yaml (OS_CLOUD=kha-test) and .stamps/cloud/cloud.json (the client and admin
+# namespaces, the key pair's private key) and prints "cloud ready"; as root, each booted server runs
+# as a lab node (docs/cloud.md). Ctrl-C or SIGTERM stops everything it started and removes what it wrote.
 cloud: setup-cloud
 	exec .tools/cloud/bin/python -m cloud
 

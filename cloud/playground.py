@@ -67,6 +67,8 @@ def environment(config: str) -> dict[str, str]:
         "OS_CLOUD": paths.CLOUD,
         "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML),
         "TF_CLI_CONFIG_FILE": str(root / ".stamps" / "terraformrc"),
+        # as the Makefile: `terraform providers lock`, which cdktf runs, asks the registry otherwise
+        "TF_CLI_ARGS_providers_lock": f"-fs-mirror={root / '.tools' / 'providers'}",
         "PIPENV_VENV_IN_PROJECT": "1",
         "PIPENV_NOSPIN": "1",
         "PIPENV_YES": "1",

@@ -29,10 +29,6 @@ pytestmark = [pytest.mark.cloud, pytest.mark.lab]
 
 NAME = "play"
 CONFIG = with_changes(example_data(), {"name": NAME})
-VIP = CONFIG["vip"]["address"]
-PORT = CONFIG["ports"]["frontend"]
-NODES = [m["name"] for m in CONFIG["nodes"]["members"]]
-ADDRESSES = {m["name"]: m["address"] for m in CONFIG["nodes"]["members"]}
 SERVE_WITHIN_S = 240  # a deadline for a loaded machine, not a figure: `python -m cloud.bench --endpoint` measures
 REPORT: list[str] = []
 
@@ -44,6 +40,11 @@ def deployed(reach, cloud, tmp_path_factory):
     state = {"project": project, "config": CONFIG, "destroyed": False}
     playground.cdktf(project, NAME, CONFIG, "deploy")
     state["returned"] = time.monotonic()
+    # What the plan knows, from the stack's outputs: the VIP, its port and the nodes' addresses.
+    outputs = playground.outputs(project / "cdktf.out" / "stacks" / NAME)
+    host, _, port = outputs["control_plane_endpoint"].rpartition(":")
+    assert host == outputs["vip"]
+    state.update(vip=host, port=int(port), addresses=outputs["node_addresses"])
     yield state
     if not state["destroyed"]:
         playground.cdktf(project, NAME, {**state["config"], "allow_destroy": True}, "destroy")
@@ -54,13 +55,13 @@ def stack_json(state: dict) -> Path:
     return state["project"] / "cdktf.out" / "stacks" / NAME / "cdk.tf.json"
 
 
-def holders(reach: Reach) -> list[str]:
+def holders(reach: Reach, state: dict) -> list[str]:
     """The nodes whose NIC holds the VIP, as each node itself says over SSH."""
     out = []
-    for name, address in ADDRESSES.items():
+    for name, address in state["addresses"].items():
         done = playground.ssh(reach, address, f"ip -4 -o addr show dev {tenant.NIC}")
         assert done.returncode == 0, f"ssh {name}: {done.stderr}"
-        if re.search(rf"\binet {re.escape(VIP)}/", done.stdout):
+        if re.search(rf"\binet {re.escape(state['vip'])}/", done.stdout):
             out.append(name)
     return out
 
@@ -87,30 +88,30 @@ def test_cloud_json_names_the_namespaces_and_the_seeded_key_pairs_private_key(re
 
 
 def test_the_vip_answers_readyz_from_the_client_namespace_after_cdktf_deploy(reach, deployed):
-    took = playground.first_answer(reach.client_netns, VIP, PORT, SERVE_WITHIN_S)
-    assert took is not None, f"the VIP {VIP}:{PORT} did not answer within {SERVE_WITHIN_S} s"
+    took = playground.first_answer(reach.client_netns, deployed["vip"], deployed["port"], SERVE_WITHIN_S)
+    assert took is not None, f"the VIP {deployed['vip']}:{deployed['port']} did not answer within {SERVE_WITHIN_S} s"
     since_deploy = time.monotonic() - deployed["returned"]
     REPORT.append(f"report: first answer from the VIP {since_deploy:.1f} s after cdktf deploy returned")
-    assert (playground.readyz(reach.client_netns, VIP, PORT) or "").startswith("ok")
+    assert (playground.readyz(reach.client_netns, deployed["vip"], deployed["port"]) or "").startswith("ok")
 
 
 def test_neutrons_rules_keep_out_a_source_outside_client_cidrs(reach, deployed):
     """The negative control: the admin namespace (198.51.100.0/24, not in access.client_cidrs) is
     refused at the VIP's frontend port by the security group as Neutron holds it."""
-    assert playground.first_answer(reach.client_netns, VIP, PORT, SERVE_WITHIN_S) is not None
-    assert playground.readyz(reach.admin_netns, VIP, PORT) is None
+    assert playground.first_answer(reach.client_netns, deployed["vip"], deployed["port"], SERVE_WITHIN_S) is not None
+    assert playground.readyz(reach.admin_netns, deployed["vip"], deployed["port"]) is None
 
 
 def test_ops_status_over_ssh_from_the_admin_namespace_is_healthy(reach, deployed):
-    assert playground.first_answer(reach.client_netns, VIP, PORT, SERVE_WITHIN_S) is not None
+    assert playground.first_answer(reach.client_netns, deployed["vip"], deployed["port"], SERVE_WITHIN_S) is not None
     deadline = time.monotonic() + 60
     while (done := status(reach, deployed, "--json")).returncode != 0 and time.monotonic() < deadline:
         time.sleep(2)  # the apiservers' health checks settle a few seconds after the VIP answers
     assert done.returncode == 0, done.stdout + done.stderr
     text = done.stdout
-    for name in NODES:
+    for name in deployed["addresses"]:
         assert name in text
-    assert len(holders(reach)) == 1
+    assert len(holders(reach, deployed)) == 1
 
 
 def test_ops_status_from_the_client_namespace_cannot_log_in(reach, deployed):
@@ -121,37 +122,41 @@ def test_ops_status_from_the_client_namespace_cannot_log_in(reach, deployed):
 
 
 def test_killing_the_holders_haproxy_moves_the_vip_and_it_serves_on(reach, deployed):
-    assert playground.first_answer(reach.client_netns, VIP, PORT, SERVE_WITHIN_S) is not None
-    [before] = holders(reach)
-    killed = playground.ssh(reach, ADDRESSES[before], "sudo docker kill haproxy")
+    assert playground.first_answer(reach.client_netns, deployed["vip"], deployed["port"], SERVE_WITHIN_S) is not None
+    [before] = holders(reach, deployed)
+    killed = playground.ssh(reach, deployed["addresses"][before], "sudo docker kill haproxy")
     assert killed.returncode == 0, killed.stderr
     try:
         deadline = time.monotonic() + 30
-        while (now := holders(reach)) in ([before], []) and time.monotonic() < deadline:
+        while (now := holders(reach, deployed)) in ([before], []) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert len(now) == 1 and now != [before], f"the VIP stayed on {before} ({now})"
-        assert playground.first_answer(reach.client_netns, VIP, PORT, 10) is not None
+        assert playground.first_answer(reach.client_netns, deployed["vip"], deployed["port"], 10) is not None
     finally:
-        playground.ssh(reach, ADDRESSES[before], "sudo docker start haproxy")
+        playground.ssh(reach, deployed["addresses"][before], "sudo docker start haproxy")
 
 
 def test_a_day2_client_cidr_lets_that_client_in_and_changes_nothing_else(reach, deployed, cloud):
     external = json.loads((cloud.run_folder / "hypervisor-ready.json").read_text())["client_external"]
-    assert playground.first_answer(reach.client_netns, VIP, PORT, SERVE_WITHIN_S) is not None
-    assert playground.readyz(reach.client_netns, VIP, PORT, source=external) is None  # not yet admitted
+    assert playground.first_answer(reach.client_netns, deployed["vip"], deployed["port"], SERVE_WITHIN_S) is not None
+    assert (
+        playground.readyz(reach.client_netns, deployed["vip"], deployed["port"], source=external) is None
+    )  # not yet admitted
     servers = cloud.sdk("result = sorted(s.id for s in conn.compute.servers())")
     changed = with_changes(CONFIG, {"access.client_cidrs": [*CONFIG["access"]["client_cidrs"], f"{external}/32"]})
     done = playground.cdktf(deployed["project"], NAME, changed, "deploy")
     deployed["config"] = changed
     assert "1 added, 0 changed, 0 destroyed" in done.stdout
-    assert playground.first_answer(reach.client_netns, VIP, PORT, 15, source=external) is not None
+    assert (
+        playground.first_answer(reach.client_netns, deployed["vip"], deployed["port"], 15, source=external) is not None
+    )
     assert cloud.sdk("result = sorted(s.id for s in conn.compute.servers())") == servers
 
 
 def test_a_replaced_node_joins_the_vrrp_group_and_the_vip_never_stops_serving(reach, deployed, cloud):
-    assert playground.first_answer(reach.client_netns, VIP, PORT, SERVE_WITHIN_S) is not None
-    [holder] = holders(reach)
-    victim = next(n for n in NODES if n != holder)
+    assert playground.first_answer(reach.client_netns, deployed["vip"], deployed["port"], SERVE_WITHIN_S) is not None
+    [holder] = holders(reach, deployed)
+    victim = next(n for n in deployed["addresses"] if n != holder)
     config = {**deployed["config"], "allow_destroy": True}
     playground.cdktf(deployed["project"], NAME, config, "synth")
     stack = stack_json(deployed).parent
@@ -169,7 +174,7 @@ def test_a_replaced_node_joins_the_vrrp_group_and_the_vip_never_stops_serving(re
     def probe() -> None:
         while not stop.is_set():
             probes[0] += 1
-            if playground.readyz(reach.client_netns, VIP, PORT, timeout=2) is None:
+            if playground.readyz(reach.client_netns, deployed["vip"], deployed["port"], timeout=2) is None:
                 failures.append(time.strftime("%H:%M:%S"))
             time.sleep(0.2)
 
@@ -183,7 +188,7 @@ def test_a_replaced_node_joins_the_vrrp_group_and_the_vip_never_stops_serving(re
         deadline = time.monotonic() + SERVE_WITHIN_S
         joined = None
         while joined is None and time.monotonic() < deadline:
-            log = playground.ssh(reach, ADDRESSES[victim], "sudo docker logs keepalived 2>&1 | tail -50")
+            log = playground.ssh(reach, deployed["addresses"][victim], "sudo docker logs keepalived 2>&1 | tail -50")
             joined = re.search(r"Entering BACKUP STATE", log.stdout) if log.returncode == 0 else None
             time.sleep(2)
         assert joined, f"{victim} (replaced) did not enter BACKUP state"
@@ -193,7 +198,7 @@ def test_a_replaced_node_joins_the_vrrp_group_and_the_vip_never_stops_serving(re
         prober.join()
     REPORT.append(f"report: {probes[0]} probes of the VIP during the replacement of {victim}, {len(failures)} failed")
     assert failures == [], f"the VIP did not answer at {failures} during the replacement"
-    assert holders(reach) == [holder]
+    assert holders(reach, deployed) == [holder]
 
 
 def test_cdktf_destroy_leaves_no_node_namespace_engine_or_process(reach, deployed, cloud):
