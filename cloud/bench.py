@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import tempfile
 import time
@@ -71,20 +70,6 @@ def measure(runs: int) -> None:
         )
 
 
-BOOTED = re.compile(r"^\S+ (\S+): booted at .* \(([\d.]+) s\)$")
-
-
-def booted(cloud: handle.Cloud, count: int, within: float = 60) -> list[str]:
-    """The hypervisor's "booted" lines (node and seconds), once `count` are there or `within` has passed."""
-    deadline = time.monotonic() + within
-    while True:
-        log = (cloud.run_folder / "hypervisor.log").read_text().splitlines()
-        boots = [f"{m[1]} {m[2]} s" for line in log if (m := BOOTED.match(line))]
-        if len(boots) >= count or time.monotonic() > deadline:
-            return boots
-        time.sleep(1)
-
-
 def endpoint(runs: int) -> None:
     config = yaml.safe_load((paths.ROOT / "config" / "example.yaml").read_text())
     vip, port = config["vip"]["address"], config["ports"]["frontend"]
@@ -97,12 +82,17 @@ def endpoint(runs: int) -> None:
         with tempfile.TemporaryDirectory(prefix="kha-bench-") as tmp:
             project = playground.project_copy(Path(tmp) / "project")
             answers: list[float] = []
+            names = [m["name"] for m in config["nodes"]["members"]]
             for i in range(runs):
+                since = len(playground.hypervisor_log(cloud.run_folder))
                 t0 = time.monotonic()
                 playground.cdktf(project, "bench", config, "deploy")
                 deployed = time.monotonic()
                 first = playground.first_answer(reach.client_netns, vip, port, 600)
-                boots = booted(cloud, 3 * (i + 1))[-3:]
+                got = playground.wait_booted(cloud.run_folder, names, since)
+                boots = [f"{n} {s:.1f} s" for n, s in got.seconds.items()]
+                if got.lock_wait > 0.5:
+                    boots.append(f"{got.lock_wait:.1f} s waiting for the lab lock")
                 t1 = time.monotonic()
                 playground.cdktf(project, "bench", {**config, "allow_destroy": True}, "destroy")
                 destroyed = time.monotonic() - t1

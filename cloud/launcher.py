@@ -8,6 +8,7 @@ folder (configs, sqlite databases, fernet keys, logs) plus the two clouds.yaml f
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import secrets
@@ -452,6 +453,11 @@ def servers_cannot_run() -> str | None:
     for command in ("dockerd", "cloud-init", "nft", "sshd"):
         if shutil.which(command) is None and not Path(f"/usr/sbin/{command}").exists():
             return f"{command} is not installed (`make setup-system`)"
+    with open(paths.HYPERVISOR_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"another cloud on this machine runs its servers (it holds {paths.HYPERVISOR_LOCK})"
     return None
 
 

@@ -20,3 +20,5 @@ READY = "cloud ready"
 NOT_RUNNING = "booted servers will not run"  # the line's start when the cloud cannot run them
 # The project's virtualenv: the hypervisor (`python -m lab.hypervisor`) runs there, as root.
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
+# Held by the one cloud on this machine whose servers run (its hypervisor's namespaces are named khc-*).
+HYPERVISOR_LOCK = Path("/run/khc-hypervisor.lock")

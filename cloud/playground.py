@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -19,6 +20,10 @@ import yaml
 from cloud import paths
 
 USER = "ubuntu"  # the image's default user, whose authorized_keys hold the key pair's public key
+# The hypervisor's log lines (lab/hypervisor.py) that say a node is up, and what its boot waited for.
+BOOTED = re.compile(r"^\S+ (\S+): booted at .* \(([\d.]+) s\)$")
+LOCK_TAKEN = re.compile(r"^\S+ lab lock taken after ([\d.]+) s$")
+BOOT_WAIT_S = 1800.0  # a boot waits up to this long for a lab elsewhere on the machine (its lock)
 
 
 @dataclass(frozen=True)
@@ -186,3 +191,30 @@ def as_nodes_run_it(stack_json: Path) -> Path:
     as_run = with_user_data(doc, lambda inst: escape(fit_user_data(stack.node(inst, allocated, fip).user_data)[0]))
     out.write_text(json.dumps(as_run, indent=1))
     return out
+
+
+def hypervisor_log(run_folder: Path) -> list[str]:
+    path = run_folder / "hypervisor.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@dataclass(frozen=True)
+class Boots:
+    seconds: dict[str, float]  # each node's boot as the hypervisor logged it
+    lock_wait: float  # how long the boots waited for the lab lock (another lab on the machine)
+    after: float  # seconds from the call until the last node was up
+
+
+def wait_booted(run_folder: Path, names: list[str], since: int, within: float = BOOT_WAIT_S) -> Boots:
+    """Wait until the hypervisor has logged each of `names` booted, in its log after line `since`."""
+    t0 = time.monotonic()
+    while True:
+        lines = hypervisor_log(run_folder)[since:]
+        seconds = {m[1]: float(m[2]) for line in lines if (m := BOOTED.match(line))}
+        if set(names) <= set(seconds):
+            waits = [float(m[1]) for line in lines if (m := LOCK_TAKEN.match(line))]
+            return Boots(seconds, sum(waits), time.monotonic() - t0)
+        if time.monotonic() - t0 > within:
+            tail = "\n".join(hypervisor_log(run_folder)[-30:])
+            raise AssertionError(f"nodes {sorted(set(names) - set(seconds))} not booted in {within:.0f} s:\n{tail}")
+        time.sleep(1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import json
 import os
 import re
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cloud.compute import Keystone, Neutron
+from cloud.paths import HYPERVISOR_LOCK
 from lab.world import images, tenant, topology
 from lab.world.apiserver import make_certificate
 from lab.world.harness import LOCK, acquire_lock, first_boot, fit_user_data, make_node
@@ -82,7 +84,10 @@ class Host:
             if self._lab_lock is not None:
                 return True
             say(f"taking the lab lock {LOCK} (held while any node exists)")
+            t0 = time.monotonic()
             self._lab_lock = acquire_lock(LOCK_TIMEOUT_S, abort=lambda: server.deleted)
+            if self._lab_lock is not None:
+                say(f"lab lock taken after {time.monotonic() - t0:.1f} s")
             return self._lab_lock is not None
 
     def _release_lab_lock(self) -> None:
@@ -219,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
+    held = open(HYPERVISOR_LOCK, "a")  # noqa: SIM115 - held until this process exits
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another cloud on this machine runs its servers (it holds {HYPERVISOR_LOCK})", file=sys.stderr)
+        return 3
     topology.cleanup(tenant.PREFIX, tenant.WORKDIR_PREFIX)
     workdir = Path(tempfile.mkdtemp(prefix=tenant.WORKDIR_PREFIX, dir=topology.WORKDIR_PARENT))
     workdir.chmod(0o755)

@@ -31,9 +31,11 @@ CHANGES = {
 def five(reach, cloud, tmp_path_factory):
     project = playground.project_copy(tmp_path_factory.mktemp("five") / "project")
     config = with_changes(example_data(), CHANGES)
+    since = len(playground.hypervisor_log(cloud.run_folder))
     playground.cdktf(project, NAME, config, "deploy")
     stack = project / "cdktf.out" / "stacks" / NAME
     try:
+        playground.wait_booted(cloud.run_folder, list(playground.outputs(stack)["node_addresses"]), since)
         yield {"project": project, "stack": stack, "outputs": playground.outputs(stack), "config": config}
     finally:
         playground.cdktf(project, NAME, {**config, "allow_destroy": True}, "destroy")
