@@ -59,14 +59,22 @@ def project_copy(dest: Path, root: Path = paths.ROOT) -> Path:
     return dest
 
 
-def environment(config: str) -> dict[str, str]:
-    """What `make deploy` exports, for CONFIG `config` (relative to the project) and the cloud's clouds.yaml."""
+def environment(config: str, cli: str = "cdktf") -> dict[str, str]:
+    """What `make deploy` exports, for CONFIG `config` (relative to the project) and the cloud's
+    clouds.yaml; `cli` cdktn runs CDK Terrain (TOOLCHAIN=cdktn), the engine is ENGINE's (ops.engine)."""
+    from ops.engine import engine  # the project's, in its virtualenv
+
     root = paths.ROOT
     return {
         **os.environ,
         "PATH": os.pathsep.join(
-            [str(root / ".tools" / "bin"), str(root / "node_modules" / ".bin"), str(root / ".venv" / "bin")]
-            + [os.environ["PATH"]]
+            [
+                str(root / ".tools" / "bin"),
+                str(root / "node_modules" / ".bin"),
+                str(root / ".tools" / "cdktn" / "cli" / "node_modules" / ".bin"),
+                str(root / ".venv" / "bin"),
+                os.environ["PATH"],
+            ]
         ),
         "CONFIG": config,
         "OS_CLOUD": paths.CLOUD,
@@ -81,18 +89,29 @@ def environment(config: str) -> dict[str, str]:
         "DISABLE_VERSION_CHECK": "1",
         "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1",
         "CI": "1",
+        # What the Makefile sets from ENGINE: cdktf runs this command for every Terraform step.
+        "TERRAFORM_BINARY_NAME": engine(),
+        "TOOLCHAIN": cli,
     }
 
 
-def cdktf(project: Path, name: str, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    """`cdktf <args>` in `project` with `config` as config/<name>.yaml (deploy and destroy approved
-    up front); raises on failure."""
+def cdktf(
+    project: Path,
+    name: str,
+    config: dict[str, Any],
+    *args: str,
+    cli: str = "cdktf",
+    flags: tuple[str, ...] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`cdktf <args>` (or `cdktn`) in `project` with `config` as config/<name>.yaml; `flags` by
+    default approve deploy and destroy up front. Raises on failure."""
     (project / "config" / f"{name}.yaml").write_text(yaml.safe_dump(config))
-    approve = ["--auto-approve"] if args[0] in ("deploy", "destroy") else []
+    if flags is None:
+        flags = ("--auto-approve",) if args[0] in ("deploy", "destroy") else ()
     done = subprocess.run(
-        ["cdktf", *args, *approve],
+        [cli, *args, *flags],
         cwd=project,
-        env=environment(f"config/{name}.yaml"),
+        env=environment(f"config/{name}.yaml", cli),
         text=True,
         capture_output=True,
         timeout=1200,
@@ -100,7 +119,7 @@ def cdktf(project: Path, name: str, config: dict[str, Any], *args: str) -> subpr
     )
     if done.returncode != 0:
         raise AssertionError(
-            f"cdktf {args[0]} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+            f"{cli} {args[0]} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
         )
     return done
 
@@ -109,7 +128,12 @@ def terraform(stack_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Terraform in a deployed stack's folder, as a user runs it there (e.g. `apply -replace`)."""
     env = environment("")
     return subprocess.run(
-        ["terraform", *args, "-no-color"], cwd=stack_dir, env=env, text=True, capture_output=True, timeout=1200
+        [env["TERRAFORM_BINARY_NAME"], *args, "-no-color"],
+        cwd=stack_dir,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=1200,
     )
 
 

@@ -160,6 +160,8 @@ def _soak(doc: dict, args: argparse.Namespace) -> int:
             failed = sum(not r.ok for r in requests)
             print(f"kha-probe: {len(requests)} requests, {failed} failed; {len(events)} watch events", flush=True)
         workdir = str(lab.workdir)
+        left: list[str] = []
+        lab.before_release = lambda: left.extend(soak.leftovers(workdir))
     if args.out:
         args.out.write_text(
             json.dumps(
@@ -172,7 +174,7 @@ def _soak(doc: dict, args: argparse.Namespace) -> int:
                 }
             )
         )
-    report = soak.check(args.seed, happened, list(lab.nodes), attempts, samples, soak.leftovers(workdir))
+    report = soak.check(args.seed, happened, list(lab.nodes), attempts, samples, left)
     report.invariants[-1:-1] = extra  # before leaks
     print(report.format(replay))
     return 0 if report.ok else 1

@@ -17,6 +17,7 @@ from typing import Any
 
 from cluster.plan import Plan
 from ops import OpsError
+from ops.engine import engine
 from userdata.render import CONTAINERS
 from userdata.stack import Node, StackError, SynthesizedStack, read
 
@@ -38,24 +39,27 @@ def stack_json_path(plan: Plan, root: Path) -> Path:
 
 
 def terraform_output(stack_dir: Path, name: str, hint: str, run=subprocess.run) -> Any:
-    """One output of the deployed stack (`terraform output -json NAME` in the stack's folder).
+    """One output of the deployed stack (`terraform output -json NAME` in the stack's folder, or
+    `tofu ...` under ENGINE=tofu).
 
     `make synth` recreates the stack folder, so Terraform there may need `init` (backend only, as
     `cdktf deploy` does it) before it can read the state: tried once when the first read fails.
     """
 
+    command = engine()
+
     def terraform(*args: str) -> subprocess.CompletedProcess[str]:
         try:
-            return run(["terraform", *args], cwd=stack_dir, capture_output=True, text=True, timeout=300)
+            return run([command, *args], cwd=stack_dir, capture_output=True, text=True, timeout=300)
         except FileNotFoundError:
-            raise OpsError(f"terraform: command not found; it reads the deployed stack's {name}") from None
+            raise OpsError(f"{command}: command not found; it reads the deployed stack's {name}") from None
 
     done = terraform("output", "-no-color", "-json", name)
     if done.returncode != 0:
         terraform("init", "-input=false", "-no-color")
         done = terraform("output", "-no-color", "-json", name)
     if done.returncode != 0:
-        raise OpsError(f"terraform output {name} in {stack_dir}: {terraform_error(done.stderr)} ({hint})")
+        raise OpsError(f"{command} output {name} in {stack_dir}: {terraform_error(done.stderr)} ({hint})")
     return json.loads(done.stdout)
 
 

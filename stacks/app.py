@@ -6,6 +6,7 @@ import os
 import sys
 
 from cluster.config import ConfigError, load_configs
+from stacks.toolchain import ToolchainError, install
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     that a bad config prints each problem once, outside cdktf's wrapping of a failed synth)."""
     try:
         configs = load_configs(os.environ.get("CONFIG"))
-    except ConfigError as err:
+        install()  # under TOOLCHAIN=cdktn, `cdktf` below is CDK Terrain
+    except (ConfigError, ToolchainError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if (sys.argv[1:] if argv is None else argv) == ["--check"]:

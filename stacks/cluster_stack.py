@@ -16,6 +16,11 @@ from stacks.ha_control_plane import CLOUD_SETTINGS, HaControlPlane
 # terraform_data with 1.4. The S3 backend's use_lockfile (written either way) came with 1.10 as an
 # experiment and is generally available since 1.11: S3 state asks for 1.11, the version checked here.
 REQUIRED_VERSION = {"local": ">= 1.4", "s3": ">= 1.11"}
+# What the same JSON needs from OpenTofu: terraform_data came with 1.6 (its first release), the S3
+# use_lockfile with 1.10. Said here and in docs/toolchain.md, not in the JSON: OpenTofu 1.12 reads
+# no required_version from a .tf.json file (only from its own .tofu.json files, or from a `language`
+# block that Terraform refuses), so no one constraint in cdk.tf.json can hold both engines.
+REQUIRED_OPENTOFU_VERSION = {"local": ">= 1.6", "s3": ">= 1.10"}
 
 
 # The provider version Terraform installs, pinned here and nowhere else (the Makefile reads this
@@ -23,6 +28,11 @@ REQUIRED_VERSION = {"local": ">= 1.4", "s3": ">= 1.11"}
 # 3.0.0, but the Go module proxy the project's machines reach serves only 3.4.0: `make validate`
 # and tests/test_terraform.py hold every attribute the bindings set against 3.4.0's own schema.
 OPENSTACK_PROVIDER_VERSION = "3.4.0"
+# Fully qualified: a bare `terraform-provider-openstack/openstack` means registry.terraform.io to
+# Terraform but registry.opentofu.org to OpenTofu, whose `init` would then look for it under that
+# hostname and miss the project's mirror (opentofu/opentofu#2402). Spelt out, both engines install
+# the same provider from the same mirror, and the state names it as Terraform always did.
+OPENSTACK_PROVIDER_SOURCE = "registry.terraform.io/terraform-provider-openstack/openstack"
 
 
 class ClusterStack(TerraformStack):
@@ -31,6 +41,7 @@ class ClusterStack(TerraformStack):
         # No credentials here: the provider reads OS_CLOUD / clouds.yaml like every OpenStack tool.
         OpenstackProvider(self, "openstack")
         self.add_override("terraform.required_providers.openstack.version", OPENSTACK_PROVIDER_VERSION)
+        self.add_override("terraform.required_providers.openstack.source", OPENSTACK_PROVIDER_SOURCE)
         # State holds the userdata and every address: the config says where it lives (docs/remote-state.md).
         if config.state.backend == "s3":
             self._s3_backend(config)

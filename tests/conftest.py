@@ -20,6 +20,10 @@ os.environ["TF_CLI_CONFIG_FILE"] = str(ROOT / ".stamps" / "terraformrc")
 os.environ["TF_CLI_ARGS_providers_lock"] = f"-fs-mirror={ROOT / '.tools' / 'providers'}"  # as the Makefile says why
 os.environ.setdefault("NODE_OPTIONS", "--no-deprecation")
 
+from stacks.toolchain import install  # noqa: E402
+
+install()  # TOOLCHAIN=cdktn: every test below imports CDK Terrain and the generated bindings
+
 from cluster.config import ClusterConfig, parse_config  # noqa: E402
 from cluster.plan import Plan, make_plan  # noqa: E402
 

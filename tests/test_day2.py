@@ -18,6 +18,7 @@ from cdktf_cdktf_provider_openstack.networking_port_v2 import NetworkingPortV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_v2 import NetworkingSecgroupV2
 
+from ops.engine import engine
 from tests.conftest import DELETE, config_from, example_data, resources, synth
 from userdata.cloudconfig import unescape as node_text
 from userdata.stack import with_port_addresses
@@ -51,9 +52,10 @@ def _protected(doc):
 
 
 def require_terraform() -> None:
-    """These tests run Terraform itself (no provider, no cloud): skip, saying so, where it is absent."""
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform not on PATH: `make setup` installs the project's (.tools/bin/terraform)")
+    """These tests run Terraform (or OpenTofu: ENGINE=tofu) itself (no provider, no cloud): skip, saying
+    so, where it is absent."""
+    if shutil.which(engine()) is None:
+        pytest.skip(f"{engine()} not on PATH: `make setup` installs the project's (.tools/bin/{engine()})")
 
 
 def test_every_node_port_vip_port_server_group_and_floating_ip_refuses_destruction(with_fip):
@@ -87,6 +89,13 @@ def _roster_doc(changes):
     return {"resource": {TRACKER: {"roster": synth(config_from(changes))["resource"][TRACKER]["roster"]}}}
 
 
+# The one wording the two engines do not share: how each names a prevent_destroy refusal (OpenTofu
+# also suggests -exclude where Terraform suggests -target). Both name prevent_destroy and the address.
+REFUSAL = {
+    "terraform": "Resource terraform_data.roster has lifecycle.prevent_destroy set",
+    "tofu": "Resource instance terraform_data.roster has prevent_destroy set",
+}
+
 FIVE = {
     "nodes.count": 5,
     "nodes.members": [{"name": f"demo-cp-{i}", "address": f"192.0.2.{10 + i}"} for i in range(1, 6)],
@@ -105,7 +114,7 @@ def test_terraform_refuses_a_plan_that_changes_the_set_of_nodes_or_the_floating_
     _terraform(tmp_path, _roster_doc({}), "apply", "-auto-approve")
     refused = _terraform(tmp_path, _roster_doc(changes), "plan", check=False)
     assert refused.returncode == 1
-    assert "Resource terraform_data.roster has lifecycle.prevent_destroy set" in " ".join(refused.stderr.split())
+    assert REFUSAL[engine()] in " ".join(refused.stderr.split())
     allowed = _terraform(tmp_path, _roster_doc({**changes, "allow_destroy": True}), "plan")
     assert "Plan: 1 to add, 0 to change, 1 to destroy." in allowed.stdout
 
@@ -181,9 +190,7 @@ def _terraform(folder, doc, *args, check=True):
         "HOME": str(folder),
     }
     flags = ["-no-color"] if args[0] == "output" else ["-no-color", "-input=false"]
-    done = subprocess.run(
-        ["terraform", *args, *flags], cwd=folder, env=env, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([engine(), *args, *flags], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 or not check, done.stderr
     return done
 
@@ -378,12 +385,22 @@ def test_required_version_is_the_lowest_every_feature_needs(state, expected):
 
 
 def test_terraform_older_than_the_required_version_is_refused(tmp_path, example_json):
-    """The constraint is Terraform's to enforce: checked with the installed Terraform against a higher one."""
+    """The constraint is Terraform's to enforce: checked with the installed Terraform against a higher one.
+
+    OpenTofu (1.12 and later) reads `required_version` only from its own `.tofu.json` files and takes
+    the one in a `.tf.json` for Terraform's: it plans where Terraform refuses (docs/toolchain.md).
+    """
     require_terraform()
-    done = _terraform(
-        tmp_path, {"terraform": {"required_version": ">= 99.0"}, "output": {"x": {"value": 1}}}, "plan", check=False
-    )
-    assert done.returncode != 0 and "Unsupported Terraform Core version" in done.stderr
+    too_new = {"terraform": {"required_version": ">= 99.0"}, "output": {"x": {"value": 1}}}
+    done = _terraform(tmp_path, too_new, "plan", check=False)
+    if engine() == "tofu":
+        assert done.returncode == 0, done.stderr
+        (tmp_path / "versions.tofu.json").write_text(json.dumps({"terraform": {"required_version": ">= 99.0"}}))
+        done = _terraform(tmp_path, too_new, "plan", check=False)
+        (tmp_path / "versions.tofu.json").unlink()
+        assert done.returncode != 0 and "This module is not compatible with OpenTofu v" in done.stderr
+    else:
+        assert done.returncode != 0 and "Unsupported Terraform Core version" in done.stderr
     ok = {
         "terraform": {"required_version": example_json["terraform"]["required_version"]},
         "output": {"x": {"value": 1}},

@@ -1,4 +1,5 @@
-"""Terraform itself, with the real OpenStack provider, on every variant of the synthesized JSON.
+"""Terraform itself (or OpenTofu: ENGINE=tofu), with the real OpenStack provider, on every variant of
+the synthesized JSON.
 
 `make setup` builds the provider into the project's mirror and installs the pinned Terraform;
 these tests init each stack from that mirror (no backend, no cloud), run `terraform validate`,
@@ -8,56 +9,25 @@ and hold every attribute the JSON sets against the provider's schema.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cdktf_cdktf_provider_openstack.networking_port_v2 import NetworkingPortV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
 
-from cluster.config import load_config
-from stacks.cluster_stack import OPENSTACK_PROVIDER_VERSION
-from tests.conftest import DELETE, EXAMPLE, ROOT, config_from, synth
+from ops.engine import engine
+from stacks.cluster_stack import OPENSTACK_PROVIDER_SOURCE, OPENSTACK_PROVIDER_VERSION
+from tests.conftest import ROOT, synth
+from tests.variants import VARIANTS, variant_config
 from tfcheck.schema import check_schema
-from tfcheck.terraform import MIRROR, Workdir, missing_setup, version
+from tfcheck.terraform import MIRROR, TerraformError, Workdir, missing_setup, version
 
 pytestmark = pytest.mark.skipif(missing_setup() is not None, reason=str(missing_setup()))
 
 PROVIDER = "registry.terraform.io/terraform-provider-openstack/openstack"
-
-
-def _members(count: int) -> list[dict[str, str]]:
-    return [{"name": f"demo-cp-{i}", "address": f"192.0.2.{10 + i}"} for i in range(1, count + 1)]
-
-
-# Each variant: a config the project ships, or the example with the changes that reach a
-# different part of the JSON.
-VARIANTS: dict[str, Any] = {
-    "example.yaml": EXAMPLE,
-    "team-s3.example.yaml": ROOT / "config" / "team-s3.example.yaml",
-    "3 nodes without members": {"nodes.members": DELETE},
-    "5 nodes with members": {"nodes.count": 5, "nodes.members": _members(5)},
-    "5 nodes without members": {"nodes.count": 5, "nodes.members": DELETE},
-    "7 nodes with members": {"nodes.count": 7, "nodes.members": _members(7)},
-    "7 nodes without members": {"nodes.count": 7, "nodes.members": DELETE},
-    "soft anti-affinity": {"nodes.anti_affinity": "soft"},
-    "floating IP": {"vip.floating_ip_pool": "public"},
-    "monitoring CIDRs": {"access.monitoring_cidrs": ["203.0.113.0/24", "198.51.100.7/32"]},
-    "everything optional at once": {
-        "nodes.count": 5,
-        "nodes.members": DELETE,
-        "nodes.anti_affinity": "soft",
-        "nodes.extra_security_groups": ["default"],
-        "vip.floating_ip_pool": "public",
-        "access.monitoring_cidrs": ["203.0.113.0/24"],
-    },
-}
-
-
-def _doc(variant: Any) -> dict[str, Any]:
-    config = load_config(variant) if isinstance(variant, Path) else config_from(variant)
-    return synth(config)
+BARE_SOURCE = "terraform-provider-openstack/openstack"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +35,7 @@ def workdirs(tmp_path_factory) -> dict[str, Workdir]:
     """Every variant synthesized and initialised once; the tests below read them."""
     out = {}
     for label, variant in VARIANTS.items():
-        work = Workdir(tmp_path_factory.mktemp("tf") / "stack", _doc(variant))
+        work = Workdir(tmp_path_factory.mktemp("tf") / "stack", synth(variant_config(variant)))
         work.init()
         out[label] = work
     return out
@@ -82,6 +52,43 @@ def test_terraform_runs_the_one_provider_version_the_stack_pins_built_into_the_m
     assert (
         MIRROR / "registry.terraform.io/terraform-provider-openstack/openstack" / OPENSTACK_PROVIDER_VERSION
     ).is_dir()
+
+
+def test_the_provider_source_is_fully_qualified_as_both_engines_and_the_mirror_name_it(workdirs):
+    assert OPENSTACK_PROVIDER_SOURCE == PROVIDER
+    assert workdirs["example.yaml"].doc["terraform"]["required_providers"]["openstack"]["source"] == PROVIDER
+    assert f'include = ["{PROVIDER}"]' in (ROOT / "Makefile").read_text()
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Every file and link under `folder`: a link's target, a file's digest."""
+    return {
+        str(p.relative_to(folder)): str(p.readlink()) if p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_symlink() or p.is_file()
+    }
+
+
+def test_a_second_init_changes_nothing(workdirs):
+    work = workdirs["example.yaml"]
+    before = _tree(work.path)
+    assert ".terraform.lock.hcl" in before and any(k.startswith(".terraform/providers/") for k in before)
+    work.init()
+    assert _tree(work.path) == before
+
+
+def test_the_bare_provider_source_is_what_opentofu_does_not_find_in_the_mirror(workdirs, tmp_path):
+    """Negative control for the fully qualified source: unqualified, Terraform still finds the mirror
+    (its default registry is registry.terraform.io), OpenTofu looks under registry.opentofu.org and fails."""
+    doc = copy.deepcopy(workdirs["example.yaml"].doc)
+    doc["terraform"]["required_providers"]["openstack"]["source"] = BARE_SOURCE
+    work = Workdir(tmp_path / "stack", doc)
+    if engine() == "tofu":
+        with pytest.raises(TerraformError, match=f"registry.opentofu.org/{BARE_SOURCE}"):
+            work.init()
+    else:
+        work.init()
+        assert work.provider_versions() == {PROVIDER: OPENSTACK_PROVIDER_VERSION}
 
 
 @pytest.mark.parametrize("label", list(VARIANTS))

