@@ -14,8 +14,9 @@ What it builds, all named `khc-` (not the lab's `kha-`: a lab's clean-up leaves 
   masquerades the subnet towards the external network (SNAT, as Neutron's router does) and maps
   each floating IP to its fixed IP (DNAT in, SNAT out), answering ARP for it on the external side;
 - `khc-client`: a client with a Neutron port on the tenant network and one on the external
-  network (both made here, without port security), so it reaches the VIP directly and through a
-  floating IP;
+  network (both made here, without port security), so it reaches the VIP directly and, sending
+  from its external address (routed through the router), as a host outside: through a floating IP,
+  or to the VIP once a security-group rule admits that address;
 - `khc-admin`: the administrators' network beyond the router (`lab.world.admin`), at the first
   address of ADMIN_PREFIX, which config/example.yaml's access.admin_cidrs admits;
 - one namespace per server port (`attach`), its NIC named NIC with Neutron's address and MAC.
