@@ -7,6 +7,7 @@ folder (configs, sqlite databases, fernet keys, logs) plus the two clouds.yaml f
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import fcntl
 import json
@@ -110,6 +111,9 @@ vni_ranges = 1:1000
 """
 
 
+CONTROL_PLANES = ("stand-in", "kubeadm")  # as lab.world.harness names them
+
+
 class CloudError(Exception):
     """A start-up step failed; the message names the step and ends with the service's log."""
 
@@ -148,6 +152,9 @@ class Launcher:
     # Why booted servers will not run here (None: they run, each as a lab node: `lab.hypervisor`).
     not_running: str | None = field(default_factory=lambda: servers_cannot_run())
     agent: subprocess.Popen | None = None
+    # What serves the API on a booted node: the lab's stand-in apiserver, or the kubelet stand-in that
+    # runs what kubeadm writes (the operator runs kubeadm over SSH, as on a cloud).
+    control_plane: str = "stand-in"
     namespaces: dict[str, Any] = field(default_factory=dict)  # the agent's: client_netns, admin_netns, ...
     _stop_compute: Callable[[], None] | None = None
     _t0: float = field(default_factory=time.monotonic)
@@ -338,6 +345,8 @@ class Launcher:
                 str(ready),
                 "--known-hosts",
                 str(paths.KNOWN_HOSTS),
+                "--control-plane",
+                self.control_plane,
             ],
             stdin=subprocess.PIPE,
             stdout=out,
@@ -470,14 +479,23 @@ class Stopped(Exception):
     pass
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloud", description="Keystone, Neutron and compute on loopback.")
+    parser.add_argument(
+        "--control-plane",
+        choices=CONTROL_PLANES,
+        default=CONTROL_PLANES[0],
+        help="what serves the API on a booted node: the stand-in apiserver, or kubeadm's (run over SSH)",
+    )
+    args = parser.parse_args(argv)
+
     def on_signal(signum: int, _frame: Any) -> None:
         raise Stopped(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
-    launcher = Launcher()
+    launcher = Launcher(control_plane=args.control_plane)
     try:
         launcher.start()
         for svc in (launcher.keystone, launcher.neutron, launcher.compute, launcher.image):

@@ -38,7 +38,15 @@ from cloud.compute import Keystone, Neutron
 from cloud.paths import HYPERVISOR_LOCK
 from lab.world import images, tenant, topology
 from lab.world.apiserver import make_certificate
-from lab.world.harness import LOCK, acquire_lock, first_boot, fit_user_data, make_node
+from lab.world.harness import (
+    CONTROL_PLANES,
+    LOCK,
+    STAND_IN,
+    acquire_lock,
+    first_boot,
+    fit_user_data,
+    make_node,
+)
 from lab.world.node import LabNode
 from lab.world.tenant import Attached, NodeWire, Tenant
 from userdata import cloudconfig
@@ -67,7 +75,8 @@ class Server:
 class Host:
     """The servers this hypervisor runs, on one tenant network."""
 
-    def __init__(self, net: Tenant, workdir: Path, known_hosts: Path):
+    def __init__(self, net: Tenant, workdir: Path, known_hosts: Path, control_plane: str = STAND_IN):
+        self.control_plane = control_plane
         self.tenant = net
         self.workdir = workdir
         self.known_hosts = known_hosts
@@ -146,15 +155,18 @@ class Host:
         assert self.tenant.held is not None  # read by attach
         pairs = self.tenant.held.port(server.port_id).pairs
         certificate = make_certificate(nodedir, [a.address, *pairs])
-        server.node = node = make_node(server.name, ns, a.address, nodedir, host_key, certificate)
+        server.node = node = make_node(server.name, ns, a.address, nodedir, host_key, certificate, self.control_plane)
         user_data, notes = fit_user_data(server.user_data)
         for note in notes:
             say(f"{server.name}: substitution: {note}")
         refs = {name: run.image for name, run in cloudconfig.docker_runs(user_data).items()}
         with self._images:
             tarball = images.ensure(refs, self.workdir)
-        node.apiserver.start()
+        if node.kubelet is None:
+            node.apiserver.start()
         first_boot(node, tarball, user_data, server.public_key)
+        if node.kubelet is not None:
+            node.kubelet.start()  # it runs the static pods kubeadm writes, once an operator runs kubeadm
         kind, blob = Path(f"{host_key}.pub").read_text().split()[:2]
         with self._lock, self.known_hosts.open("a") as out:
             out.write(f"{a.address} {kind} {blob}\n")
@@ -166,6 +178,8 @@ class Host:
         if node is not None:
             node.daemons.stop()
             node.sshd.stop()
+            if node.kubelet is not None:
+                node.kubelet.pause()
             node.engine.power_off()
             node.stop_control_plane()
             node.engine.remove_cgroups()
@@ -217,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--network", required=True, help="the tenant network's name")
     ap.add_argument("--ready", type=Path, required=True, help="written (JSON) once the network is up")
     ap.add_argument("--known-hosts", type=Path, required=True)
+    ap.add_argument("--control-plane", choices=CONTROL_PLANES, default=STAND_IN)
     args = ap.parse_args(argv)
     password = os.environ.pop("KHA_CLOUD_NOVA_PASSWORD", "")
 
@@ -234,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix=tenant.WORKDIR_PREFIX, dir=topology.WORKDIR_PARENT))
     workdir.chmod(0o755)
     net = Tenant(Neutron(args.neutron, Keystone(args.keystone, "nova", password)), args.network)
-    host = Host(net, workdir, args.known_hosts)
+    host = Host(net, workdir, args.known_hosts, args.control_plane)
     stop = threading.Event()
     try:
         net.up()
