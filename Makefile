@@ -58,7 +58,7 @@ KUBE_LDFLAGS = -s -w $(call KUBE_VERSION_VARS,k8s.io/component-base/version) $(c
 OPENTOFU_VERSION := $(shell sed -n 's/^require github.com\/opentofu\/opentofu v\([0-9.]*\)$$/\1/p' tofu/go.mod 2>/dev/null)
 TOFU_BIN := .tools/tofu/v$(OPENTOFU_VERSION)/bin
 # ENGINE picks what runs the synthesized JSON wherever the project runs it: make validate, diff and
-# deploy, cdktf through this Makefile (TERRAFORM_BINARY_NAME), ops and the tests (ops/engine.py).
+# deploy, cdktf through this Makefile (TERRAFORM_BINARY_NAME), ops and the tests (tfcheck/engine.py).
 ENGINE ?= terraform
 ifeq ($(filter terraform tofu,$(ENGINE)),)
 $(error ENGINE: '$(ENGINE)' is not an engine this project runs; one of: terraform, tofu)

@@ -61,8 +61,8 @@ def project_copy(dest: Path, root: Path = paths.ROOT) -> Path:
 
 def environment(config: str, cli: str = "cdktf") -> dict[str, str]:
     """What `make deploy` exports, for CONFIG `config` (relative to the project) and the cloud's
-    clouds.yaml; `cli` cdktn runs CDK Terrain (TOOLCHAIN=cdktn), the engine is ENGINE's (ops.engine)."""
-    from ops.engine import engine  # the project's, in its virtualenv
+    clouds.yaml; `cli` cdktn runs CDK Terrain (TOOLCHAIN=cdktn), the engine is ENGINE's (tfcheck.engine)."""
+    from tfcheck.engine import engine  # the project's, in its virtualenv
 
     root = paths.ROOT
     return {

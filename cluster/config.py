@@ -7,7 +7,6 @@ is allowed; nothing downstream ever sees an invalid config.
 from __future__ import annotations
 
 import copy
-import hashlib
 import ipaddress
 import os
 import re
@@ -31,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from cluster import derive
 from cluster import kubernetes as kube
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
@@ -45,10 +45,9 @@ INTERFACE = r"^[a-zA-Z0-9_.-]{1,15}$"
 REGION = r"^[A-Za-z0-9._-]{1,64}$"
 # Kubernetes' cluster domain: dot-separated DNS labels.
 DNS_DOMAIN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
-# Without nodes.members the nodes are named `<name>-cp-<n>` (n at most 7), and each such name is
-# a DNS label too: the cluster's name leaves room for the suffix.
-MEMBER_SUFFIX = "-cp-{}"
-NAME_MAX_WITHOUT_MEMBERS = DNS_LABEL_MAX - len(MEMBER_SUFFIX.format(max(ALLOWED_NODE_COUNTS)))
+# Without nodes.members the nodes are named after the cluster (`cluster.derive.node_names`, n at
+# most 7), and each such name is a DNS label too: the cluster's name leaves room for the suffix.
+NAME_MAX_WITHOUT_MEMBERS = DNS_LABEL_MAX - len(derive.NODE_SUFFIX.format(max(ALLOWED_NODE_COUNTS)))
 # repository[:tag][@sha256:digest]; the registry part may carry a port.
 IMAGE_REF = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+|:[0-9]+/[a-z0-9]+)*)"
@@ -312,23 +311,6 @@ class ClusterConfig(_Model):
         """The object holding this cluster's state in its bucket."""
         return self.state.key or f"{self.name}/terraform.tfstate"
 
-    @property
-    def virtual_router_id(self) -> int:
-        """The configured VRID, else one derived from the cluster name (stable across synths)."""
-        if self.vip.virtual_router_id is not None:
-            return self.vip.virtual_router_id
-        return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "big") % 255 + 1
-
-    @property
-    def gateway(self) -> ipaddress.IPv4Address:
-        return self.network.subnet.gateway or next(self.network.subnet.cidr.hosts())
-
-    def member_list(self) -> tuple[Member, ...]:
-        """Members as configured, or named `<cluster>-cp-<n>` with Neutron-allocated addresses."""
-        if self.nodes.members is not None:
-            return self.nodes.members
-        return tuple(Member(name=f"{self.name}-cp-{i}") for i in range(1, self.nodes.count + 1))
-
 
 # ---------------------------------------------------------------------------------------------
 # Cross-field checks: each returns problems as (field, value, what is allowed).
@@ -351,7 +333,7 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
     if gateway is not None:
         if gateway not in subnet or gateway in reserved:
             bad("network.subnet.gateway", gateway, f"must be a host address inside {subnet}")
-    reserved[cfg.gateway] = "the subnet's gateway"
+    reserved[derive.gateway(subnet, gateway)] = "the subnet's gateway"
 
     def check_host(field: str, address: ipaddress.IPv4Address) -> bool:
         if address not in subnet:
@@ -370,7 +352,7 @@ def _semantic_problems(cfg: ClusterConfig) -> list[str]:
             "name",
             f"{cfg.name} ({len(cfg.name)} characters)",
             f"at most {NAME_MAX_WITHOUT_MEMBERS} characters without nodes.members: the nodes are named "
-            f"{cfg.name}{MEMBER_SUFFIX.format('<n>')}, a DNS label of at most {DNS_LABEL_MAX}; "
+            f"{cfg.name}{derive.NODE_SUFFIX.format('<n>')}, a DNS label of at most {DNS_LABEL_MAX}; "
             "shorten it or list nodes.members",
         )
     if members is not None:
@@ -522,10 +504,11 @@ def cross_cluster_problems(configs: list[ClusterConfig]) -> list[str]:
         if cfg.name in by_name:
             problems.append(f"name: {cfg.name} — two configs name the same cluster; names must be unique")
         by_name[cfg.name] = 1
-        key = (cfg.network.identity, cfg.virtual_router_id)
+        vrid = derive.vrid(cfg.name, cfg.vip.virtual_router_id)
+        key = (cfg.network.identity, vrid)
         if key in by_segment:
             problems.append(
-                f"vip.virtual_router_id: {cfg.virtual_router_id} — cluster {cfg.name} and cluster "
+                f"vip.virtual_router_id: {vrid} — cluster {cfg.name} and cluster "
                 f"{by_segment[key]} share network {cfg.network.identity.split(':', 1)[1]} and this VRID; "
                 "set a distinct vip.virtual_router_id (1-255) on one of them"
             )

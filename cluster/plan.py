@@ -6,9 +6,12 @@ No cdktf here, so every decision can be tested (and property-tested) without syn
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from cluster import derive
 from cluster import kubernetes as kube
 
 if TYPE_CHECKING:  # the plan's constants are read where pydantic is not worth importing (the lab's apiserver)
@@ -26,7 +29,7 @@ PRIORITY_STEP = 10
 # skew (~0.3 s). VRRPv3 carries no password; the security group admits VRRP only from
 # members and Neutron port security stops members from spoofing one another.
 VRRP_VERSION = 3
-ADVERT_INTERVAL = "0.1"
+ADVERT_INTERVAL = 0.1
 MISSED_ADVERTS = 3  # RFC 5798's Master_Down_Interval: 3 x advert_int + skew
 # A new master sends gratuitous ARPs for the VIP at once and again GARP_MASTER_DELAY_S later; then
 # every GARP_MASTER_REFRESH_S for as long as it is master: after a partition heals, the node that
@@ -45,7 +48,7 @@ CHECK_INTERVAL_S = 1
 CHECK_TIMEOUT_S = 3
 CHECK_HOLD_MS = 220
 CHECK_HOLDS = 4  # 4 x 220 ms, below the interval: a run still going when the next is due skips that one
-CHECK_MAX_TIME = "0.6"  # per request: a hung haproxy never answers
+CHECK_MAX_TIME = 0.6  # seconds per request: a hung haproxy never answers
 CHECK_WEIGHT = 0
 CHECK_FALL = 1  # one failed run is enough: the run itself already watched for most of a second
 CHECK_RISE = 1
@@ -53,7 +56,7 @@ CHECK_RISE = 1
 # times, with a request that haproxy answers at once, so a node in FAULT leaves it as soon as its
 # haproxy serves again instead of up to a second later. The mark lives in the keepalived
 # container's /tmp (the script runs as script_user, which may write nowhere else).
-CHECK_RECOVER_POLL_S = "0.1"
+CHECK_RECOVER_POLL_S = 0.1
 CHECK_RECOVER_POLLS = 8
 CHECK_FAILED_MARK = "/tmp/kubeadm-ha-check-haproxy.failed"
 
@@ -72,9 +75,9 @@ NEIGH_RETRANS_MS = 100
 REACH_INTERVAL_S = 1
 REACH_TIMEOUT_S = 3
 REACH_WAIT_S = 1  # ping -W takes whole seconds in busybox (the osixia image's ping) ...
-REACH_RETRY_S = "0.2"  # ... so the script stops waiting itself, before the next run is due:
+REACH_RETRY_S = 0.2  # ... so the script stops waiting itself, before the next run is due:
 REACH_ROUNDS = 4  # REACH_ROUNDS x REACH_RETRY_S = 0.8 s, below the 1 s interval
-REACH_DEADLINE_S = f"{float(REACH_RETRY_S) * REACH_ROUNDS:g}"
+REACH_DEADLINE_S = round(REACH_RETRY_S * REACH_ROUNDS, 3)
 REACH_FALL = 2
 REACH_RISE = 1
 REACH_WEIGHT = 0  # FAULT whatever the priorities
@@ -139,11 +142,25 @@ BOOT_BACKOFF_MAX_S = 60
 BOOT_FAILED_MARK = "/var/lib/kubeadm-ha/boot-failed"
 # haproxy logs every connection to stdout (~150 bytes each), through Docker's json-file driver, on
 # the disk etcd needs: a full disk stops etcd. Each container keeps at most CONTAINER_LOG_FILES files
-# of CONTAINER_LOG_MAX_SIZE: 50 MB per container, about 300 000 connections of history, read with
+# of CONTAINER_LOG_MAX_MB: 50 MB per container, about 300 000 connections of history, read with
 # `docker logs`. The same for keepalived, whose log is small but must not grow without bound either.
-CONTAINER_LOG_MAX_SIZE = "10m"
+CONTAINER_LOG_MAX_MB = 10
 CONTAINER_LOG_FILES = 5
 
+
+def _tunables() -> Mapping[str, int | float | str]:
+    """Every timing, limit, path and URI above by its name, typed as decided (numbers as numbers):
+    what the templates format, as `tunables.NAME`, and nothing else of this module."""
+    return MappingProxyType(
+        {
+            name: value
+            for name, value in globals().items()
+            if name.isupper() and isinstance(value, int | float | str) and not isinstance(value, bool)
+        }
+    )
+
+
+TUNABLES = _tunables()
 
 # kubeadm's files on each node (written by cloud-init): the node's kubeadm configuration, the join
 # helper that fills the join secrets in from the environment, and, for a hardened apiserver, the
@@ -208,6 +225,109 @@ class NodePlan:
     priority: int
 
 
+# What the nodes' security group admits, and from whom. VRRP is IP protocol 112 (Neutron takes the
+# number), from the members only: VRRPv3 carries no password. For ICMP, Neutron's port range is
+# (type, code): echo requests, for keepalived's network check.
+VRRP_PROTOCOL = "112"
+ICMP_ECHO_REQUEST = (8, 0)
+ETCD_PORTS = (2379, 2380)
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class SecurityRule:
+    """One ingress rule of the control-plane security group, as Neutron takes it (IPv4)."""
+
+    name: str  # stable, from what it admits: its Terraform address is rule_<name>
+    protocol: str
+    ports: tuple[int, int] | None  # (min, max); None: the protocol has no ports
+    remote_prefix: str | None  # None: from the group's own members
+    reason: str  # the rule's description in Neutron
+
+
+def _cidr_id(cidr: object) -> str:
+    return str(cidr).replace(".", "_").replace("/", "-")
+
+
+def security_rules(cfg: ClusterConfig) -> tuple[SecurityRule, ...]:
+    """Every rule the nodes' security group holds: between the members what VRRP, keepalived's
+    network check, haproxy, the apiservers and stacked etcd need; from the configured CIDRs the API
+    endpoint (clients), SSH (administrators) and the metrics port (monitoring). Nothing else."""
+    ports = cfg.ports
+
+    def one(port: int) -> tuple[int, int]:
+        return (port, port)
+
+    rules = [
+        SecurityRule("vrrp_from_members", VRRP_PROTOCOL, None, None, "VRRP adverts between keepalived peers"),
+        SecurityRule(
+            "ping_from_members",
+            "icmp",
+            ICMP_ECHO_REQUEST,
+            None,
+            "keepalived's network check: a node no peer answers may be cut off",
+        ),
+        SecurityRule(
+            "frontend_from_members", "tcp", one(ports.frontend), None, "haproxy endpoint from the control-plane nodes"
+        ),
+        SecurityRule("apiserver_from_members", "tcp", one(ports.apiserver), None, "kube-apiserver behind haproxy"),
+        SecurityRule("etcd_from_members", "tcp", ETCD_PORTS, None, "stacked etcd peers and clients"),
+    ]
+    for prefix, service, port, reason in (
+        *((c, "frontend", ports.frontend, "API endpoint for clients") for c in cfg.access.client_cidrs),
+        *((c, "ssh", SSH_PORT, "SSH for administrators") for c in cfg.access.admin_cidrs),
+        *((c, "metrics", ports.metrics, "Prometheus metrics for monitoring") for c in cfg.access.monitoring_cidrs),
+    ):
+        rules.append(SecurityRule(f"{service}_from_{_cidr_id(prefix)}", "tcp", one(port), str(prefix), reason))
+    return tuple(rules)
+
+
+@dataclass(frozen=True)
+class OpenStackRef:
+    """An existing network or subnet, by exactly one of name or id (the config checks that)."""
+
+    name: str | None
+    id: str | None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id or ""
+
+
+@dataclass(frozen=True)
+class StatePlan:
+    """Where Terraform keeps the cluster's state (credentials only ever from the environment)."""
+
+    backend: str  # "local" or "s3"
+    key: str  # the object in the bucket (s3)
+    bucket: str | None = None
+    region: str | None = None
+    endpoint: str | None = None  # an S3-compatible store; None: AWS S3 itself
+    use_path_style: bool = False
+    encrypt: bool = True
+    use_lockfile: bool = True
+
+    @property
+    def other_store(self) -> bool:
+        """A store other than AWS: no STS, IAM or EC2 metadata to validate against, and it may
+        reject the AWS SDK's newer checksums."""
+        return self.endpoint is not None
+
+
+def state_plan(cfg: ClusterConfig) -> StatePlan:
+    s = cfg.state
+    return StatePlan(
+        backend=s.backend,
+        key=cfg.state_key,
+        bucket=s.bucket,
+        region=s.region,
+        endpoint=s.endpoint or None,
+        use_path_style=s.use_path_style,
+        encrypt=s.encrypt,
+        use_lockfile=s.use_lockfile,
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     cluster: str
@@ -223,6 +343,24 @@ class Plan:
     keepalived_image: str
     nodes: tuple[NodePlan, ...]
     kubernetes: KubePlan
+    # What the construct builds besides: the network it joins, the VMs, their group and rules.
+    network: OpenStackRef
+    subnet: OpenStackRef
+    subnet_cidr: str
+    image: str
+    flavor: str
+    key_pair: str
+    # Nova's server-group policy. Soft anti-affinity is ignored for VMs created in parallel
+    # (openshift/installer #4522): with it the VMs are created one after another.
+    server_group_policy: str
+    instances_in_turn: bool
+    extra_security_groups: tuple[str, ...]
+    security_rules: tuple[SecurityRule, ...]
+    floating_ip_pool: str | None
+    # No plan may destroy or replace what holds etcd and the endpoint unless the config says so
+    # (allow_destroy: a planned teardown or a node replacement; docs/operate.md, "Day 2").
+    protected: bool
+    state: StatePlan
 
     @property
     def instance_name(self) -> str:
@@ -245,16 +383,23 @@ def priority_for(position: int) -> int:
     return PRIORITY_TOP - PRIORITY_STEP * position
 
 
+def node_plans(cfg: ClusterConfig) -> tuple[NodePlan, ...]:
+    """The members as configured, else `derive.node_names` with Neutron-allocated addresses; the
+    first the highest priority."""
+    if cfg.nodes.members is not None:
+        named = [(m.name, str(m.address) if m.address else None) for m in cfg.nodes.members]
+    else:
+        named = [(name, None) for name in derive.node_names(cfg.name, cfg.nodes.count)]
+    return tuple(NodePlan(name, address, priority_for(i)) for i, (name, address) in enumerate(named))
+
+
 def make_plan(cfg: ClusterConfig) -> Plan:
-    nodes = tuple(
-        NodePlan(name=m.name, address=str(m.address) if m.address else None, priority=priority_for(i))
-        for i, m in enumerate(cfg.member_list())
-    )
+    net, hard = cfg.network, cfg.nodes.anti_affinity == "hard"
     return Plan(
         cluster=cfg.name,
         vip=str(cfg.vip.address),
-        gateway=str(cfg.gateway),
-        vrid=cfg.virtual_router_id,
+        gateway=str(derive.gateway(net.subnet.cidr, net.subnet.gateway)),
+        vrid=derive.vrid(cfg.name, cfg.vip.virtual_router_id),
         interface=cfg.network.interface,
         frontend_port=cfg.ports.frontend,
         apiserver_port=cfg.ports.apiserver,
@@ -262,8 +407,21 @@ def make_plan(cfg: ClusterConfig) -> Plan:
         metrics_port=cfg.ports.metrics,
         haproxy_image=cfg.containers.haproxy,
         keepalived_image=cfg.containers.keepalived,
-        nodes=nodes,
+        nodes=node_plans(cfg),
         kubernetes=kube_plan(cfg),
+        network=OpenStackRef(net.name, net.id),
+        subnet=OpenStackRef(net.subnet.name, net.subnet.id),
+        subnet_cidr=str(net.subnet.cidr),
+        image=cfg.nodes.image,
+        flavor=cfg.nodes.flavor,
+        key_pair=cfg.nodes.key_pair,
+        server_group_policy="anti-affinity" if hard else "soft-anti-affinity",
+        instances_in_turn=not hard,
+        extra_security_groups=cfg.nodes.extra_security_groups,
+        security_rules=security_rules(cfg),
+        floating_ip_pool=cfg.vip.floating_ip_pool,
+        protected=not cfg.allow_destroy,
+        state=state_plan(cfg),
     )
 
 

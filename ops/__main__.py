@@ -7,16 +7,19 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cluster.config import ClusterConfig, ConfigError, load_configs
 from cluster.plan import KUBEADM_CONFIG, KUBEADM_JOIN, Plan, make_plan
 from ops import CONNECT_TIMEOUT_S, GATE_TIMEOUT_S, Exit, OpsError, openstack, preflight
 from ops.inventory import Inventory, load_inventory, read_stack, stack_json_path
-from ops.roll import Roller, RollStopped, describe, make_roll_plan
+from ops.roll import Roller, RollPlan, RollStopped, describe, make_roll_plan
 from ops.ssh import Ssh, SshOptions
 from ops.status import as_json, collect, findings, table
+from tfcheck.engine import EngineError
 from userdata.cloudconfig import CloudConfigError, unescape, written_file_as_synthesized
 from userdata.stack import FLOATING_IP_ADDRESS, PORT_ADDRESS, StackError
 
@@ -56,6 +59,11 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     roll = sub.add_parser("roll", parents=[remote], help="bring every node to the synthesized userdata, one at a time")
     roll.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    roll.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable: the plan and the outcome (why it stopped, as data) on stdout, the progress on stderr",
+    )
     roll.add_argument(
         "--timeout",
         type=float,
@@ -128,13 +136,48 @@ def status(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
 def roll(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
     inv = inventory(args)
     ssh = ssh or node_ssh(args)
-    roll_plan = make_roll_plan(inv, collect(inv, ssh))
-    print("\n".join(describe(roll_plan)))
-    if args.dry_run or not roll_plan.changes:
-        return Exit.OK
-    Roller(inv, ssh, gate_timeout=args.timeout).roll(roll_plan)
-    print(f"rolled {len(roll_plan.changes)} node(s); {DEPLOY_HINT}")
+    # With --json the lines a person reads go to stderr, and stdout holds one JSON document.
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    roll_plan: RollPlan | None = None
+    try:
+        roll_plan = make_roll_plan(inv, collect(inv, ssh))
+        say("\n".join(describe(roll_plan)))
+        if not args.dry_run and roll_plan.changes:
+            Roller(inv, ssh, say=say, gate_timeout=args.timeout).roll(roll_plan)
+            say(f"rolled {len(roll_plan.changes)} node(s); {DEPLOY_HINT}")
+    except RollStopped as err:
+        if args.json:
+            print(json.dumps(roll_json(inv, roll_plan, args.dry_run, err), indent=2))
+        raise
+    if args.json:
+        print(json.dumps(roll_json(inv, roll_plan, args.dry_run, None), indent=2))
     return Exit.OK
+
+
+def roll_json(inv: Inventory, plan: RollPlan | None, dry_run: bool, stopped: RollStopped | None) -> dict[str, Any]:
+    """`roll --json`: the plan (None where the roll refused to start) and how it ended."""
+    changes = plan.changes if plan else ()
+    done = not stopped and not dry_run
+    return {
+        "cluster": inv.cluster,
+        "vip": inv.vip,
+        "dry_run": dry_run,
+        "holder": plan.holder if plan else None,
+        "changes": [
+            {
+                "node": c.node.name,
+                "kind": str(c.kind),
+                "holder": c.holder,
+                "files": [f.path for f, _ in c.files],
+                "recreate": list(c.recreate),
+                "reload": list(c.reloads),
+            }
+            for c in changes
+        ],
+        "unchanged": list(plan.unchanged) if plan else [],
+        "rolled": [c.node.name for c in changes] if done else list(stopped.rolled if stopped else ()),
+        "stopped": stopped.as_json() if stopped else None,
+    }
 
 
 def userdata(args: argparse.Namespace, ssh: Ssh | None) -> Exit:
@@ -240,10 +283,16 @@ def main(argv: list[str] | None = None, ssh: Ssh | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args, ssh)
-    except (ConfigError, OpsError) as err:
+    except (ConfigError, OpsError, EngineError) as err:
         code, message = Exit.BAD_INPUT, str(err)
     except RollStopped as err:
         code, message = Exit.STOPPED, str(err)
+    except Exception:  # a bug, not a finding: its own code, so that no check reads it as "unhealthy"
+        traceback.print_exc()
+        code, message = (
+            Exit.CRASHED,
+            f"python -m ops {args.command} crashed (a bug in the tool; the traceback is above)",
+        )
     print(f"error: {message}", file=sys.stderr)
     return code
 

@@ -8,7 +8,6 @@ the deployed stack's `node_addresses` output (`terraform output`, in the stack's
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from typing import Any
 
 from cluster.plan import Plan
 from ops import OpsError
-from ops.engine import engine
+from tfcheck.engine import engine
+from tfcheck.text import terraform_error
 from userdata.render import CONTAINERS
 from userdata.stack import Node, StackError, SynthesizedStack, read
 
@@ -72,37 +72,6 @@ def terraform_node_addresses(stack_dir: Path, run=subprocess.run) -> dict[str, s
 def terraform_floating_ip(stack_dir: Path, run=subprocess.run) -> str:
     """The deployed stack's floating IP (the kubeadm files name it among the certificate SANs)."""
     return str(terraform_output(stack_dir, "floating_ip", "deploy first: Neutron allocates the floating IP", run))
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_BOX = "╷│╵"
-
-
-def plain_lines(text: str) -> list[str]:
-    """Terraform's output as a person reads it: each line without colour codes, the box a coloured
-    diagnostic is drawn in, or surrounding blanks (blank lines stay, as empty strings)."""
-    return [_ANSI.sub("", line).strip().strip(_BOX).strip() for line in text.splitlines()]
-
-
-def terraform_error(stderr: str) -> str:
-    """Terraform's first error as one line: its summary and the detail's first sentence.
-
-    Without colour Terraform prints `Error: <summary>`, a blank line and the detail; a coloured one
-    is drawn in a box (and escape codes), stripped here too in case `-no-color` was not honoured.
-    """
-    lines = plain_lines(stderr)
-    for i, line in enumerate(lines):
-        if line.startswith("Error:"):
-            detail: list[str] = []
-            for more in lines[i + 1 :]:
-                if more.startswith(("Error:", "Warning:")) or (not more and detail):
-                    break
-                if more:
-                    detail.append(more)
-            sentence = re.split(r"(?<=[.!?])\s", " ".join(detail), maxsplit=1)[0]
-            return f"{line} — {sentence}" if sentence else line
-    text = " ".join(line for line in lines if line)
-    return text or "failed"
 
 
 def read_stack(plan: Plan, stack_json: Path) -> SynthesizedStack:

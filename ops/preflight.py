@@ -148,12 +148,12 @@ def check_subnet(pf: Preflight) -> Iterator[Problem]:
             "write the subnet's CIDR (every address is checked against it)",
         )
     gateway = pf.subnet.get("gateway_ip")
-    if gateway and gateway != str(pf.cfg.gateway):
+    if gateway and gateway != pf.plan.gateway:
         fld = "network.subnet.gateway" if sub.gateway else "network.subnet.gateway (unset: the first address)"
         yield Problem(
             "subnet",
             fld,
-            str(pf.cfg.gateway),
+            pf.plan.gateway,
             f"the subnet's gateway is {gateway}: the survivor rule pings the gateway",
             f"set network.subnet.gateway: {gateway}",
         )

@@ -35,8 +35,42 @@ from userdata.stack import Node
 KEEPALIVED_TEST_OK = (0, 143)
 
 
+class StopKind(StrEnum):
+    """Why the roll stopped; `roll --json` names it (`stopped.kind`)."""
+
+    UNREACHABLE = "unreachable"  # a node did not answer SSH (before the roll, or at its turn)
+    NOT_ONE_HOLDER = "not_one_holder"  # the VIP has no holder or several: the roll does not start
+    VALIDATION_FAILED = "validation_failed"  # a new file refused in its target image: nothing changed
+    STEP_FAILED = "step_failed"  # a command of the change failed on the node
+    NO_HANDOVER = "no_handover"  # no other node took the VIP from the holder
+    UNHEALTHY = "unhealthy"  # the node did not pass its health gate in time
+
+
 class RollStopped(Exception):
-    """The roll stopped; the message names the node and what is wrong."""
+    """The roll stopped; the message names the node and what is wrong, the fields say it as data."""
+
+    def __init__(
+        self,
+        message: str,
+        kind: StopKind,
+        node: str | None = None,
+        detail: str = "",
+        rolled: tuple[str, ...] = (),
+        not_rolled: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.kind, self.node, self.detail = kind, node, detail
+        self.rolled, self.not_rolled = rolled, not_rolled
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind.value,
+            "node": self.node,
+            "detail": self.detail,
+            "rolled": list(self.rolled),
+            "not_rolled": list(self.not_rolled),
+            "message": str(self),
+        }
 
 
 class ChangeKind(StrEnum):
@@ -94,12 +128,19 @@ def make_roll_plan(inv: Inventory, statuses: list[NodeStatus]) -> RollPlan:
     unreachable = [f for f in found if f.kind is FindingKind.UNREACHABLE]
     if unreachable:
         f = unreachable[0]
-        raise RollStopped(f"cannot roll: {f.node} is unreachable over SSH ({f.detail}); nothing was changed")
+        raise RollStopped(
+            f"cannot roll: {f.node} is unreachable over SSH ({f.detail}); nothing was changed",
+            StopKind.UNREACHABLE,
+            f.node,
+            f.detail,
+        )
     for f in found:
         if f.kind in (FindingKind.NO_HOLDER, FindingKind.SEVERAL_HOLDERS):
             who = ", ".join(f.holders) or "no node"
             raise RollStopped(
-                f"cannot roll: the VIP {inv.vip} must have exactly one holder, it has {who}; nothing was changed"
+                f"cannot roll: the VIP {inv.vip} must have exactly one holder, it has {who}; nothing was changed",
+                StopKind.NOT_ONE_HOLDER,
+                detail=who,
             )
     [holder] = holders(inv, statuses)
     changes, unchanged = [], []
@@ -219,14 +260,24 @@ class Roller:
     def _run(self, node: Node, script: Script, what: str) -> Result:
         result = self.ssh.run(node.address, script.text())
         if result.unreachable:
-            raise RollStopped(f"{node.name}: unreachable over SSH while {what} ({result.reason()})")
+            reason = result.reason()
+            raise RollStopped(
+                f"{node.name}: unreachable over SSH while {what} ({reason})", StopKind.UNREACHABLE, node.name, reason
+            )
         failed = [s for s in steps(result.stdout) if s.returncode != 0]
         if failed:
-            raise RollStopped(f"{node.name}: {failed[0].name} failed while {what}: {_first_lines(failed[0].output)}")
-        if failed_write(result.stdout):
-            raise RollStopped(f"{node.name}: {failed_write(result.stdout)} failed while {what}")
+            detail = f"{failed[0].name}: {_first_lines(failed[0].output)}"
+            raise RollStopped(
+                f"{node.name}: {failed[0].name} failed while {what}: {_first_lines(failed[0].output)}",
+                StopKind.STEP_FAILED,
+                node.name,
+                detail,
+            )
+        if write := failed_write(result.stdout):
+            raise RollStopped(f"{node.name}: {write} failed while {what}", StopKind.STEP_FAILED, node.name, write)
         if result.returncode != 0:
-            raise RollStopped(f"{node.name}: {what} failed: {result.reason()}")
+            reason = result.reason()
+            raise RollStopped(f"{node.name}: {what} failed: {reason}", StopKind.STEP_FAILED, node.name, reason)
         return result
 
     def report(self, node: Node) -> NodeReport | None:
@@ -254,7 +305,9 @@ class Roller:
         self.ssh.run(change.node.address, restart.text())
         raise RollStopped(
             f"{change.node.name}: no other node took the VIP within {self.handover_timeout:g} s of stopping keepalived "
-            "there; keepalived was started again and the roll stops"
+            "there; keepalived was started again and the roll stops",
+            StopKind.NO_HANDOVER,
+            change.node.name,
         )
 
     def _gate_problems(self, change: NodeChange, before: NodeReport, after: NodeReport | None) -> list[str]:
@@ -289,7 +342,10 @@ class Roller:
                 return self.clock() - start
             if self.clock() - start >= self.gate_timeout:
                 raise RollStopped(
-                    f"{change.node.name}: not healthy {self.gate_timeout:g} s after the change: {'; '.join(problems)}"
+                    f"{change.node.name}: not healthy {self.gate_timeout:g} s after the change: {'; '.join(problems)}",
+                    StopKind.UNHEALTHY,
+                    change.node.name,
+                    "; ".join(problems),
                 )
             self.sleep(POLL_S)
 
@@ -298,7 +354,9 @@ class Roller:
         before = self.report(node)
         if before is None:
             raise RollStopped(
-                f"{node.name}: unreachable over SSH before its change; it and the nodes after it are untouched"
+                f"{node.name}: unreachable over SSH before its change; it and the nodes after it are untouched",
+                StopKind.UNREACHABLE,
+                node.name,
             )
         write = Script()
         for f, _ in change.files:
@@ -327,7 +385,12 @@ class Roller:
     def roll(self, plan: RollPlan) -> None:
         problems = self.validate(plan)
         if problems:
-            raise RollStopped("validation failed, no node was changed:\n" + "\n".join(f"  {p}" for p in problems))
+            raise RollStopped(
+                "validation failed, no node was changed:\n" + "\n".join(f"  {p}" for p in problems),
+                StopKind.VALIDATION_FAILED,
+                detail="\n".join(problems),
+                not_rolled=tuple(c.node.name for c in plan.changes),
+            )
         self.say(f"validated the new files of {', '.join(c.node.name for c in plan.changes)} in their target images")
         for i, change in enumerate(plan.changes):
             try:
@@ -335,4 +398,11 @@ class Roller:
             except RollStopped as err:
                 later = [c.node.name for c in plan.changes[i + 1 :]]
                 untouched = f"; not rolled: {', '.join(later)}" if later else ""
-                raise RollStopped(f"{err}{untouched}") from None
+                raise RollStopped(
+                    f"{err}{untouched}",
+                    err.kind,
+                    err.node,
+                    err.detail,
+                    rolled=tuple(c.node.name for c in plan.changes[:i]),
+                    not_rolled=tuple(c.node.name for c in plan.changes[i:]),
+                ) from None

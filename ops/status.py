@@ -53,13 +53,13 @@ def sha256(text: str) -> str:
 class DriftKind(Enum):
     """How a file or a container differs from what the userdata says."""
 
-    FILE_MISSING = "file missing"
-    FILE_CONTENT = "file content"
-    FILE_OWNER_MODE = "file owner or mode"
-    CONTAINER_MISSING = "container missing"
-    CONTAINER_IMAGE = "image change"
-    CONTAINER_LINE = "another docker run line"
-    CONTAINER_STOPPED = "container stopped"
+    FILE_MISSING = "file_missing"
+    FILE_CONTENT = "file_content"
+    FILE_OWNER_MODE = "file_owner_mode"
+    CONTAINER_MISSING = "container_missing"
+    CONTAINER_IMAGE = "container_image"
+    CONTAINER_LINE = "container_line"
+    CONTAINER_STOPPED = "container_stopped"
 
     @property
     def of_file(self) -> bool:
@@ -154,18 +154,19 @@ def holders(inv: Inventory, statuses: list[NodeStatus]) -> list[str]:
 
 
 class FindingKind(Enum):
-    """What makes `status` exit non-zero; the roll refuses to start on the first three."""
+    """What makes `status` exit non-zero; the roll refuses to start on unreachable nodes and on a VIP
+    without exactly one holder. The values are the kinds `status --json` names (`finding_details`)."""
 
     UNREACHABLE = "unreachable"
-    BOOT_FAILED = "boot failed"
-    NO_HOLDER = "no holder"
-    SEVERAL_HOLDERS = "several holders"
-    KEEPALIVED_FAULT = "keepalived fault"
-    KEEPALIVED_NO_STATE = "keepalived without state"
-    HAPROXY_SILENT = "haproxy silent"
-    APISERVER_DOWN = "apiserver down"
-    CONTAINER_MISSING = "container missing"
-    CONTAINER_STOPPED = "container stopped"
+    BOOT_FAILED = "boot_failed"
+    NO_HOLDER = "no_holder"
+    SEVERAL_HOLDERS = "several_holders"
+    KEEPALIVED_FAULT = "keepalived_fault"
+    KEEPALIVED_NO_STATE = "keepalived_no_state"
+    HAPROXY_SILENT = "haproxy_silent"
+    APISERVER_DOWN = "apiserver_down"
+    CONTAINER_MISSING = "container_missing"
+    CONTAINER_STOPPED = "container_stopped"
     DRIFT = "drift"
 
 
@@ -205,6 +206,17 @@ class Finding:
                 assert self.drift is not None
                 text = f"drift: {self.drift.what}: {self.drift.why}"
         return f"{self.node}: {text}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The finding as data, beside its sentence: a drift names the file or container it is
+        about as its subject and why as its detail."""
+        subject, detail = (self.drift.subject, self.drift.why) if self.drift else (self.subject, self.detail)
+        out: dict[str, Any] = {"kind": self.kind.value, "node": self.node, "subject": subject, "detail": detail}
+        if self.kind is FindingKind.SEVERAL_HOLDERS:
+            out["holders"] = list(self.holders)
+        if self.drift is not None:
+            out["drift"] = self.drift.kind.value
+        return {**out, "message": self.message}
 
 
 def _node_findings(inv: Inventory, s: NodeStatus) -> list[Finding]:
@@ -293,6 +305,7 @@ def as_json(inv: Inventory, statuses: list[NodeStatus], found: list[Finding]) ->
         "holders": holders(inv, statuses),
         "nodes": nodes,
         "findings": [f.message for f in found],
+        "finding_details": [f.as_json() for f in found],
     }
 
 

@@ -1,1 +1,1 @@
-"""The cdktf stacks, their construct, and the config and plan they are built from."""
+"""The cdktf stacks and their construct, built from the plan alone (`cluster.plan`): no config field is read here."""

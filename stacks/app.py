@@ -23,10 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     # Imported only now: jsii starts a Node process, which a config error never needs.
     from cdktf import App
 
+    from cluster.plan import make_plan
     from stacks.cluster_stack import ClusterStack
 
     app = App()
     for cfg in configs:
-        ClusterStack(app, cfg.name, config=cfg)
+        plan = make_plan(cfg)
+        ClusterStack(app, plan.cluster, plan=plan)
     app.synth()
     return 0

@@ -8,8 +8,7 @@ from cdktf import LocalBackend, S3Backend, S3BackendEndpointConfig, TerraformLoc
 from cdktf_cdktf_provider_openstack.provider import OpenstackProvider
 from constructs import Construct
 
-from cluster.config import ClusterConfig
-from cluster.plan import make_plan
+from cluster.plan import Plan, StatePlan
 from stacks.ha_control_plane import CLOUD_SETTINGS, HaControlPlane
 
 # The lowest Terraform each feature of the JSON needs: lifecycle preconditions came with 1.2 and
@@ -36,21 +35,20 @@ OPENSTACK_PROVIDER_SOURCE = "registry.terraform.io/terraform-provider-openstack/
 
 
 class ClusterStack(TerraformStack):
-    def __init__(self, scope: Construct, id_: str, *, config: ClusterConfig) -> None:
+    def __init__(self, scope: Construct, id_: str, *, plan: Plan) -> None:
         super().__init__(scope, id_)
         # No credentials here: the provider reads OS_CLOUD / clouds.yaml like every OpenStack tool.
         OpenstackProvider(self, "openstack")
         self.add_override("terraform.required_providers.openstack.version", OPENSTACK_PROVIDER_VERSION)
         self.add_override("terraform.required_providers.openstack.source", OPENSTACK_PROVIDER_SOURCE)
         # State holds the userdata and every address: the config says where it lives (docs/remote-state.md).
-        if config.state.backend == "s3":
-            self._s3_backend(config)
+        if plan.state.backend == "s3":
+            self._s3_backend(plan.state)
         else:
             # The relative path keeps the synthesized JSON portable.
             LocalBackend(self, path=f"../../../terraform.{id_}.tfstate")
-        self.add_override("terraform.required_version", REQUIRED_VERSION[config.state.backend])
-        plan = make_plan(config)
-        self.control_plane = HaControlPlane(self, "control-plane", config=config, plan=plan)
+        self.add_override("terraform.required_version", REQUIRED_VERSION[plan.state.backend])
+        self.control_plane = HaControlPlane(self, "control-plane", plan=plan)
         cp = self.control_plane
 
         TerraformOutput(self, "vip", value=plan.vip, description="The control-plane VIP")
@@ -72,9 +70,7 @@ class ClusterStack(TerraformStack):
             {name: {attr: getattr(vm, attr) for attr in CLOUD_SETTINGS} for name, vm in cp.instances.items()},
         )
         running.override_logical_id("node_cloud_settings")
-        configured = {
-            attr: getattr(config.nodes, field.removeprefix("nodes.")) for attr, field in CLOUD_SETTINGS.items()
-        }
+        configured = {"image_name": plan.image, "flavor_name": plan.flavor, "key_pair": plan.key_pair}
         TerraformOutput(
             self,
             "node_cloud_settings",
@@ -101,17 +97,15 @@ class ClusterStack(TerraformStack):
             description="Addresses clients reach the apiservers by (each node's kubeadm.yaml lists them in certSANs)",
         )
 
-    def _s3_backend(self, config: ClusterConfig) -> None:
+    def _s3_backend(self, state: StatePlan) -> None:
         """No credentials here either: Terraform reads them from the environment at `init`."""
-        state = config.state
         assert state.bucket is not None and state.region is not None  # the config check guarantees both
-        # A store other than AWS has no STS, IAM or EC2 metadata to validate against, and some such
-        # stores reject the AWS SDK's newer checksums: skip those calls exactly when an endpoint is given.
-        other_store = True if state.endpoint else None
+        # Skip the calls a store other than AWS cannot answer exactly when an endpoint is given.
+        other_store = True if state.other_store else None
         S3Backend(
             self,
             bucket=state.bucket,
-            key=config.state_key,
+            key=state.key,
             region=state.region,
             encrypt=state.encrypt,
             use_path_style=state.use_path_style or None,

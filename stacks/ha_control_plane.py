@@ -7,6 +7,7 @@ from node names, never from list positions, so adding or reordering nodes recrea
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from cdktf import Fn, Op, Precondition, TerraformResource, TerraformResourceLifecycle, Token
 from cdktf_cdktf_provider_openstack.compute_instance_v2 import (
@@ -28,168 +29,58 @@ from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import Networkin
 from cdktf_cdktf_provider_openstack.networking_secgroup_v2 import NetworkingSecgroupV2
 from constructs import Construct
 
-from cluster.config import ClusterConfig
-from cluster.plan import Plan
+from cluster.plan import NodePlan, Plan, SecurityRule
 from userdata.render import render_cloud_config
 
-VRRP_PROTOCOL = "112"
-ICMP_ECHO_REQUEST = (8, 0)  # for ICMP, Neutron's port range is (type, code)
-ETCD_PORTS = (2379, 2380)
-SSH_PORT = 22
 # What the cloud or the operator may change under a running control-plane node without Terraform
-# touching it; each maps to the config field whose new value applies to nodes created later.
-CLOUD_SETTINGS = {"image_name": "nodes.image", "flavor_name": "nodes.flavor", "key_pair": "nodes.key_pair"}
+# touching it: the plan's image, flavor and key pair apply to nodes created later.
+CLOUD_SETTINGS = ("image_name", "flavor_name", "key_pair")
 IGNORED_ON_INSTANCES = ["user_data", *CLOUD_SETTINGS]
-
-
-def _cidr_id(cidr: object) -> str:
-    return str(cidr).replace(".", "_").replace("/", "-")
 
 
 class HaControlPlane(Construct):
     """Three (or five, seven) control-plane VMs sharing one VIP moved by keepalived."""
 
-    def __init__(self, scope: Construct, id_: str, *, config: ClusterConfig, plan: Plan) -> None:
+    def __init__(self, scope: Construct, id_: str, *, plan: Plan) -> None:
         super().__init__(scope, id_)
         self.plan = plan
-        net = config.network
-
-        self.network = DataOpenstackNetworkingNetworkV2(self, "network", name=net.name, network_id=net.id)
-        self.network.override_logical_id("network")
-        self.subnet = DataOpenstackNetworkingSubnetV2(
-            self, "subnet", name=net.subnet.name, subnet_id=net.subnet.id, network_id=self.network.id
-        )
-        self.subnet.override_logical_id("subnet")
-        # The config's CIDR drives every address check; refuse to plan against a different subnet.
-        subnet_matches = Precondition(
-            condition=Op.eq(self.subnet.cidr, str(net.subnet.cidr)),
-            error_message=f"subnet {net.subnet.name or net.subnet.id} is not {net.subnet.cidr} "
-            "as network.subnet.cidr says",
-        )
-
-        self.security_group = self._security_group(config)
-        # No plan may destroy or replace what holds etcd and the endpoint unless the config says
-        # so (allow_destroy: a planned teardown or a node replacement). Terraform then refuses such
-        # a plan by itself and names the resource; the roster below covers nodes (and the floating
-        # IP) that leave the config, which prevent_destroy cannot (docs/operate.md, "Day 2").
-        keep = not config.allow_destroy
-
-        self.vip_port = NetworkingPortV2(
-            self,
-            "vip-port",
-            name=f"{plan.cluster}-vip",
-            description=f"Reserves the control-plane VIP of {plan.cluster}; no VM is bound to it",
-            network_id=self.network.id,
-            admin_state_up=True,
-            fixed_ip=[NetworkingPortV2FixedIp(subnet_id=self.subnet.id, ip_address=plan.vip)],
-            security_group_ids=[self.security_group.id],
-            lifecycle=TerraformResourceLifecycle(precondition=[subnet_matches], prevent_destroy=keep),
-        )
-        self.vip_port.override_logical_id("vip_port")
-
-        policy = "anti-affinity" if config.nodes.anti_affinity == "hard" else "soft-anti-affinity"
-        # Its name and policies are ForceNew, and each instance's scheduler hint names it: a
-        # replaced group would replace every VM at once.
-        self.server_group = ComputeServergroupV2(
-            self,
-            "server-group",
-            name=f"{plan.cluster}-control-plane",
-            policies=[policy],
-            lifecycle=TerraformResourceLifecycle(prevent_destroy=keep),
-        )
-        self.server_group.override_logical_id("server_group")
-
-        self.ports: dict[str, NetworkingPortV2] = {}
-        for node in plan.nodes:
-            port = NetworkingPortV2(
-                self,
-                f"port-{node.name}",
-                name=f"{node.name}-port",
-                network_id=self.network.id,
-                admin_state_up=True,
-                port_security_enabled=True,
-                fixed_ip=[NetworkingPortV2FixedIp(subnet_id=self.subnet.id, ip_address=node.address)],
-                security_group_ids=[self.security_group.id, *config.nodes.extra_security_groups],
-                # The exact VIP (/32): a wider prefix does not make OVN treat the VIP as virtual.
-                allowed_address_pairs=[NetworkingPortV2AllowedAddressPairs(ip_address=plan.vip)],
-                lifecycle=TerraformResourceLifecycle(precondition=[subnet_matches], prevent_destroy=keep),
-                # Created in parallel, Neutron could hand a node the VIP's address before the VIP
-                # port reserves it, and the VIP port would then fail: reserve the VIP first.
-                depends_on=[self.vip_port] if node.address is None else None,
-            )
-            port.override_logical_id(f"port_{node.name}")
-            self.ports[node.name] = port
-
+        self.network, self.subnet, subnet_matches = self._network()
+        self.security_group = self._security_group()
+        self.vip_port = self._vip_port(subnet_matches)
+        self.server_group = self._server_group()
+        self.ports = {node.name: self._node_port(node, subnet_matches) for node in plan.nodes}
         self.addresses = {
             node.name: node.address or Token.as_string(Fn.element(self.ports[node.name].all_fixed_ips, 0))
             for node in plan.nodes
         }
-
-        self.floating_ip: NetworkingFloatingipV2 | None = None
-        if config.vip.floating_ip_pool:
-            # On the VIP port, never on a VM: it follows the VIP wherever keepalived moves it.
-            # Its address is in the apiservers' certificates (each node's kubeadm.yaml): keep it too.
-            self.floating_ip = NetworkingFloatingipV2(
-                self,
-                "floating-ip",
-                pool=config.vip.floating_ip_pool,
-                description=f"{plan.cluster} control-plane endpoint",
-                lifecycle=TerraformResourceLifecycle(prevent_destroy=keep),
-            )
-            self.floating_ip.override_logical_id("vip_floating_ip")
-            assoc = NetworkingFloatingipAssociateV2(
-                self, "floating-ip-association", floating_ip=self.floating_ip.address, port_id=self.vip_port.id
-            )
-            assoc.override_logical_id("vip_floating_ip_association")
-
+        self.floating_ip = self._floating_ip()
         self.instances: dict[str, ComputeInstanceV2] = {}
         previous: ComputeInstanceV2 | None = None
         for node in plan.nodes:
-            fip = Token.as_string(self.floating_ip.address) if self.floating_ip is not None else None
-            user_data = render_cloud_config(plan, node.name, self.addresses, fip)
-            instance = ComputeInstanceV2(
-                self,
-                f"instance-{node.name}",
-                name=node.name,
-                image_name=config.nodes.image,
-                flavor_name=config.nodes.flavor,
-                key_pair=config.nodes.key_pair,
-                user_data=user_data,
-                network=[ComputeInstanceV2Network(port=self.ports[node.name].id)],
-                scheduler_hints=[ComputeInstanceV2SchedulerHints(group=self.server_group.id)],
-                metadata={"cluster": plan.cluster, "role": "control-plane"},
-                # Day 2: a new haproxy/keepalived config must not replace control-plane VMs. The
-                # change shows up on the userdata tracker below; nodes are rolled one by one. A new
-                # image, flavor or key pair would rebuild, resize or replace every node at once
-                # (and the provider re-reads image and flavor from the cloud): they apply to nodes
-                # created later, and one node at a time with `terraform apply -replace` (docs/operate.md).
-                lifecycle=TerraformResourceLifecycle(ignore_changes=IGNORED_ON_INSTANCES, prevent_destroy=keep),
-                # Soft anti-affinity is ignored for VMs created in parallel: create them in turn.
-                depends_on=[previous] if previous is not None and policy == "soft-anti-affinity" else None,
-            )
-            instance.override_logical_id(f"instance_{node.name}")
-            self.instances[node.name] = instance
-            previous = instance
-            # Terraform hashes the very expression that becomes user_data, Neutron's addresses
-            # included: the tracker changes exactly when this node's rendered userdata does.
-            tracker = TerraformResource(self, f"userdata-{node.name}", terraform_resource_type="terraform_data")
-            tracker.add_override("input", {"node": node.name, "user_data_sha256": _terraform_sha256(user_data)})
-            tracker.override_logical_id(f"userdata_{node.name}")
+            previous = self.instances[node.name] = self._instance(node, previous)
+        self._roster()
 
-        # prevent_destroy guards only resources still in the config: a node whose name leaves the
-        # config (a lower nodes.count, a renamed member), or the floating IP when floating_ip_pool
-        # goes, would be destroyed without a word. The roster is replaced whenever the set of node
-        # names or the floating IP's presence changes, and it is protected like them, so Terraform
-        # refuses that plan too, unless allow_destroy says it is meant.
-        roster = TerraformResource(self, "roster", terraform_resource_type="terraform_data")
-        roster.add_override(
-            "triggers_replace",
-            {"nodes": sorted(n.name for n in plan.nodes), "floating_ip": config.vip.floating_ip_pool is not None},
+    def _lifecycle(self, **more: Any) -> TerraformResourceLifecycle:
+        # What holds etcd and the endpoint is kept unless the plan says otherwise: Terraform then
+        # refuses a plan that destroys or replaces it by itself, and names the resource.
+        return TerraformResourceLifecycle(prevent_destroy=self.plan.protected, **more)
+
+    def _network(self) -> tuple[DataOpenstackNetworkingNetworkV2, DataOpenstackNetworkingSubnetV2, Precondition]:
+        plan = self.plan
+        network = DataOpenstackNetworkingNetworkV2(self, "network", name=plan.network.name, network_id=plan.network.id)
+        network.override_logical_id("network")
+        subnet = DataOpenstackNetworkingSubnetV2(
+            self, "subnet", name=plan.subnet.name, subnet_id=plan.subnet.id, network_id=network.id
         )
-        roster.add_override("lifecycle", {"prevent_destroy": keep})
-        roster.override_logical_id("roster")
+        subnet.override_logical_id("subnet")
+        # The config's CIDR drives every address check; refuse to plan against a different subnet.
+        subnet_matches = Precondition(
+            condition=Op.eq(subnet.cidr, plan.subnet_cidr),
+            error_message=f"subnet {plan.subnet.label} is not {plan.subnet_cidr} as network.subnet.cidr says",
+        )
+        return network, subnet, subnet_matches
 
-    def _security_group(self, config: ClusterConfig) -> NetworkingSecgroupV2:
+    def _security_group(self) -> NetworkingSecgroupV2:
         plan = self.plan
         group = NetworkingSecgroupV2(
             self,
@@ -198,54 +89,138 @@ class HaControlPlane(Construct):
             description=f"HA control plane of {plan.cluster}: VRRP, API endpoint, apiservers, etcd, SSH",
         )
         group.override_logical_id("control_plane")
-
-        def rule(
-            name: str, description: str, protocol: str, ports: tuple[int, int] | None = None, *, cidr=None
-        ) -> None:
-            r = NetworkingSecgroupRuleV2(
-                self,
-                f"rule-{name}",
-                security_group_id=group.id,
-                direction="ingress",
-                ethertype="IPv4",
-                protocol=protocol,
-                port_range_min=ports[0] if ports else None,
-                port_range_max=ports[1] if ports else None,
-                remote_ip_prefix=str(cidr) if cidr is not None else None,
-                remote_group_id=group.id if cidr is None else None,
-                description=description,
-            )
-            r.override_logical_id(f"rule_{name}")
-
-        rule("vrrp_from_members", "VRRP adverts between keepalived peers", VRRP_PROTOCOL)
-        rule(
-            "ping_from_members",
-            "keepalived's network check: a node no peer answers may be cut off",
-            "icmp",
-            ICMP_ECHO_REQUEST,
-        )
-        rule("frontend_from_members", "haproxy endpoint from the control-plane nodes", "tcp", (plan.frontend_port,) * 2)
-        rule("apiserver_from_members", "kube-apiserver behind haproxy", "tcp", (plan.apiserver_port,) * 2)
-        rule("etcd_from_members", "stacked etcd peers and clients", "tcp", ETCD_PORTS)
-        for cidr in config.access.client_cidrs:
-            rule(
-                f"frontend_from_{_cidr_id(cidr)}",
-                "API endpoint for clients",
-                "tcp",
-                (plan.frontend_port,) * 2,
-                cidr=cidr,
-            )
-        for cidr in config.access.admin_cidrs:
-            rule(f"ssh_from_{_cidr_id(cidr)}", "SSH for administrators", "tcp", (SSH_PORT, SSH_PORT), cidr=cidr)
-        for cidr in config.access.monitoring_cidrs:
-            rule(
-                f"metrics_from_{_cidr_id(cidr)}",
-                "Prometheus metrics for monitoring",
-                "tcp",
-                (plan.metrics_port,) * 2,
-                cidr=cidr,
-            )
+        for rule in plan.security_rules:
+            self._rule(group, rule)
         return group
+
+    def _rule(self, group: NetworkingSecgroupV2, rule: SecurityRule) -> None:
+        r = NetworkingSecgroupRuleV2(
+            self,
+            f"rule-{rule.name}",
+            security_group_id=group.id,
+            direction="ingress",
+            ethertype="IPv4",
+            protocol=rule.protocol,
+            port_range_min=rule.ports[0] if rule.ports else None,
+            port_range_max=rule.ports[1] if rule.ports else None,
+            remote_ip_prefix=rule.remote_prefix,
+            remote_group_id=group.id if rule.remote_prefix is None else None,
+            description=rule.reason,
+        )
+        r.override_logical_id(f"rule_{rule.name}")
+
+    def _vip_port(self, subnet_matches: Precondition) -> NetworkingPortV2:
+        plan = self.plan
+        port = NetworkingPortV2(
+            self,
+            "vip-port",
+            name=f"{plan.cluster}-vip",
+            description=f"Reserves the control-plane VIP of {plan.cluster}; no VM is bound to it",
+            network_id=self.network.id,
+            admin_state_up=True,
+            fixed_ip=[NetworkingPortV2FixedIp(subnet_id=self.subnet.id, ip_address=plan.vip)],
+            security_group_ids=[self.security_group.id],
+            lifecycle=self._lifecycle(precondition=[subnet_matches]),
+        )
+        port.override_logical_id("vip_port")
+        return port
+
+    def _server_group(self) -> ComputeServergroupV2:
+        # Its name and policies are ForceNew, and each instance's scheduler hint names it: a
+        # replaced group would replace every VM at once.
+        group = ComputeServergroupV2(
+            self,
+            "server-group",
+            name=f"{self.plan.cluster}-control-plane",
+            policies=[self.plan.server_group_policy],
+            lifecycle=self._lifecycle(),
+        )
+        group.override_logical_id("server_group")
+        return group
+
+    def _node_port(self, node: NodePlan, subnet_matches: Precondition) -> NetworkingPortV2:
+        port = NetworkingPortV2(
+            self,
+            f"port-{node.name}",
+            name=f"{node.name}-port",
+            network_id=self.network.id,
+            admin_state_up=True,
+            port_security_enabled=True,
+            fixed_ip=[NetworkingPortV2FixedIp(subnet_id=self.subnet.id, ip_address=node.address)],
+            security_group_ids=[self.security_group.id, *self.plan.extra_security_groups],
+            # The exact VIP (/32): a wider prefix does not make OVN treat the VIP as virtual.
+            allowed_address_pairs=[NetworkingPortV2AllowedAddressPairs(ip_address=self.plan.vip)],
+            lifecycle=self._lifecycle(precondition=[subnet_matches]),
+            # Created in parallel, Neutron could hand a node the VIP's address before the VIP
+            # port reserves it, and the VIP port would then fail: reserve the VIP first.
+            depends_on=[self.vip_port] if node.address is None else None,
+        )
+        port.override_logical_id(f"port_{node.name}")
+        return port
+
+    def _floating_ip(self) -> NetworkingFloatingipV2 | None:
+        if self.plan.floating_ip_pool is None:
+            return None
+        # On the VIP port, never on a VM: it follows the VIP wherever keepalived moves it.
+        # Its address is in the apiservers' certificates (each node's kubeadm.yaml): keep it too.
+        fip = NetworkingFloatingipV2(
+            self,
+            "floating-ip",
+            pool=self.plan.floating_ip_pool,
+            description=f"{self.plan.cluster} control-plane endpoint",
+            lifecycle=self._lifecycle(),
+        )
+        fip.override_logical_id("vip_floating_ip")
+        assoc = NetworkingFloatingipAssociateV2(
+            self, "floating-ip-association", floating_ip=fip.address, port_id=self.vip_port.id
+        )
+        assoc.override_logical_id("vip_floating_ip_association")
+        return fip
+
+    def _instance(self, node: NodePlan, previous: ComputeInstanceV2 | None) -> ComputeInstanceV2:
+        plan = self.plan
+        fip = Token.as_string(self.floating_ip.address) if self.floating_ip is not None else None
+        user_data = render_cloud_config(plan, node.name, self.addresses, fip)
+        instance = ComputeInstanceV2(
+            self,
+            f"instance-{node.name}",
+            name=node.name,
+            image_name=plan.image,
+            flavor_name=plan.flavor,
+            key_pair=plan.key_pair,
+            user_data=user_data,
+            network=[ComputeInstanceV2Network(port=self.ports[node.name].id)],
+            scheduler_hints=[ComputeInstanceV2SchedulerHints(group=self.server_group.id)],
+            metadata={"cluster": plan.cluster, "role": "control-plane"},
+            # Day 2: a new haproxy/keepalived config must not replace control-plane VMs. The
+            # change shows up on the userdata tracker below; nodes are rolled one by one. A new
+            # image, flavor or key pair would rebuild, resize or replace every node at once
+            # (and the provider re-reads image and flavor from the cloud): they apply to nodes
+            # created later, and one node at a time with `terraform apply -replace` (docs/operate.md).
+            lifecycle=self._lifecycle(ignore_changes=IGNORED_ON_INSTANCES),
+            depends_on=[previous] if previous is not None and plan.instances_in_turn else None,
+        )
+        instance.override_logical_id(f"instance_{node.name}")
+        # Terraform hashes the very expression that becomes user_data, Neutron's addresses
+        # included: the tracker changes exactly when this node's rendered userdata does.
+        tracker = TerraformResource(self, f"userdata-{node.name}", terraform_resource_type="terraform_data")
+        tracker.add_override("input", {"node": node.name, "user_data_sha256": _terraform_sha256(user_data)})
+        tracker.override_logical_id(f"userdata_{node.name}")
+        return instance
+
+    def _roster(self) -> None:
+        # prevent_destroy guards only resources still in the config: a node whose name leaves the
+        # config (a lower nodes.count, a renamed member), or the floating IP when floating_ip_pool
+        # goes, would be destroyed without a word. The roster is replaced whenever the set of node
+        # names or the floating IP's presence changes, and it is protected like them, so Terraform
+        # refuses that plan too, unless allow_destroy says it is meant.
+        roster = TerraformResource(self, "roster", terraform_resource_type="terraform_data")
+        roster.add_override(
+            "triggers_replace",
+            {"nodes": sorted(n.name for n in self.plan.nodes), "floating_ip": self.plan.floating_ip_pool is not None},
+        )
+        roster.add_override("lifecycle", {"prevent_destroy": self.plan.protected})
+        roster.override_logical_id("roster")
 
 
 def _terraform_sha256(text: str) -> str:

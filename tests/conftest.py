@@ -74,7 +74,7 @@ def synth(config: ClusterConfig) -> dict[str, Any]:
 
     from stacks.cluster_stack import ClusterStack
 
-    stack = ClusterStack(CdktfTesting.app(), config.name, config=config)
+    stack = ClusterStack(CdktfTesting.app(), config.name, plan=make_plan(config))
     return json.loads(CdktfTesting.synth(stack))
 
 

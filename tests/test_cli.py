@@ -89,7 +89,7 @@ def project_copy(tmp_path_factory):
     copy = tmp_path_factory.mktemp("project")
     for name in ("Makefile", "cdktf.json", "main.py", "Pipfile", "Pipfile.lock", "package.json", "package-lock.json"):
         shutil.copy2(ROOT / name, copy / name)  # mtimes kept: make's setup stamps stay fresh
-    for name in ("cluster", "stacks", "userdata", "ops", "bin", "config"):
+    for name in ("cluster", "stacks", "userdata", "ops", "tfcheck", "bin", "config"):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in (".venv", "node_modules", ".stamps"):
         (copy / name).symlink_to((ROOT / name).resolve())

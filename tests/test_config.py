@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from cluster.config import ALLOWED_NODE_COUNTS, ConfigError, load_config, load_configs, parse_config
+from cluster.plan import make_plan
 from tests.conftest import DELETE, EXAMPLE, example_data, with_changes
 
 M = "nodes.members"
@@ -421,7 +422,7 @@ def test_password_value_never_appears_in_the_message():
 @pytest.mark.parametrize("count", ALLOWED_NODE_COUNTS)
 def test_accepts_every_allowed_node_count_with_allocated_addresses(count):
     cfg = parse_config(with_changes(example_data(), {"nodes.count": count, M: DELETE}))
-    assert [m.name for m in cfg.member_list()] == [f"demo-cp-{i}" for i in range(1, count + 1)]
+    assert [n.name for n in make_plan(cfg).nodes] == [f"demo-cp-{i}" for i in range(1, count + 1)]
 
 
 def test_accepts_image_digest():
@@ -433,9 +434,10 @@ def test_vrid_is_derived_from_the_name_and_stable():
     a = parse_config(example_data())
     b = parse_config(example_data())
     other = parse_config(with_changes(example_data(), {"name": "prod"}))
-    assert 1 <= a.virtual_router_id <= 255
-    assert a.virtual_router_id == b.virtual_router_id
-    assert a.virtual_router_id != other.virtual_router_id
+    vrid_a, vrid_b, vrid_other = (make_plan(c).vrid for c in (a, b, other))
+    assert 1 <= vrid_a <= 255
+    assert vrid_a == vrid_b
+    assert vrid_a != vrid_other
 
 
 def test_config_is_frozen():
@@ -577,7 +579,7 @@ def test_the_same_key_in_two_mappings_is_no_duplicate(tmp_path):
 def test_a_32_character_name_is_accepted_with_members_and_27_without():
     assert parse_config(with_changes(example_data(), {"name": "a" * 32})).name == "a" * 32
     cfg = parse_config(with_changes(example_data(), {"name": "a" * 27, M: DELETE}))
-    assert [len(m.name) for m in cfg.member_list()] == [32, 32, 32]
+    assert [len(n.name) for n in make_plan(cfg).nodes] == [32, 32, 32]
 
 
 def test_allow_destroy_is_off_unless_the_config_says_true():

@@ -18,8 +18,8 @@ from cdktf_cdktf_provider_openstack.networking_port_v2 import NetworkingPortV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_v2 import NetworkingSecgroupV2
 
-from ops.engine import engine
 from tests.conftest import DELETE, config_from, example_data, resources, synth
+from tfcheck.engine import engine
 from userdata.cloudconfig import unescape as node_text
 from userdata.stack import with_port_addresses
 

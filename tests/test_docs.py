@@ -10,6 +10,7 @@ import pytest
 
 from cluster import reference
 from cluster.config import ClusterConfig
+from ops import Exit
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "kube" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -140,3 +141,26 @@ def test_a_stale_table_fails_with_the_command_that_regenerates_it(tmp_path, monk
     reference.write(doc)
     test_the_configuration_reference_is_the_table_the_model_generates()
     assert doc.read_text(encoding="utf-8").startswith("# Configuration\n")
+
+
+_EXIT_ROW = re.compile(r"^\| (\d+) \| `([A-Z_]+)` \| (.+) \|$")
+
+
+def documented_exit_codes(text: str) -> list[tuple[int, str, str]]:
+    """The rows of the table under docs/operate.md's "Exit codes" heading."""
+    section = text.split("\n### Exit codes\n", 1)[1].split("\n#", 1)[0]
+    return [(int(m[1]), m[2], m[3]) for line in section.splitlines() if (m := _EXIT_ROW.match(line))]
+
+
+def test_docs_operate_lists_every_exit_code_once_as_ops_exit_says():
+    documented = documented_exit_codes((ROOT / "docs" / "operate.md").read_text(encoding="utf-8"))
+    assert documented == [(int(e), e.name, e.meaning) for e in Exit]
+
+
+def test_an_exit_code_table_that_differs_from_the_tools_is_caught():
+    text = (ROOT / "docs" / "operate.md").read_text(encoding="utf-8")
+    for stale in (
+        text.replace("| 3 | `STOPPED` |", "| 1 | `STOPPED` |"),
+        text.replace("| 5 | `CRASHED` |", "| 5 | `BUG` |"),
+    ):
+        assert documented_exit_codes(stale) != [(int(e), e.name, e.meaning) for e in Exit]

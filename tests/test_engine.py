@@ -1,4 +1,4 @@
-"""The engine switch (ENGINE=terraform|tofu, ops/engine.py) and the OpenTofu `make setup` builds from
+"""The engine switch (ENGINE=terraform|tofu, tfcheck/engine.py) and the OpenTofu `make setup` builds from
 tofu/go.mod: the version that go.mod pins is the one the binary prints, linked from .tools/bin."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from ops import OpsError
-from ops.engine import EngineError, engine
 from ops.inventory import terraform_node_addresses
 from stacks.cluster_stack import REQUIRED_OPENTOFU_VERSION
 from tests.conftest import ROOT
+from tfcheck.engine import EngineError, engine
 
 TOFU_GO_MOD = ROOT / "tofu" / "go.mod"
 TOFU = ROOT / ".tools" / "bin" / "tofu"

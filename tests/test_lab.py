@@ -23,9 +23,9 @@ import pytest
 from cluster.plan import KEEPALIVED_METRICS_URI, METRICS_URI, NEIGH_RETRANS_MS
 from lab import __main__ as lab_cli
 from lab import bench
-from lab.scenarios import controls, drills, registry, seed, soak, variants
+from lab.scenarios import controls, drills, operate, registry, seed, soak, variants
 from lab.scenarios.drills import Window
-from lab.world import configs, contract, engine, images, neutron, synth, topology
+from lab.world import engine, images, neutron, synth, topology
 from lab.world.admin import ADMIN_NS
 from lab.world.client import Attempt
 from lab.world.daemons import ContainerWatch, NodeDaemons
@@ -39,8 +39,10 @@ from lab.world.harness import (
     acquire_lock,
     synthesize,
 )
+from ops.status import Finding, FindingKind
+from userdata import configs
 from userdata.cloudconfig import parse_docker_run
-from userdata.render import HAPROXY_CFG, STATE_FILE
+from userdata.render import HAPROXY_CFG, HAPROXY_CONTAINER, KEEPALIVED_CONF, KEEPALIVED_CONTAINER, STATE_FILE
 from userdata.stack import INSTANCE, PORT, RULE
 
 FIXTURE = Path(__file__).resolve().parent.parent / "lab" / "fixtures" / "cdk.tf.json"
@@ -165,7 +167,7 @@ def test_net_admin_control_drops_only_that_capability(doc):
 
 def test_the_check_uri_variant_changes_only_haproxys_check_line():
     doc = synth.load(SNAPSHOT)  # the example as synthesized: the fixture has no backend
-    path = contract.HAPROXY_HOST_PATH
+    path = HAPROXY_CFG.host_path
     before = synth.parse(doc)
     edited = synth.parse(variants.with_check_uri(doc, path, "/healthz"))
     for old, new in zip(before.nodes, edited.nodes, strict=True):
@@ -330,6 +332,23 @@ def test_the_ruleset_is_valid_nftables(stack):
         ["unshare", "--net", "nft", "-c", "-f", "-"], input=_ruleset(stack), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- the operator drills' expectations -------------------------------------------------------------
+def test_a_status_expectation_matches_the_finding_by_kind_node_subject_and_detail_not_its_wording():
+    down = Finding(FindingKind.APISERVER_DOWN, "cp-2", "cp-3", "DOWN (L4CON: Connection refused)").as_json()
+    expect = operate.Expect(FindingKind.APISERVER_DOWN, "cp-2", subject="cp-3", detail=r"^DOWN \(")
+    assert expect.matches(down)
+    assert expect.matches({**down, "message": "reworded"}), "the sentence is not what it matches"
+    # negative controls: another kind, node, subject or detail is not the expected finding
+    assert not operate.Expect(FindingKind.HAPROXY_SILENT, "cp-2").matches(down)
+    assert not operate.Expect(FindingKind.APISERVER_DOWN, "cp-1", subject="cp-3").matches(down)
+    assert not operate.Expect(FindingKind.APISERVER_DOWN, "cp-2", subject="cp-1").matches(down)
+    assert not operate.Expect(FindingKind.APISERVER_DOWN, "cp-2", detail=r"^UP").matches(down)
+    assert not operate.Expect(FindingKind.APISERVER_DOWN).matches(down), "None is the cluster, not any node"
+    two = Finding(FindingKind.SEVERAL_HOLDERS, subject="192.0.2.10", holders=("cp-1", "cp-2")).as_json()
+    assert operate.Expect(FindingKind.SEVERAL_HOLDERS, holders=2).matches(two)
+    assert not operate.Expect(FindingKind.SEVERAL_HOLDERS, holders=3).matches(two)
 
 
 # --- configs ----------------------------------------------------------------------------------------
@@ -598,7 +617,7 @@ def test_every_process_of_a_node_runs_in_its_own_weighted_cgroup_as_on_a_vm(lab)
         members = _cgroup_members(top)
         for proc in (node.engine.init, node.engine.dockerd, node.sshd.proc, node.apiserver):
             assert proc.popen.pid in members, f"{node.name}: {proc.name} outside the node's cgroup"
-        for container in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER):
+        for container in (HAPROXY_CONTAINER, KEEPALIVED_CONTAINER):
             cid = node.docker("inspect", "--format", "{{.Id}}", container).strip()
             assert (top / cid / "cgroup.procs").read_text().split(), (
                 f"{node.name}: {container} has no process in {top / cid}"
@@ -810,7 +829,7 @@ def test_cloud_init_bootcmd_set_arp_retransmission_on_every_node(lab):
     """The userdata's bootcmd ran (cloud-init, first boot): an unanswered neighbour is asked again
     every 100 ms on the VIP's interface, so a healed partition is seen within ~0.1 s."""
     for node in lab.nodes.values():
-        interface = configs.vrrp_instance(node.engine.run(["cat", contract.KEEPALIVED_HOST_PATH]).stdout).interface
+        interface = configs.vrrp_instance(node.engine.run(["cat", KEEPALIVED_CONF.host_path]).stdout).interface
         value = node.engine.run(["cat", f"/proc/sys/net/ipv4/neigh/{interface}/retrans_time_ms"]).stdout.strip()
         assert value == str(NEIGH_RETRANS_MS), node.name
 

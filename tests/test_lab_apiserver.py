@@ -129,6 +129,14 @@ def start(tmp_path):
         s.close()
 
 
+def test_it_drains_as_long_as_docs_design_recommends():
+    """The stand-in's default --shutdown-delay is the one docs/design.md recommends (the arithmetic
+    behind it is checked against the rendered haproxy.cfg in tests/test_userdata.py)."""
+    design = (Path(__file__).resolve().parent.parent / "docs" / "design.md").read_text()
+    [delay] = re.findall(r"We recommend \*\*(\d+) s\*\*", design)
+    assert float(delay) == apiserver.SHUTDOWN_DELAY_S, "the lab must drain as long as docs/design.md recommends"
+
+
 def test_healthy_it_answers_every_path_with_200_and_names_its_node(start):
     s = start(1.0)
     for path in ("/readyz", "/healthz", "/", "/readyz?verbose"):

@@ -18,6 +18,7 @@ from lab.scenarios import operate
 from lab.scenarios.operate import HAPROXY_CFG_PATH, broken_haproxy_cfg, config_change, default_config, five_nodes
 from lab.world import synth, topology
 from lab.world.harness import Lab, synthesize, synthesize_config
+from ops import Exit
 from tests.test_lab import _assert_nothing_left, _missing
 
 
@@ -120,7 +121,7 @@ def test_a_haproxy_cfg_that_does_not_parse_is_refused_before_any_node_changes(ro
     r = operate.refused_roll(
         rolled.lab, rolled.op, rolled.variant(broken_haproxy_cfg(rolled.doc), "broken"), rolled.current
     )
-    assert r.returncode == 1 and "validation failed, no node was changed" in r.message
+    assert r.returncode == Exit.STOPPED and "validation failed, no node was changed" in r.message
     assert (r.changed, r.failed, r.vip_moves, r.status_after) == ([], 0, 0, 0)
     for node in rolled.lab.nodes:
         assert f"{node}: {HAPROXY_CFG_PATH}: haproxy -c in " in r.message
@@ -132,7 +133,7 @@ def test_a_node_unreachable_mid_roll_stops_the_roll_there_and_leaves_later_nodes
     target = rolled.base if rolled.current != rolled.base else rolled.variant(config_change(rolled.doc), "config")
     r = operate.unreachable_mid_roll(rolled.lab, rolled.op, target)
     order = r.order
-    assert r.returncode == 1 and r.changed == [order[0]], (r.changed, r.output)
+    assert r.returncode == Exit.STOPPED and r.changed == [order[0]], (r.changed, r.output)
     assert f"{order[1]}: unreachable over SSH before its change" in r.message
     assert f"not rolled: {', '.join(order[2:])}" in r.message
     assert r.failed == 0

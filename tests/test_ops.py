@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from cluster.plan import make_plan
+from cluster.plan import BOOT_FAILED_MARK, make_plan
 from ops import Exit
+from ops import __main__ as ops_main
 from ops.__main__ import main
 from ops.inventory import load_inventory
 from ops.roll import ChangeKind, Roller, RollStopped, describe, make_roll_plan
@@ -202,7 +203,7 @@ def test_status_json_has_a_fixed_shape(capsys, deployed, example_json, write_sta
     code, out, _ = run_cli(capsys, deployed, write_stack(example_json), "status", "--json")
     doc = json.loads(out)
     assert code == 1
-    assert set(doc) == {"cluster", "vip", "healthy", "holders", "nodes", "findings"}
+    assert set(doc) == {"cluster", "vip", "healthy", "holders", "nodes", "findings", "finding_details"}
     assert (doc["cluster"], doc["vip"], doc["healthy"], doc["holders"]) == ("demo", "192.0.2.10", False, ["demo-cp-1"])
     node = doc["nodes"][1]
     assert set(node) == {
@@ -286,7 +287,7 @@ def test_nothing_to_roll_when_every_node_matches(capsys, deployed, example_json,
 def test_roll_refuses_to_start_without_exactly_one_holder(capsys, deployed, example_json, write_stack):
     break_two_holders(deployed)
     code, _, err = run_cli(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)), "roll")
-    assert code == 1 and deployed.changes == []
+    assert code == Exit.STOPPED and deployed.changes == []
     assert "cannot roll: the VIP 192.0.2.10 must have exactly one holder, it has demo-cp-1, demo-cp-2" in err
 
 
@@ -298,7 +299,7 @@ def test_a_config_that_does_not_parse_stops_the_roll_before_any_change(capsys, d
     vm = doc["resource"][INSTANCE]["instance_demo-cp-3"]
     vm["user_data"] = vm["user_data"].replace("    maxconn 20000\n", "    maxconn 20000\n          BROKEN\n", 1)
     code, _, err = run_cli(capsys, deployed, write_stack(doc), "roll")
-    assert code == 1
+    assert code == Exit.STOPPED
     assert deployed.changes == []
     assert "validation failed, no node was changed" in err
     assert (
@@ -397,18 +398,76 @@ def test_image_roll_hands_the_vip_over_before_recreating_the_holder_and_moves_it
     assert run_cli(capsys, deployed, stack, "status")[0] == 0
 
 
-def test_a_node_unreachable_mid_roll_stops_there_and_leaves_later_nodes_untouched(
-    capsys, deployed, example_json, write_stack
-):
+def cut_demo_cp_3_once_demo_cp_2_reloads(deployed):
+    """demo-cp-3 stops answering SSH once demo-cp-2 (the first of the plan) has reloaded haproxy."""
+
     def cut(node, count):
         if node == "demo-cp-3" and any(n == "demo-cp-2" and c.startswith("docker kill") for n, c in deployed.changes):
             deployed.node("demo-cp-3").reachable = False
 
     deployed.before_script = cut
+
+
+def test_a_node_unreachable_mid_roll_stops_there_and_leaves_later_nodes_untouched(
+    capsys, deployed, example_json, write_stack
+):
+    cut_demo_cp_3_once_demo_cp_2_reloads(deployed)
     code, _, err = run_cli(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)), "roll")
-    assert code == 1
+    assert code == Exit.STOPPED
     assert "demo-cp-3: unreachable over SSH before its change" in err and "not rolled: demo-cp-1" in err
     assert {n for n, _ in deployed.changes} == {"demo-cp-2"}
+
+
+# --- roll --json: the outcome as data ------------------------------------------------------------
+
+
+def roll_json(capsys, deployed, stack, *args):
+    code, out, err = run_cli(capsys, deployed, stack, "roll", "--json", *args)
+    return code, json.loads(out), err  # stdout is the one JSON document: the plan's lines went to stderr
+
+
+def test_roll_json_names_the_nodes_rolled_and_stops_nothing(capsys, deployed, example_json, write_stack):
+    code, doc, err = roll_json(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)))
+    assert code == Exit.OK and doc["stopped"] is None
+    assert doc["rolled"] == [c["node"] for c in doc["changes"]] == ["demo-cp-2", "demo-cp-3", "demo-cp-1"]
+    assert {c["kind"] for c in doc["changes"]} == {"config-only"} and doc["holder"] == "demo-cp-1"
+    assert "roll plan (3 of 3 nodes; VIP holder: demo-cp-1):" in err
+
+
+def test_roll_json_dry_run_plans_and_rolls_nothing(capsys, deployed, example_json, write_stack):
+    code, doc, _ = roll_json(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)), "--dry-run")
+    assert (code, doc["dry_run"], doc["rolled"], doc["stopped"], len(doc["changes"])) == (Exit.OK, True, [], None, 3)
+    assert deployed.changes == []
+
+
+def test_roll_json_says_why_it_stopped_as_data(capsys, deployed, example_json, write_stack):
+    break_two_holders(deployed)
+    code, doc, err = roll_json(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)))
+    assert code == Exit.STOPPED and doc["changes"] == [] and doc["rolled"] == []
+    stopped = doc["stopped"]
+    assert (stopped["kind"], stopped["node"], stopped["detail"]) == ("not_one_holder", None, "demo-cp-1, demo-cp-2")
+    assert err == f"error: {stopped['message']}\n"
+
+
+def test_roll_json_of_a_roll_stopped_mid_way_names_the_node_and_what_was_rolled(
+    capsys, deployed, example_json, write_stack
+):
+    cut_demo_cp_3_once_demo_cp_2_reloads(deployed)
+    code, doc, _ = roll_json(capsys, deployed, write_stack(stack_for(example_json, CONFIG_CHANGE)))
+    assert code == Exit.STOPPED
+    stopped = doc["stopped"]
+    assert (stopped["kind"], stopped["node"]) == ("unreachable", "demo-cp-3")
+    assert (doc["rolled"], stopped["not_rolled"]) == (["demo-cp-2"], ["demo-cp-3", "demo-cp-1"])
+
+
+def test_roll_json_of_a_refused_validation_names_every_node_not_rolled(capsys, deployed, example_json, write_stack):
+    doc = stack_for(example_json, CONFIG_CHANGE)
+    vm = doc["resource"][INSTANCE]["instance_demo-cp-3"]
+    vm["user_data"] = vm["user_data"].replace("    maxconn 20000\n", "    maxconn 20000\n          BROKEN\n", 1)
+    code, out, _ = roll_json(capsys, deployed, write_stack(doc))
+    assert code == Exit.STOPPED and out["stopped"]["kind"] == "validation_failed" and deployed.changes == []
+    assert out["rolled"] == [] and out["stopped"]["not_rolled"] == ["demo-cp-2", "demo-cp-3", "demo-cp-1"]
+    assert out["stopped"]["detail"].startswith("demo-cp-3: /etc/kubeadm-ha/haproxy/haproxy.cfg: haproxy -c in ")
 
 
 def test_a_node_that_stays_unhealthy_stops_the_roll_naming_node_and_problem(deployed, example_json, write_stack):
@@ -564,7 +623,7 @@ def test_terraform_output_failure_shows_terraforms_own_message(tmp_path, stderr)
 
 
 def test_terraform_error_keeps_a_message_without_an_error_line():
-    from ops.inventory import terraform_error
+    from tfcheck.text import terraform_error
 
     assert terraform_error("\n  something odd happened \n") == "something odd happened"
     assert terraform_error("") == "failed"
@@ -591,6 +650,90 @@ def test_each_fault_is_one_finding_of_its_kind(deployed, fault, kind):
     fault(deployed)
     found = findings(deployed.inv, collect(deployed.inv, Ssh(runner=deployed)))
     assert [f.kind for f in found] == [kind]
+
+
+FINDING_DATA = [
+    (break_no_holder, {"kind": "no_holder", "node": None, "subject": "192.0.2.10", "detail": ""}),
+    (
+        break_two_holders,
+        {
+            "kind": "several_holders",
+            "node": None,
+            "subject": "192.0.2.10",
+            "detail": "",
+            "holders": ["demo-cp-1", "demo-cp-2"],
+        },
+    ),
+    (break_fault, {"kind": "keepalived_fault", "node": "demo-cp-3", "subject": "", "detail": ""}),
+    (
+        break_apiserver,
+        {
+            "kind": "apiserver_down",
+            "node": "demo-cp-2",
+            "subject": "demo-cp-3",
+            "detail": "DOWN (L4CON: Connection refused)",
+        },
+    ),
+    (break_container, {"kind": "container_stopped", "node": "demo-cp-3", "subject": "haproxy", "detail": "exited"}),
+    (
+        break_file,
+        {
+            "kind": "drift",
+            "node": "demo-cp-2",
+            "subject": HAPROXY_CFG.host_path,
+            "detail": "content differs",
+            "drift": "file_content",
+        },
+    ),
+    (
+        break_image,
+        {
+            "kind": "drift",
+            "node": "demo-cp-1",
+            "subject": "keepalived",
+            "detail": "image change: runs osixia/keepalived:2.0.19, userdata says osixia/keepalived:2.0.20",
+            "drift": "container_image",
+        },
+    ),
+    (
+        break_reachability,
+        {
+            "kind": "unreachable",
+            "node": "demo-cp-3",
+            "subject": "",
+            "detail": "ssh: connect to host 192.0.2.13 port 22: Connection timed out",
+        },
+    ),
+    (break_boot, {"kind": "boot_failed", "node": "demo-cp-2", "subject": BOOT_FAILED_MARK, "detail": PULL_GAVE_UP}),
+]
+
+
+@pytest.mark.parametrize(("fault", "data"), FINDING_DATA, ids=[f[0].__name__ for f in FINDING_DATA])
+def test_status_json_carries_each_findings_kind_node_subject_and_detail_beside_its_sentence(
+    capsys, deployed, example_json, write_stack, fault, data
+):
+    fault(deployed)
+    code, out, _ = run_cli(capsys, deployed, write_stack(example_json), "status", "--json")
+    doc = json.loads(out)
+    assert code == Exit.UNHEALTHY
+    assert doc["finding_details"] == [{**data, "message": doc["findings"][0]}]
+    assert len(doc["findings"]) == 1
+
+
+def test_every_exit_code_is_its_own():
+    assert len({int(e) for e in Exit}) == len(Exit) == len(Exit.__members__), "no code stands for two outcomes"
+    assert (Exit.OK, Exit.UNHEALTHY, Exit.BAD_INPUT) == (0, 1, 2), "the codes monitoring and make already read"
+
+
+def test_a_crash_exits_with_its_own_code_not_unhealthys(capsys, deployed, example_json, write_stack, monkeypatch):
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ops_main, "findings", crash)
+    code, out, err = run_cli(capsys, deployed, write_stack(example_json))
+    assert code == Exit.CRASHED and code not in (Exit.UNHEALTHY, Exit.STOPPED)
+    assert "RuntimeError: a bug" in err and err.rstrip().endswith("crashed (a bug in the tool; the traceback is above)")
+    assert out == ""
 
 
 def test_the_roll_decides_from_the_kind_of_change_not_its_wording(deployed, example_json, write_stack, monkeypatch):

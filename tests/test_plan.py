@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from cluster import plan
 from cluster.config import ALLOWED_NODE_COUNTS
 from cluster.plan import effective_priority, make_plan
-from lab.world.configs import parse_keepalived
 from tests.conftest import DELETE, config_from
-from userdata.render import render_keepalived_conf
+from userdata.configs import parse_keepalived
+from userdata.render import render_keepalived_conf, seconds
 
 
 def keepalived_view(conf: str) -> tuple[int, int]:
@@ -97,3 +97,35 @@ def test_vrid_from_config_wins_over_the_derived_one():
 def test_haproxys_open_files_limit_holds_two_descriptors_per_connection_and_headroom():
     # The official image runs haproxy as non-root: it cannot raise its limit past the container's.
     assert 2 * plan.HAPROXY_MAXCONN + plan.HAPROXY_FD_HEADROOM <= plan.HAPROXY_NOFILE
+
+
+# --- the tunables the templates format ------------------------------------------------------------
+def numeric_strings(values) -> list[str]:
+    """The names whose value is a number written as text."""
+    out = []
+    for name, value in values.items():
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                continue
+            out.append(name)
+    return out
+
+
+def test_the_templates_get_every_tunable_typed_numbers_as_numbers():
+    assert numeric_strings(plan.TUNABLES) == []
+    assert all(type(v) in (int, float, str) for v in plan.TUNABLES.values()), "no module, function or class"
+    assert (plan.TUNABLES["ADVERT_INTERVAL"], plan.TUNABLES["REACH_DEADLINE_S"]) == (0.1, 0.8)
+
+
+def test_a_number_written_as_text_is_caught():
+    """Negative control of the check above."""
+    assert numeric_strings({"ADVERT_INTERVAL": "0.1", "HEALTH_URI": "/haproxy-ready", "N": 3}) == ["ADVERT_INTERVAL"]
+
+
+def test_seconds_are_formatted_as_the_daemons_take_them_and_text_is_refused():
+    assert [seconds(v) for v in (0.1, 0.6, 0.8, 1, 600)] == ["0.1", "0.6", "0.8", "1", "600"]
+    for wrong in ("0.1", True, -1):
+        with pytest.raises(ValueError, match="not a duration in seconds"):
+            seconds(wrong)

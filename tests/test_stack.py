@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import os
 from pathlib import Path
 
+import pytest
 from cdktf_cdktf_provider_openstack.compute_instance_v2 import ComputeInstanceV2
 from cdktf_cdktf_provider_openstack.compute_servergroup_v2 import ComputeServergroupV2
 from cdktf_cdktf_provider_openstack.networking_floatingip_associate_v2 import NetworkingFloatingipAssociateV2
@@ -14,7 +17,9 @@ from cdktf_cdktf_provider_openstack.networking_port_v2 import NetworkingPortV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
 
 from cluster.config import load_config
+from cluster.plan import make_plan
 from tests.conftest import DELETE, ROOT, config_from, resources, synth
+from userdata import stack
 
 SG_REF = "${openstack_networking_secgroup_v2.control_plane.id}"
 NODES = {"demo-cp-1": "192.0.2.11", "demo-cp-2": "192.0.2.12", "demo-cp-3": "192.0.2.13"}
@@ -311,3 +316,87 @@ def test_snapshot_of_the_synthesized_example(example_json):
     expected = json.loads(SNAPSHOT.read_text())
     assert _addresses(example_json) == _addresses(expected), "resource addresses changed: VMs may be recreated"
     assert example_json == expected
+
+
+# --- the rules are the plan's, one to one ----------------------------------------------------------
+SG = "control_plane"  # the security group's Terraform name
+
+
+def planned_rules(plan):
+    """The plan's rules as the reader of the JSON names them."""
+    return {
+        (
+            f"rule_{r.name}",
+            stack.protocol(r.protocol),
+            *(r.ports or (None, None)),
+            r.remote_prefix,
+            None if r.remote_prefix else SG,
+            r.reason,
+        )
+        for r in plan.security_rules
+    }
+
+
+def synthesized_rules(doc):
+    """Every ingress IPv4 rule of the nodes' group, read back through the stack reader."""
+    out = set()
+    for r in stack.SynthesizedStack(doc).rules:
+        assert (r.secgroup, r.direction, r.ethertype) == (SG, "ingress", "IPv4"), r
+        out.add((r.name, r.protocol, r.port_min, r.port_max, r.remote_prefix, r.remote_group, r.description))
+    return out
+
+
+MORE_CIDRS = {
+    "access.client_cidrs": ["192.0.2.0/24", "10.20.0.0/16"],
+    "access.monitoring_cidrs": ["203.0.113.0/24"],
+    "ports.metrics": 9100,
+}
+
+
+@pytest.mark.parametrize("changes", [{}, MORE_CIDRS], ids=["example", "more-cidrs"])
+def test_the_synthesized_rules_are_exactly_the_plans_rules(changes):
+    cfg = config_from(changes)
+    assert synthesized_rules(synth(cfg)) == planned_rules(make_plan(cfg))
+
+
+def test_a_rule_that_differs_from_the_plans_is_caught(example_json, example_plan):
+    """Negative control: one port, one source or one reason changed in the JSON, or a rule gone."""
+    rules = resources(example_json, NetworkingSecgroupRuleV2)
+    for name, key, value in (
+        ("rule_etcd_from_members", "port_range_max", 2381),
+        ("rule_apiserver_from_members", "description", "reworded"),
+        ("rule_ssh_from_198_51_100_0-24", "remote_ip_prefix", "0.0.0.0/0"),
+    ):
+        doc = copy.deepcopy(example_json)
+        resources(doc, NetworkingSecgroupRuleV2)[name] = {**rules[name], key: value}
+        assert synthesized_rules(doc) != planned_rules(example_plan), (name, key)
+    doc = copy.deepcopy(example_json)
+    del resources(doc, NetworkingSecgroupRuleV2)["rule_vrrp_from_members"]
+    assert synthesized_rules(doc) != planned_rules(example_plan)
+
+
+# --- the construct and the stack read the plan alone -----------------------------------------------
+def config_imports(source: str) -> list[str]:
+    """What a module imports from cluster.config (the validated input)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module == "cluster.config":
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module == "cluster":
+            found += [alias.name for alias in node.names if alias.name == "config"]
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name == "cluster.config"]
+    return found
+
+
+def test_the_construct_and_the_stack_import_nothing_from_the_config():
+    """stacks/ builds from the plan; only the entry point (app.py) loads the configs."""
+    for module in sorted((ROOT / "stacks").glob("*.py")):
+        if module.name != "app.py":
+            assert config_imports(module.read_text()) == [], module.name
+
+
+def test_a_module_that_imports_the_config_is_caught():
+    """Negative control of the check above."""
+    assert config_imports("from cluster.config import ClusterConfig\n") == ["ClusterConfig"]
+    assert config_imports("from cluster import config\nimport cluster.config\n") == ["config", "cluster.config"]

@@ -17,10 +17,10 @@ import pytest
 from cdktf_cdktf_provider_openstack.networking_port_v2 import NetworkingPortV2
 from cdktf_cdktf_provider_openstack.networking_secgroup_rule_v2 import NetworkingSecgroupRuleV2
 
-from ops.engine import engine
 from stacks.cluster_stack import OPENSTACK_PROVIDER_SOURCE, OPENSTACK_PROVIDER_VERSION
 from tests.conftest import ROOT, synth
 from tests.variants import VARIANTS, variant_config
+from tfcheck.engine import engine
 from tfcheck.schema import check_schema
 from tfcheck.terraform import MIRROR, TerraformError, Workdir, missing_setup, version
 

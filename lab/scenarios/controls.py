@@ -9,9 +9,9 @@ import time
 
 from lab.scenarios import variants
 from lab.scenarios.drills import DrillResult, drain, drill_result
-from lab.world import apiserver, contract
-from lab.world.contract import HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
+from lab.world import apiserver
 from lab.world.node import LabNode
+from userdata.render import HAPROXY_CFG, HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
 
 OBSERVE = 3.0
 # keepalived lines a control reports as its evidence
@@ -77,7 +77,7 @@ def without_vip_pair(doc: dict, variant: str = "ours") -> DrillResult:
 def apiserver_drain_healthz(doc: dict, variant: str = "ours") -> DrillResult:
     """Negative control: the drain with haproxy checking /healthz (kubeadm's recipe), which a
     draining apiserver passes until it stops: haproxy sees it DOWN only once it has stopped accepting."""
-    edited = variants.with_check_uri(doc, contract.HAPROXY_HOST_PATH, apiserver.HEALTH_PATH)
+    edited = variants.with_check_uri(doc, HAPROXY_CFG.host_path, apiserver.HEALTH_PATH)
     with variants.lab_for(edited, variant) as lab:
         lab.wait_steady()
         result = drain(lab, "apiserver-drain-healthz")

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from lab.world import apiserver
 from lab.world.client import TIMEOUT, Attempt
-from lab.world.contract import HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
 from lab.world.harness import Lab
 from lab.world.node import LabNode
+from userdata.render import HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
 
 SETTLE_MIN = 3.0  # watch every fault at least this long: some failures only start later
 SETTLE_QUIET = 1.5  # and until the client has been served this long without a failure

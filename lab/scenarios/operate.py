@@ -7,8 +7,8 @@ file, or a config synthesized again); the lab itself checks what the tool claims
 which nodes' files and containers changed (`fingerprints`), how many times the VIP moved (MASTER
 entries in keepalived's logs), what the client saw, and whether `status` against the target
 finds the nodes healthy afterwards. A status drill injects one fault, runs `status --json`, and
-compares its findings with the ones the fault must produce (and may produce), then puts the lab
-back and checks that `status` exits 0 again.
+compares its findings, by kind, node, subject and detail (`finding_details`), with the ones the
+fault must produce (and may produce), then puts the lab back and checks that `status` exits 0 again.
 
 Outage of a roll: from the moment the old holder's keepalived is stopped (Docker's kill event:
 the hand-over) to the start of the first served attempt after the last failed one of that
@@ -31,21 +31,22 @@ import yaml
 
 from lab.scenarios import variants
 from lab.scenarios.drills import Window, one_holder
-from lab.world import contract, images, synth, topology
+from lab.world import images, synth, topology
 from lab.world.admin import ROOT, Operator
 from lab.world.client import TIMEOUT
-from lab.world.contract import HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
 from lab.world.harness import Lab, synthesize_config
+from ops.status import FindingKind
+from userdata.render import HAPROXY_CFG, HAPROXY_CONTAINER, KEEPALIVED_CONF, KEEPALIVED_CONTAINER
 
-CONFIG_DIR = str(Path(contract.HAPROXY_HOST_PATH).parent.parent)  # /etc/kubeadm-ha, every file the userdata writes
+CONFIG_DIR = str(Path(HAPROXY_CFG.host_path).parent.parent)  # /etc/kubeadm-ha, every file the userdata writes
 STEADY_TIMEOUT = 60.0
 _PLAN_LINE = re.compile(r"^\s+(\d+)\. (\S+) \(")  # "  2. demo-cp-3 (backup): ..."
 
 
 # --- the changes the drills roll ---------------------------------------------------------------
 # host paths (userdata.render's HAPROXY_CFG and KEEPALIVED_CONF are the files themselves)
-HAPROXY_CFG_PATH = contract.HAPROXY_HOST_PATH
-KEEPALIVED_CONF_PATH = contract.KEEPALIVED_HOST_PATH
+HAPROXY_CFG_PATH = HAPROXY_CFG.host_path
+KEEPALIVED_CONF_PATH = KEEPALIVED_CONF.host_path
 IMAGE_BUMP = "-lab1"
 
 
@@ -239,12 +240,39 @@ def unreachable_mid_roll(lab: Lab, op: Operator, target: Path) -> RollResult:
 class StatusResult:
     scenario: str
     returncode: int
-    findings: list[str]
-    missing: list[str]  # expected findings (patterns) that status did not report
+    findings: list[str]  # the sentences, as status printed them
+    missing: list[str]  # expected findings that status did not report
     unexpected: list[str]  # findings neither expected nor allowed
     holders: list[str]  # as status reported them
     took_s: float
     healthy_after: int | None  # status's exit once the lab is put back and steady
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A finding `status --json` must (or may) report, matched on its data (`finding_details`): its
+    kind, the node it names (None: the cluster), and where given its subject, a regular expression
+    its detail must match, and how many holders it names."""
+
+    kind: FindingKind
+    node: str | None = None
+    subject: str | None = None
+    detail: str | None = None
+    holders: int | None = None
+
+    def matches(self, found: dict) -> bool:
+        return (
+            found["kind"] == self.kind.value
+            and found["node"] == self.node
+            and (self.subject is None or found["subject"] == self.subject)
+            and (self.detail is None or re.search(self.detail, found["detail"]) is not None)
+            and (self.holders is None or len(found.get("holders", ())) == self.holders)
+        )
+
+    def __str__(self) -> str:
+        given = {"subject": self.subject, "detail": self.detail, "holders": self.holders}
+        said = "".join(f" {k}={v!r}" for k, v in given.items() if v is not None)
+        return f"{self.kind.value} on {self.node or 'the cluster'}{said}"
 
 
 @dataclass(frozen=True)
@@ -253,9 +281,9 @@ class Scenario:
 
     inject: Callable[[Lab], str]  # returns the node it concerns
     shows: Callable[[Lab, str], bool]
-    expected: Callable[[Lab, str], list[str]]  # regular expressions, each must match a finding
+    expected: Callable[[Lab, str], list[Expect]]  # each must match a finding
     restore: Callable[[Lab, str], None]
-    allowed: Callable[[Lab, str], list[str]] = lambda lab, node: []
+    allowed: Callable[[Lab, str], list[Expect]] = lambda lab, node: []
 
 
 def _a_backup(lab: Lab) -> str:
@@ -339,9 +367,9 @@ def _put_back_by_hand(lab: Lab, node: str) -> None:
     lab.nodes[node].engine.run(["mv", "/run/kha-drill.bak", DRIFTED])
 
 
-def _apiserver_down(lab: Lab, node: str) -> list[str]:
+def _apiserver_down(lab: Lab, node: str) -> list[Expect]:
     return [
-        rf"^{re.escape(n)}: haproxy sees apiserver {re.escape(node)} DOWN \("
+        Expect(FindingKind.APISERVER_DOWN, n, subject=node, detail=r"^DOWN \(")
         for n in lab.nodes
         if lab.nodes[n].engine.up
     ]
@@ -353,7 +381,7 @@ SCENARIOS: dict[str, Scenario] = {
         _holder_off,
         lambda lab, node: len(lab.holders()) == 1,
         lambda lab, node: [
-            rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection timed out\)"
+            Expect(FindingKind.UNREACHABLE, node, detail=r"^ssh: connect to host \S+ port 22: Connection timed out")
         ],
         lambda lab, node: lab.power_on(node),
         allowed=_apiserver_down,
@@ -362,23 +390,23 @@ SCENARIOS: dict[str, Scenario] = {
         _keepalived_stopped_everywhere,
         lambda lab, node: not lab.holders(),
         lambda lab, node: (
-            [r"^no node holds the VIP "]
-            + [rf"^{re.escape(n)}: container keepalived is not running \(exited\)" for n in lab.nodes]
+            [Expect(FindingKind.NO_HOLDER)]
+            + [Expect(FindingKind.CONTAINER_STOPPED, n, KEEPALIVED_CONTAINER, r"^exited") for n in lab.nodes]
         ),
         _keepalived_started_everywhere,
     ),
     "two-holders": Scenario(
         _two_holders,
         lambda lab, node: len(lab.holders()) > 1,
-        lambda lab, node: [rf"^{len(lab.holders())} nodes hold the VIP \S+: "],
+        lambda lab, node: [Expect(FindingKind.SEVERAL_HOLDERS, holders=len(lab.holders()))],
         lambda lab, node: _block_vrrp(lab, False),
     ),
     "fault": Scenario(
         _stop_haproxy,
         lambda lab, node: lab.nodes[node].daemons.vrrp_state == "FAULT",
         lambda lab, node: [
-            rf"^{re.escape(node)}: keepalived is in FAULT$",
-            rf"^{re.escape(node)}: container haproxy is not running \(exited\)$",
+            Expect(FindingKind.KEEPALIVED_FAULT, node),
+            Expect(FindingKind.CONTAINER_STOPPED, node, HAPROXY_CONTAINER, r"^exited$"),
         ],
         lambda lab, node: lab.nodes[node].start_container(HAPROXY_CONTAINER),
     ),
@@ -391,14 +419,14 @@ SCENARIOS: dict[str, Scenario] = {
     "drift": Scenario(
         _edit_by_hand,
         lambda lab, node: True,
-        lambda lab, node: [rf"^{re.escape(node)}: drift: {re.escape(DRIFTED)}: content differs$"],
+        lambda lab, node: [Expect(FindingKind.DRIFT, node, DRIFTED, r"^content differs$")],
         _put_back_by_hand,
     ),
     "unreachable": Scenario(
         _stop_sshd,
         lambda lab, node: True,
         lambda lab, node: [
-            rf"^{re.escape(node)}: unreachable over SSH \(ssh: connect to host \S+ port 22: Connection refused\)$"
+            Expect(FindingKind.UNREACHABLE, node, detail=r"^ssh: connect to host \S+ port 22: Connection refused$")
         ],
         lambda lab, node: lab.nodes[node].sshd.start(),
     ),
@@ -420,16 +448,16 @@ def status_drill(lab: Lab, op: Operator, stack: Path, scenario: str, timeout: fl
         run = op.run("status", stack, "--json")
     finally:
         s.restore(lab, node)
-    report = json.loads(run.stdout) if run.stdout.strip().startswith("{") else {"findings": [], "holders": []}
-    found = report["findings"]
+    report = json.loads(run.stdout) if run.stdout.strip().startswith("{") else {}
+    found = report.get("finding_details", [])
     lab.wait_steady(STEADY_TIMEOUT)
     return StatusResult(
         scenario=scenario,
         returncode=run.returncode,
-        findings=found,
-        missing=[p for p in expected if not any(re.search(p, f) for f in found)],
-        unexpected=[f for f in found if not any(re.search(p, f) for p in expected + allowed)],
-        holders=report["holders"],
+        findings=report.get("findings", []),
+        missing=[str(e) for e in expected if not any(e.matches(f) for f in found)],
+        unexpected=[f["message"] for f in found if not any(e.matches(f) for e in expected + allowed)],
+        holders=report.get("holders", []),
         took_s=run.took_s,
         healthy_after=op.run("status", stack).returncode,
     )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from lab.world.configs import VrrpInstance, frontend_port, vrrp_instance
 from lab.world.synth import SynthError
 from userdata import cloudconfig
+from userdata.configs import VrrpInstance, frontend_port, vrrp_instance
 from userdata.stack import Instance, SynthesizedStack, with_user_data
 
 CHECK_SCRIPT = "/etc/keepalived/seed_check.sh"

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lab.world import contract
 from lab.world.client import Attempt
+from userdata.render import HAPROXY_CONTAINER, KEEPALIVED_CONTAINER
 
 # name: (shortest, longest) seconds it lasts; 0 for a crash that a restart policy answers at once.
 KINDS: dict[str, tuple[float, float]] = {
@@ -383,9 +383,9 @@ class LabOperations:
             return
         node = lab.nodes[fault.node]
         if fault.kind == "haproxy-crash":
-            node.crash(contract.HAPROXY_CONTAINER)
+            node.crash(HAPROXY_CONTAINER)
         elif fault.kind == "keepalived-crash":
-            node.crash(contract.KEEPALIVED_CONTAINER)
+            node.crash(KEEPALIVED_CONTAINER)
         elif fault.kind == "apiserver-stop":
             node.kill_apiserver()
         elif fault.kind == "apiserver-unhealthy" and node.kubelet is not None:

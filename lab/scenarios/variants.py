@@ -12,16 +12,16 @@ import re
 from collections.abc import Callable
 
 from lab.scenarios import seed
-from lab.world import configs, contract
 from lab.world.harness import Lab
 from lab.world.synth import SynthError, edited_user_data, parse, replace_pair, with_docker_run
-from userdata import cloudconfig
+from userdata import cloudconfig, configs
+from userdata.render import KEEPALIVED_CONF, KEEPALIVED_CONTAINER
 from userdata.stack import PORT, RULE, VRRP, protocol
 
 # What the nodes run: our keepalived.conf, or the seed's settings (`lab.scenarios.seed`).
 VARIANTS: dict[str, Callable[[dict], dict] | None] = {
     "ours": None,
-    "seed": lambda doc: seed.seed_doc(doc, contract.KEEPALIVED_HOST_PATH, contract.KEEPALIVED_CONTAINER),
+    "seed": lambda doc: seed.seed_doc(doc, KEEPALIVED_CONF.host_path, KEEPALIVED_CONTAINER),
 }
 
 

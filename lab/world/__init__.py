@@ -1,8 +1,8 @@
 """What the lab builds from the synthesized JSON: the world the scenarios play on.
 
 - synth: the lab's view of cdk.tf.json (nodes, VIP port, rules), the open-files fit to this machine
-- configs: the few facts read from the rendered keepalived.conf and haproxy.cfg
-- contract: where each user_data file lives inside its container (from `userdata.render`)
+  (the rendered keepalived.conf and haproxy.cfg are read with `userdata.configs`, where each file
+  lives in its container is `userdata.render`'s)
 - topology: namespaces, the bridge, gateway and client; neutron: port security and security
   groups as nftables
 - engine: each node as a machine (namespaces, disk, cgroup, Docker engine); images: the

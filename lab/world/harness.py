@@ -48,7 +48,7 @@ from typing import TypeVar
 import yaml
 
 from cluster.plan import HAPROXY_FD_HEADROOM, KUBEADM_CONFIG, takeover_max_s
-from lab.world import cloudinit, configs, contract, images, kubeadm, sshd, steady, synth, topology
+from lab.world import cloudinit, images, kubeadm, sshd, steady, synth, topology
 from lab.world.admin import AdminNetwork, Operator
 from lab.world.apiserver import PORT as APISERVER_PORT
 from lab.world.apiserver import make_certificate
@@ -58,6 +58,15 @@ from lab.world.engine import Engine, join_cgroup, make_cgroup, remove_cgroups, w
 from lab.world.kubelet import Kubelet, StaticPodHandle
 from lab.world.node import LabNode
 from lab.world.procs import Proc
+from userdata import configs
+from userdata.render import (
+    CONTAINER_FILES,
+    HAPROXY_CFG,
+    HAPROXY_CONTAINER,
+    KEEPALIVED_CONF,
+    KEEPALIVED_CONTAINER,
+    NETWORK_SCRIPT,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOCK = Path("/run/kha-lab.lock")
@@ -120,13 +129,13 @@ def synthesize_config(config: dict, outdir: Path, root: Path = ROOT) -> tuple[Pa
     return path, json_path
 
 
+#: host path (as written by cloud-init) -> path the container reads
+CONTAINER_PATHS: dict[str, str] = {f.host_path: f.container_path for f in CONTAINER_FILES}
+
+
 def _placed_files(node: synth.Node) -> list[PlacedFile]:
     """The node's user_data files that a container reads, at the path the container reads them."""
-    return [
-        dataclasses.replace(f, path=contract.CONTAINER_PATHS[f.path])
-        for f in node.files
-        if f.path in contract.CONTAINER_PATHS
-    ]
+    return [dataclasses.replace(f, path=CONTAINER_PATHS[f.path]) for f in node.files if f.path in CONTAINER_PATHS]
 
 
 def hard_open_files() -> int:
@@ -137,13 +146,13 @@ def hard_open_files() -> int:
 
 def fit_to_machine(doc: dict) -> tuple[dict, list[str]]:
     """The JSON as the lab runs it, and what was substituted (see synth.fit_open_files)."""
-    return synth.fit_open_files(doc, hard_open_files(), HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+    return synth.fit_open_files(doc, hard_open_files(), HAPROXY_FD_HEADROOM, HAPROXY_CONTAINER)
 
 
 def fit_user_data(user_data: str) -> tuple[str, list[str]]:
     """One node's user_data as the cloud's hypervisor runs it (`lab.hypervisor`), and what was
     substituted: the open-files fit of `fit_to_machine`, node by node."""
-    return synth.fit_user_data(user_data, hard_open_files(), HAPROXY_FD_HEADROOM, contract.HAPROXY_CONTAINER)
+    return synth.fit_user_data(user_data, hard_open_files(), HAPROXY_FD_HEADROOM, HAPROXY_CONTAINER)
 
 
 def cpu_note() -> str:
@@ -184,8 +193,8 @@ def _announce(line: str) -> None:
 
 def _gateway(files: list[PlacedFile], node: str) -> str | None:
     """The subnet gateway as the nodes' network check pings it: its first argument in keepalived.conf."""
-    conf = content_of(files, contract.KEEPALIVED_CONFIG, node)
-    targets = configs.script_arguments(conf, contract.NETWORK_CHECK)
+    conf = content_of(files, KEEPALIVED_CONF.container_path, node)
+    targets = configs.script_arguments(conf, NETWORK_SCRIPT.container_path)
     return targets[0] if targets else None
 
 
@@ -200,7 +209,7 @@ def make_node(
 ) -> LabNode:
     """One node in namespace `ns` (which exists), not yet booted: its engine, daemon watchers,
     sshd and what serves the API (the stand-in apiserver on `address`, or the kubelet stand-in)."""
-    daemons_weight = {c: DAEMON_CPU_SHARES for c in (contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)}
+    daemons_weight = {c: DAEMON_CPU_SHARES for c in (HAPROXY_CONTAINER, KEEPALIVED_CONTAINER)}
     engine = Engine(
         name,
         ns,
@@ -211,7 +220,7 @@ def make_node(
     )
     engine.make_cgroups((APISERVER_CGROUP,))
     engine.weigh_part(APISERVER_CGROUP, DAEMON_CPU_SHARES)
-    daemons = NodeDaemons(name, engine, contract.HAPROXY_CONTAINER, contract.KEEPALIVED_CONTAINER)
+    daemons = NodeDaemons(name, engine, HAPROXY_CONTAINER, KEEPALIVED_CONTAINER)
     unhealthy = nodedir / "apiserver-unhealthy"
     ssh_server = sshd.Sshd(engine, address, host_key)
     if control_plane == KUBEADM:
@@ -289,7 +298,7 @@ class Lab:
         self.before_release: Callable[[], None] | None = None
         first = self.stack.nodes[0]
         self.files = {n.name: _placed_files(n) for n in self.stack.nodes}
-        haproxy_cfg = content_of(self.files[first.name], contract.HAPROXY_CONFIG, first.name)
+        haproxy_cfg = content_of(self.files[first.name], HAPROXY_CFG.container_path, first.name)
         self.frontend_port = configs.frontend_port(haproxy_cfg)
         # haproxy's health and stats frontend, on the loopback address only
         [self.health_port] = configs.ports_bound_on(haproxy_cfg, "127.0.0.1")
@@ -299,7 +308,7 @@ class Lab:
         self.vrrp_calm: dict[str, float] = {}
         self.priority: dict[str, int] = {}
         for n in self.stack.nodes:
-            inst = configs.vrrp_instance(content_of(self.files[n.name], contract.KEEPALIVED_CONFIG, n.name))
+            inst = configs.vrrp_instance(content_of(self.files[n.name], KEEPALIVED_CONF.container_path, n.name))
             interfaces[n.name] = inst.interface
             self.vrrp_calm[n.name] = takeover_max_s(inst.advert_int) + VRRP_CALM_MARGIN_S
             self.priority[n.name] = inst.priority

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.world import configs
-from userdata import cloudconfig
+from userdata import cloudconfig, configs
 from userdata.stack import INSTANCE, PORT, Instance, Node, Port, Rule, SynthesizedStack, read, with_user_data
 from userdata.stack import StackError as SynthError  # the lab's name for it: what the lab cannot build
 

@@ -10,7 +10,7 @@ import pytest
 
 from cloud import handle, paths
 from cloud.playground import Reach
-from ops.engine import engine
+from tfcheck.engine import engine
 from tfcheck.terraform import binary
 
 HERE = Path(__file__).resolve().parent

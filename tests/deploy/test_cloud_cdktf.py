@@ -17,11 +17,11 @@ import pytest
 
 from cloud import playground
 from cloud.playground import project_copy
-from ops.engine import engine
-from ops.inventory import plain_lines
 from stacks import toolchain
 from tests.conftest import DELETE, ROOT, example_data, with_changes
+from tfcheck.engine import engine
 from tfcheck.terraform import version
+from tfcheck.text import plain_lines
 
 pytestmark = pytest.mark.cloud
 

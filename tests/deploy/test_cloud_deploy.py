@@ -18,10 +18,10 @@ import pytest
 from cloud import paths
 from cluster.plan import KUBEADM_CONFIG, make_plan
 from ops import openstack, preflight
-from ops.engine import ENGINES, engine
 from ops.inventory import load_inventory, terraform_node_addresses
 from tests.conftest import DELETE, config_from, synth
 from tests.kubeadm import kubeadm_validate
+from tfcheck.engine import ENGINES, engine
 from tfcheck.terraform import TOOLS_BIN
 from userdata.cloudconfig import written_files
 from userdata.render import render_cloud_config

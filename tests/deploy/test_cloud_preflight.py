@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from cloud import paths
+from ops import Exit
 from ops.__main__ import main
 from tests.conftest import DELETE, ROOT, config_from, example_data, synth, with_changes
 
@@ -76,7 +77,7 @@ WRONG_NAMES = {
 def test_a_wrong_name_is_refused_naming_the_field_and_the_value(preflight, field):
     check, changes = WRONG_NAMES[field]
     code, doc = preflight(changes)
-    assert code == 1 and fields(doc) == [(check, field)], doc
+    assert code == Exit.REFUSED and fields(doc) == [(check, field)], doc
     (problem,) = doc["problems"]
     value = str(next(iter(changes.values())))
     assert problem["message"].startswith(f"{field}: ") and value.strip("[]'") in problem["message"]
@@ -96,7 +97,7 @@ result = net.id
     )
     try:
         code, doc = preflight({"vip.floating_ip_pool": "lonely-public"})
-        assert code == 1 and fields(doc) == [("router", "vip.floating_ip_pool")], doc
+        assert code == Exit.REFUSED and fields(doc) == [("router", "vip.floating_ip_pool")], doc
         assert "no router joins subnet demo-subnet" in doc["problems"][0]["message"]
     finally:
         cloud.sdk(f"conn.network.delete_network({made!r})", admin=True)
@@ -106,7 +107,7 @@ def test_an_extra_security_group_by_id_passes_by_name_it_is_refused_with_its_id(
     group_id = cloud.sdk("[g.id for g in conn.network.security_groups(name='default')][0]")
     assert preflight({"nodes.extra_security_groups": [group_id]})[0] == 0
     code, doc = preflight({"nodes.extra_security_groups": ["default"]})
-    assert code == 1 and f"ports take its id ({group_id})" in doc["problems"][0]["message"]
+    assert code == Exit.REFUSED and f"ports take its id ({group_id})" in doc["problems"][0]["message"]
 
 
 def test_a_taken_vip_address_is_refused_and_passes_once_the_port_is_gone(cloud, preflight):
@@ -116,7 +117,7 @@ def test_a_taken_vip_address_is_refused_and_passes_once_the_port_is_gone(cloud, 
     )
     try:
         code, doc = preflight()
-        assert code == 1 and fields(doc) == [("addresses", "vip.address")], doc
+        assert code == Exit.REFUSED and fields(doc) == [("addresses", "vip.address")], doc
         assert "already held by port squatter" in doc["problems"][0]["message"]
     finally:
         cloud.sdk(f"conn.network.delete_port({port!r})")
@@ -138,7 +139,7 @@ result = [n.create_port(network_id=net.id, name=name, fixed_ips=[{'ip_address': 
         assert preflight()[0] == 0
         # The same ports under another cluster's name are someone else's.
         code, doc = preflight({"name": "other", "nodes.members": DELETE})
-        assert code == 1 and ("addresses", "vip.address") in fields(doc)
+        assert code == Exit.REFUSED and ("addresses", "vip.address") in fields(doc)
         assert ("address-pairs", "vip.address") in fields(doc)
     finally:
         for port in made:
@@ -153,7 +154,7 @@ def test_the_vip_in_another_ports_address_pairs_is_refused(cloud, preflight):
     )
     try:
         code, doc = preflight()
-        assert code == 1 and fields(doc) == [("address-pairs", "vip.address")], doc
+        assert code == Exit.REFUSED and fields(doc) == [("address-pairs", "vip.address")], doc
         assert "other-vrrp already carries it" in doc["problems"][0]["message"]
     finally:
         cloud.sdk(f"conn.network.delete_port({port!r})")
@@ -173,7 +174,7 @@ SHARED = {
 
 def test_another_projects_shared_network_is_refused_for_the_policy(preflight):
     code, doc = preflight(SHARED)
-    assert code == 1 and fields(doc) == [("policy", "network.name")], doc
+    assert code == Exit.REFUSED and fields(doc) == [("policy", "network.name")], doc
     assert "Neutron's default policy lets only the network's owner or an admin" in doc["problems"][0]["message"]
 
 
@@ -197,7 +198,7 @@ result = net.id
     }
     try:
         code, doc = preflight(changes)
-        assert code == 1 and fields(doc) == [("port-security", "network.name")], doc
+        assert code == Exit.REFUSED and fields(doc) == [("port-security", "network.name")], doc
         cloud.sdk(f"conn.network.update_network({net!r}, port_security_enabled=True)")
         assert preflight(changes)[0] == 0
     finally:
@@ -206,7 +207,7 @@ result = net.id
 
 def test_a_small_flavor_is_refused_with_kubeadms_minimum(preflight):
     code, doc = preflight({"nodes.flavor": "m1.small"})
-    assert code == 1 and fields(doc) == [("flavor", "nodes.flavor")], doc
+    assert code == Exit.REFUSED and fields(doc) == [("flavor", "nodes.flavor")], doc
     assert "1 vCPUs and 2048 MB: kubeadm needs at least 2 vCPUs and 1700 MB" in doc["problems"][0]["message"]
 
 
@@ -227,7 +228,9 @@ def test_tight_quotas_are_refused_and_pass_once_raised(cloud, preflight):
     set_quotas(ports=3, instances=2, cores=20)
     try:
         code, doc = preflight()
-        assert code == 1 and sorted(fields(doc)) == [("quotas", "nodes.count"), ("quotas", "nodes.count")], doc
+        assert code == Exit.REFUSED and sorted(fields(doc)) == [("quotas", "nodes.count"), ("quotas", "nodes.count")], (
+            doc
+        )
         messages = " | ".join(p["message"] for p in doc["problems"])
         assert "nodes.count: 4 more ports — the project's quota is 3" in messages
         assert "nodes.count: 3 more instances — the project's quota is 2" in messages
@@ -239,12 +242,12 @@ def test_tight_quotas_are_refused_and_pass_once_raised(cloud, preflight):
     assert preflight()[0] == 0
 
 
-def test_the_command_line_prints_one_line_per_problem_and_exits_1(cloud, tmp_path):
+def test_the_command_line_prints_one_line_per_problem_and_exits_refused(cloud, tmp_path):
     config, stack = write_cluster(tmp_path, {"network.name": "demo-nett", "nodes.flavor": "m1.small"})
     env = {**os.environ, "OS_CLOUD": paths.CLOUD, "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML)}
     argv = [sys.executable, "-m", "ops", "preflight", "--config", str(config), "--stack", str(stack)]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == Exit.REFUSED, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("network.name: demo-nett — no such network")
     assert lines[1].startswith("nodes.flavor: m1.small — 1 vCPUs and 2048 MB")

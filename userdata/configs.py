@@ -1,7 +1,9 @@
-"""Read the few facts the lab needs out of the rendered keepalived.conf and haproxy.cfg.
+"""The reader of keepalived.conf and haproxy.cfg, beside their renderer (`userdata.render`).
 
-The lab takes the interface name, VRRP instance and frontend port from the files the nodes
-really get, so that a lab built from a config with other values still lines up with it.
+keepalived's block syntax parsed into stanzas, and the few facts of haproxy.cfg anyone reads back:
+the tests check what the renderer wrote with it, and the lab takes the interface name, VRRP instance
+and ports from the files the nodes really get, so that a lab built from a config with other values
+still lines up with it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def parse_keepalived(text: str) -> Stanza:
 
 @dataclass(frozen=True)
 class VrrpInstance:
-    """The one VRRP instance a node runs, as far as the lab needs it."""
+    """The one VRRP instance a node runs, as far as its readers need it."""
 
     name: str
     interface: str
@@ -79,7 +81,7 @@ class VrrpInstance:
 
 
 def vrrp_instance(text: str) -> VrrpInstance:
-    """The single vrrp_instance of a keepalived.conf (the lab supports exactly one)."""
+    """The single vrrp_instance of a keepalived.conf (the renderer writes exactly one)."""
     root = parse_keepalived(text)
     found = root.find("vrrp_instance")
     if len(found) != 1:

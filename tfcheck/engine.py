@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 
-from ops import OpsError
-
 ENGINES = ("terraform", "tofu")
 # What each is, for messages and the docs; the versions come from the binaries themselves.
 BUILT_FROM = {
@@ -19,8 +17,8 @@ BUILT_FROM = {
 }
 
 
-class EngineError(OpsError):
-    """ENGINE names no engine the project runs."""
+class EngineError(ValueError):
+    """ENGINE names no engine the project runs; the message is one line (ops exits BAD_INPUT on it)."""
 
 
 def engine() -> str:
