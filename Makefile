@@ -345,10 +345,12 @@ $(STAMPS)/cloud-venv: cloud/requirements.txt
 	@touch $@
 
 # make cloud: Keystone, Neutron and the compute emulation on loopback, in the foreground. Writes
-# .stamps/cloud/clouds.yaml (OS_CLOUD=kha-test) and prints "cloud ready"; Ctrl-C or SIGTERM stops
-# everything it started and removes what it wrote.
+# .stamps/cloud/clouds.yaml (OS_CLOUD=kha-test) and .stamps/cloud/cloud.json (the client and admin
+# namespaces, the key pair's private key) and prints "cloud ready"; as root, each booted server runs
+# as a lab node (docs/cloud.md); CONTROL_PLANE=kubeadm: its API is kubeadm's, set up over SSH. Ctrl-C or
+# SIGTERM stops everything it started and removes what it wrote.
 cloud: setup-cloud
-	exec .tools/cloud/bin/python -m cloud
+	exec .tools/cloud/bin/python -m cloud $(if $(CONTROL_PLANE),--control-plane $(CONTROL_PLANE))
 
 clean:
 	rm -rf cdktf.out $(STAMPS) .tools

@@ -2,15 +2,24 @@
 
 `python -m cloud.bench [--runs N]` (project virtualenv). The first start after `make setup-cloud`
 is the cold one (Python byte-code and the page cache not yet warm); later starts are warm.
+
+`python -m cloud.bench --endpoint [--runs N]` (as root): the example deployed with `cdktf deploy`
+on one cloud, N times: how long the deploy took, the seconds from its return to the VIP's first
+answer from the client namespace, each node's boot as the hypervisor logged it, and the destroy.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
+import time
 from pathlib import Path
 
-from cloud import handle
+import yaml
+
+from cloud import handle, paths, playground
 
 
 def rss_kib(pid: int) -> int:
@@ -61,10 +70,57 @@ def measure(runs: int) -> None:
         )
 
 
+def endpoint(runs: int) -> None:
+    config = yaml.safe_load((paths.ROOT / "config" / "example.yaml").read_text())
+    vip, port = config["vip"]["address"], config["ports"]["frontend"]
+    cloud = handle.start()
+    try:
+        reach = playground.Reach.read()
+        if reach.client_netns is None:
+            print(next(line for line in cloud.lines if line.startswith(paths.NOT_RUNNING)))
+            return
+        with tempfile.TemporaryDirectory(prefix="kha-bench-") as tmp:
+            project = playground.project_copy(Path(tmp) / "project")
+            answers: list[float] = []
+            names = [m["name"] for m in config["nodes"]["members"]]
+            for i in range(runs):
+                since = len(playground.hypervisor_log(cloud.run_folder))
+                t0 = time.monotonic()
+                playground.cdktf(project, "bench", config, "deploy")
+                deployed = time.monotonic()
+                first = playground.first_answer(reach.client_netns, vip, port, 600)
+                got = playground.wait_booted(cloud.run_folder, names, since)
+                boots = [f"{n} {s:.1f} s" for n, s in got.seconds.items()]
+                if got.lock_wait > 0.5:
+                    boots.append(f"{got.lock_wait:.1f} s waiting for the lab lock")
+                t1 = time.monotonic()
+                playground.cdktf(project, "bench", {**config, "allow_destroy": True}, "destroy")
+                destroyed = time.monotonic() - t1
+                if first is not None:
+                    answers.append(first)
+                print(
+                    f"run {i + 1}: cdktf deploy {deployed - t0:.1f} s; the VIP's first answer "
+                    f"{'none in 600' if first is None else f'{first:.1f}'} s after it returned "
+                    f"(node boots: {', '.join(boots)}); cdktf destroy {destroyed:.1f} s; load {os.getloadavg()[0]:.1f}"
+                )
+            if len(answers) > 1:
+                print(
+                    f"first answer: median {statistics.median(answers):.1f} s "
+                    f"(min {min(answers):.1f}, max {max(answers):.1f})"
+                )
+    finally:
+        handle.stop(cloud)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    measure(parser.parse_args().runs)
+    parser.add_argument("--endpoint", action="store_true", help="deploy the example and time the VIP's first answer")
+    args = parser.parse_args()
+    if args.endpoint:
+        endpoint(args.runs)
+    else:
+        measure(args.runs)
 
 
 if __name__ == "__main__":

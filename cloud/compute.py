@@ -6,8 +6,9 @@ It trusts no one: every token is validated by the real Keystone, and a boot does
 Neutron what Nova does (the port gets device_id, device_owner compute:<zone> and a binding host;
 a delete clears them). It refuses what Nova refuses, with Nova's status codes and messages.
 
-The seam for later: `Hypervisor.boot(server)` / `Hypervisor.delete(server)` is all a booted server
-does beyond bookkeeping; a lab hypervisor can turn a server into a node there.
+`Hypervisor.boot(server)`, `delete(server)` and `power(server, action)` are all a server does beyond
+bookkeeping: `Hypervisor` runs nothing; `AgentHypervisor` hands each to a process that runs the
+server as a lab node (`python -m lab.hypervisor`, as root in the project's virtualenv).
 
 Standard library only, so it runs in either virtualenv.
 """
@@ -249,11 +250,46 @@ class Server:
 class Hypervisor:
     """Where a server runs. This one runs nothing: the emulation only books the server."""
 
-    def boot(self, server: Server) -> None:
+    def boot(self, server: Server, public_key: str | None) -> None:
         pass
 
     def delete(self, server: Server) -> None:
         pass
+
+    def power(self, server: Server, action: str) -> None:
+        """`stop`, `start` or `reboot`, once the API has accepted it."""
+
+
+class AgentHypervisor(Hypervisor):
+    """Each boot, delete and power action as one JSON line to an agent's stdin (the agent runs the
+    server: `lab.hypervisor`); what Nova's conductor would cast to nova-compute."""
+
+    def __init__(self, send: Callable[[str], None]):
+        self._send = send
+        self._lock = threading.Lock()
+
+    def _cast(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._send(json.dumps(message) + "\n")
+
+    def boot(self, server: Server, public_key: str | None) -> None:
+        ports = [{"id": p["id"], "ip": p["ip"], "mac": p["mac"]} for p in server.ports]
+        self._cast(
+            {
+                "op": "boot",
+                "id": server.id,
+                "name": server.name,
+                "user_data": server.user_data,
+                "public_key": public_key,
+                "ports": ports,
+            }
+        )
+
+    def delete(self, server: Server) -> None:
+        self._cast({"op": "delete", "id": server.id})
+
+    def power(self, server: Server, action: str) -> None:
+        self._cast({"op": "power", "id": server.id, "action": action})
 
 
 class State:
@@ -463,7 +499,7 @@ COMPUTE_ROUTES: list[Route] = [
     ("GET", r"/v2\.1/servers/([^/]+)", "get_server"),  # instance Read, every state wait
     ("PUT", r"/v2\.1/servers/([^/]+)", "update_server"),  # instance Update: name
     ("DELETE", r"/v2\.1/servers/([^/]+)", "delete_server"),  # instance Delete
-    ("POST", r"/v2\.1/servers/([^/]+)/action", "server_action"),  # rebuild, resize, confirmResize, stop, start
+    ("POST", r"/v2\.1/servers/([^/]+)/action", "server_action"),  # rebuild, resize, confirmResize, stop, start, reboot
     ("GET", r"/v2\.1/servers/([^/]+)/metadata", "get_metadata"),  # import
     ("POST", r"/v2\.1/servers/([^/]+)/metadata", "update_metadata"),  # instance Update: metadata
     ("PUT", r"/v2\.1/servers/([^/]+)/metadata", "replace_metadata"),  # openstacksdk
@@ -1030,7 +1066,8 @@ class Compute:
                 group["members"].append(server_id)
         if host is not None:
             s.ports, s.security_groups = self._bind_ports(req, s, ports)
-            self.hypervisor.boot(s)
+            keypair = self.state.keypairs.get((s.user_id, s.key_name or ""))
+            self.hypervisor.boot(s, keypair["public_key"] if keypair else None)
         else:
             self._release(ports)
         view = {
@@ -1199,6 +1236,16 @@ class Compute:
                 if status != wanted:
                     raise conflict()
                 s.status, s.next_status = target, ""
+                self.hypervisor.power(s, "stop" if action == "os-stop" else "start")
+                return 202, {}, None
+            if action == "reboot":
+                kind = str((args or {}).get("type", "")).upper()
+                if kind not in ("SOFT", "HARD"):
+                    raise invalid("type", kind, f"{kind!r} is not one of ['SOFT', 'HARD', 'soft', 'hard']")
+                if status != "ACTIVE" and not (kind == "HARD" and status in ("SHUTOFF", "ERROR")):
+                    raise conflict()
+                transition("REBOOT" if kind == "SOFT" else "HARD_REBOOT", "ACTIVE")
+                self.hypervisor.power(s, "reboot")
                 return 202, {}, None
         raise ApiError(400, f"There is no such action: {action}")
 

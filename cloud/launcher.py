@@ -7,7 +7,10 @@ folder (configs, sqlite databases, fernet keys, logs) plus the two clouds.yaml f
 
 from __future__ import annotations
 
+import argparse
 import ctypes
+import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -108,6 +111,9 @@ vni_ranges = 1:1000
 """
 
 
+CONTROL_PLANES = ("stand-in", "kubeadm")  # as lab.world.harness names them
+
+
 class CloudError(Exception):
     """A start-up step failed; the message names the step and ends with the service's log."""
 
@@ -143,6 +149,13 @@ class Launcher:
     )
     procs: list[subprocess.Popen] = field(default_factory=list)
     state: compute.State = field(default_factory=compute.State)
+    # Why booted servers will not run here (None: they run, each as a lab node: `lab.hypervisor`).
+    not_running: str | None = field(default_factory=lambda: servers_cannot_run())
+    agent: subprocess.Popen | None = None
+    # What serves the API on a booted node: the lab's stand-in apiserver, or the kubelet stand-in that
+    # runs what kubeadm writes (the operator runs kubeadm over SSH, as on a cloud).
+    control_plane: str = "stand-in"
+    namespaces: dict[str, Any] = field(default_factory=dict)  # the agent's: client_netns, admin_netns, ...
     _stop_compute: Callable[[], None] | None = None
     _t0: float = field(default_factory=time.monotonic)
 
@@ -292,15 +305,98 @@ class Launcher:
         ids = seed.identity(self)
         self.step("identity seeded: projects, users, catalog")
         keystone = compute.Keystone(self.keystone.url, "nova", self.passwords["nova"])
+        hypervisor = None if self.not_running else compute.AgentHypervisor(self._cast)
         self._stop_compute = compute.start(
-            self.state, keystone, compute.Neutron(self.neutron.url, keystone), self.compute.port, self.image.port
+            self.state,
+            keystone,
+            compute.Neutron(self.neutron.url, keystone),
+            self.compute.port,
+            self.image.port,
+            hypervisor,
         )
         self._wait(self.neutron, "/")
         self.step("neutron answers")
         seed.network(self, ids)
         self.step("networks seeded: public, shared-net, demo-net behind demo-router")
+        if self.not_running is None:
+            self._start_agent()
+            self.step(f"hypervisor: {SEED['network']} in namespaces, client and admin namespaces")
         seed.compute(self, ids)
         self.write_clouds_yaml()
+        self.write_cloud_json()
+
+    # the hypervisor: booted servers become lab nodes
+    def _start_agent(self) -> None:
+        ready = self.tmp / "hypervisor-ready.json"
+        out = (self.tmp / "hypervisor.log").open("a")
+        paths.OUT.mkdir(parents=True, exist_ok=True)
+        self.agent = subprocess.Popen(
+            [
+                str(paths.PROJECT_PYTHON),
+                "-m",
+                "lab.hypervisor",
+                "--keystone",
+                self.keystone.url,
+                "--neutron",
+                self.neutron.url,
+                "--network",
+                SEED["network"],
+                "--ready",
+                str(ready),
+                "--known-hosts",
+                str(paths.KNOWN_HOSTS),
+                "--control-plane",
+                self.control_plane,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=paths.ROOT,
+            env={**os.environ, "PYTHONPATH": str(paths.ROOT), "KHA_CLOUD_NOVA_PASSWORD": self.passwords["nova"]},
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        out.close()
+        self.procs.append(self.agent)
+        deadline = time.time() + 180
+        while not ready.exists():
+            if self.agent.poll() is not None or time.time() > deadline:
+                raise CloudError(f"the hypervisor did not start:\n{self._tail(self.tmp / 'hypervisor.log')}")
+            time.sleep(0.2)
+        self.namespaces = json.loads(ready.read_text())
+
+    def _cast(self, line: str) -> None:
+        if self.agent is not None and self.agent.stdin is not None and self.agent.poll() is None:
+            self.agent.stdin.write(line)
+            self.agent.stdin.flush()
+
+    def _stop_agent(self) -> None:
+        """EOF on its stdin: the agent removes every node and namespace, then exits."""
+        if self.agent is None:
+            return
+        if self.agent.stdin is not None:
+            try:
+                self.agent.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.agent.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.agent.terminate()
+            self.agent.wait(timeout=60)
+        self.procs.remove(self.agent)
+        self.agent = None
+
+    def write_cloud_json(self) -> None:
+        doc = {
+            "clouds_yaml": str(paths.CLOUDS_YAML),
+            "cloud": paths.CLOUD,
+            "client_netns": self.namespaces.get("client_netns"),
+            "admin_netns": self.namespaces.get("admin_netns"),
+            "ssh_key": str(paths.SSH_KEY),
+        }
+        paths.CLOUD_JSON.write_text(json.dumps(doc, indent=2) + "\n")
 
     def clouds(self, admin: bool) -> dict[str, Any]:
         user, project = ("admin", "admin") if admin else (SEED["user"], SEED["project"])
@@ -334,6 +430,7 @@ class Launcher:
         if self._stop_compute is not None:
             self._stop_compute()
             self._stop_compute = None
+        self._stop_agent()
         for proc in self.procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -349,11 +446,28 @@ class Launcher:
                 pass
             proc.wait()
         self.procs.clear()
-        for path in (paths.CLOUDS_YAML, paths.ADMIN_YAML):
+        for path in (paths.CLOUDS_YAML, paths.ADMIN_YAML, paths.CLOUD_JSON, paths.SSH_KEY, paths.KNOWN_HOSTS):
             path.unlink(missing_ok=True)
         if paths.OUT.is_dir() and not any(paths.OUT.iterdir()):
             paths.OUT.rmdir()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def servers_cannot_run() -> str | None:
+    """Why booted servers cannot become lab nodes here, or None."""
+    if os.geteuid() != 0:
+        return "not root, so no network namespaces"
+    if not paths.PROJECT_PYTHON.exists():
+        return f"no project virtualenv at {paths.PROJECT_PYTHON.parent.parent} (`make setup-python`)"
+    for command in ("dockerd", "cloud-init", "nft", "sshd"):
+        if shutil.which(command) is None and not Path(f"/usr/sbin/{command}").exists():
+            return f"{command} is not installed (`make setup-system`)"
+    with open(paths.HYPERVISOR_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"another cloud on this machine runs its servers (it holds {paths.HYPERVISOR_LOCK})"
+    return None
 
 
 def _program(proc: subprocess.Popen) -> str:
@@ -365,20 +479,38 @@ class Stopped(Exception):
     pass
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloud", description="Keystone, Neutron and compute on loopback.")
+    parser.add_argument(
+        "--control-plane",
+        choices=CONTROL_PLANES,
+        default=CONTROL_PLANES[0],
+        help="what serves the API on a booted node: the stand-in apiserver, or kubeadm's (run over SSH)",
+    )
+    args = parser.parse_args(argv)
+
     def on_signal(signum: int, _frame: Any) -> None:
         raise Stopped(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
-    launcher = Launcher()
+    launcher = Launcher(control_plane=args.control_plane)
     try:
         launcher.start()
         for svc in (launcher.keystone, launcher.neutron, launcher.compute, launcher.image):
             print(f"{svc.name}: {svc.url}", flush=True)
         print(f"clouds.yaml: {paths.CLOUDS_YAML} (cloud {paths.CLOUD}); admin: {paths.ADMIN_YAML}", flush=True)
         print(f"run folder: {launcher.tmp}", flush=True)
+        if launcher.not_running:
+            print(f"{paths.NOT_RUNNING}: {launcher.not_running}; the API serves as before", flush=True)
+        else:
+            ns = launcher.namespaces
+            print(
+                f"client namespace: {ns['client_netns']} ({ns['client']}; {ns['client_external']} outside)", flush=True
+            )
+            print(f"admin namespace: {ns['admin_netns']} ({ns['admin']}, beyond the router)", flush=True)
+        print(f"cloud.json: {paths.CLOUD_JSON}", flush=True)
         print(f"started in {time.monotonic() - started:.1f} s", flush=True)
         print(paths.READY, flush=True)
         while True:  # until a signal, or until a service dies

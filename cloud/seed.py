@@ -6,12 +6,14 @@ router are made by the project's own member, as a user would have made them.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import openstack
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from cloud import paths
 from cloud.launcher import REGION, SEED
 
 if TYPE_CHECKING:
@@ -106,10 +108,15 @@ def compute(launcher: Launcher, ids: dict[str, Any]) -> None:
         state.add_flavor(SEED["flavor"], vcpus=4, ram=8192, disk=80, flavor_id="4")
         state.add_flavor("m1.small", vcpus=1, ram=2048, disk=20, flavor_id="2")
         state.add_image(SEED["image"], owner=ids["admin_project"])
-        key = (
-            ed25519.Ed25519PrivateKey.generate()
-            .public_key()
-            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-            .decode()
+        private = ed25519.Ed25519PrivateKey.generate()
+        key = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        state.add_keypair(ids["demo_user"], SEED["key_pair"], f"{key.decode()} {SEED['key_pair']}")
+    # The key pair's private half, for ssh to the booted servers (cloud.json's ssh_key); 0600 as ssh wants.
+    paths.OUT.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.SSH_KEY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(
+            private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            )
         )
-        state.add_keypair(ids["demo_user"], SEED["key_pair"], f"{key} {SEED['key_pair']}")

@@ -41,17 +41,18 @@ def admin_address(prefix: str) -> str:
 class AdminNetwork:
     """The admin namespace and its link to the router; `up()` builds them, `down()` removes them."""
 
-    def __init__(self, prefix: str, router_ns: str, router_address: str):
+    def __init__(self, prefix: str, router_ns: str, router_address: str, ns: str = ADMIN_NS, router_if: str = ADMIN_IF):
         self.prefix = prefix
+        self.ns, self.router_if = ns, router_if
         self.router_ns = router_ns
         self.router_address = router_address
         self.address = admin_address(prefix)
 
     def up(self) -> None:
-        run(["ip", "netns", "add", ADMIN_NS])
+        run(["ip", "netns", "add", self.ns])
         run(
             in_ns(
-                ADMIN_NS,
+                self.ns,
                 ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
             )
         )
@@ -62,27 +63,27 @@ class AdminNetwork:
                 self.router_ns,
                 "link",
                 "add",
-                ADMIN_IF,
+                self.router_if,
                 "type",
                 "veth",
                 "peer",
                 "name",
                 "eth0",
                 "netns",
-                ADMIN_NS,
+                self.ns,
             ]
         )
         run(in_ns(self.router_ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
-        run(["ip", "-n", self.router_ns, "link", "set", ADMIN_IF, "up"])
-        run(["ip", "-n", self.router_ns, "route", "add", f"{self.address}/32", "dev", ADMIN_IF])
-        run(["ip", "-n", ADMIN_NS, "link", "set", "lo", "up"])
-        run(["ip", "-n", ADMIN_NS, "addr", "add", f"{self.address}/32", "dev", "eth0"])
-        run(["ip", "-n", ADMIN_NS, "link", "set", "eth0", "up"])
-        run(["ip", "-n", ADMIN_NS, "route", "add", f"{self.router_address}/32", "dev", "eth0"])
-        run(["ip", "-n", ADMIN_NS, "route", "add", "default", "via", self.router_address])
+        run(["ip", "-n", self.router_ns, "link", "set", self.router_if, "up"])
+        run(["ip", "-n", self.router_ns, "route", "add", f"{self.address}/32", "dev", self.router_if])
+        run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", self.ns, "addr", "add", f"{self.address}/32", "dev", "eth0"])
+        run(["ip", "-n", self.ns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", self.ns, "route", "add", f"{self.router_address}/32", "dev", "eth0"])
+        run(["ip", "-n", self.ns, "route", "add", "default", "via", self.router_address])
 
     def down(self) -> None:
-        remove_ns(ADMIN_NS)
+        remove_ns(self.ns)
 
 
 @dataclass(frozen=True)

@@ -138,11 +138,21 @@ def _placed_files(node: synth.Node) -> list[PlacedFile]:
     return [dataclasses.replace(f, path=CONTAINER_PATHS[f.path]) for f in node.files if f.path in CONTAINER_PATHS]
 
 
+def hard_open_files() -> int:
+    """This machine's hard open-files limit (what runc can give a container at most)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return sys.maxsize if hard == resource.RLIM_INFINITY else hard
+
+
 def fit_to_machine(doc: dict) -> tuple[dict, list[str]]:
     """The JSON as the lab runs it, and what was substituted (see synth.fit_open_files)."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    hard = sys.maxsize if hard == resource.RLIM_INFINITY else hard
-    return synth.fit_open_files(doc, hard, HAPROXY_FD_HEADROOM, HAPROXY_CONTAINER)
+    return synth.fit_open_files(doc, hard_open_files(), HAPROXY_FD_HEADROOM, HAPROXY_CONTAINER)
+
+
+def fit_user_data(user_data: str) -> tuple[str, list[str]]:
+    """One node's user_data as the cloud's hypervisor runs it (`lab.hypervisor`), and what was
+    substituted: the open-files fit of `fit_to_machine`, node by node."""
+    return synth.fit_user_data(user_data, hard_open_files(), HAPROXY_FD_HEADROOM, HAPROXY_CONTAINER)
 
 
 def cpu_note() -> str:
@@ -159,8 +169,9 @@ def cpu_note() -> str:
     )
 
 
-def acquire_lock(timeout: float):
-    """The machine-wide lab lock (an open file; closing it releases the lock)."""
+def acquire_lock(timeout: float, abort: Callable[[], bool] = lambda: False):
+    """The machine-wide lab lock (an open file; closing it releases the lock); None if `abort()`
+    turned true while waiting."""
     lock_file = open(LOCK, "w")
     deadline = time.monotonic() + timeout
     while True:
@@ -168,8 +179,10 @@ def acquire_lock(timeout: float):
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return lock_file
         except BlockingIOError:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or abort():
                 lock_file.close()
+                if abort():
+                    return None
                 raise TimeoutError(f"another lab holds {LOCK}") from None
             time.sleep(0.5)
 
@@ -183,6 +196,57 @@ def _gateway(files: list[PlacedFile], node: str) -> str | None:
     conf = content_of(files, KEEPALIVED_CONF.container_path, node)
     targets = configs.script_arguments(conf, NETWORK_SCRIPT.container_path)
     return targets[0] if targets else None
+
+
+def make_node(
+    name: str,
+    ns: str,
+    address: str,
+    nodedir: Path,
+    host_key: Path,
+    certificate: tuple[Path, Path],
+    control_plane: str = STAND_IN,
+) -> LabNode:
+    """One node in namespace `ns` (which exists), not yet booted: its engine, daemon watchers,
+    sshd and what serves the API (the stand-in apiserver on `address`, or the kubelet stand-in)."""
+    daemons_weight = {c: DAEMON_CPU_SHARES for c in (HAPROXY_CONTAINER, KEEPALIVED_CONTAINER)}
+    engine = Engine(
+        name,
+        ns,
+        nodedir,
+        cgroup=ns,
+        cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None,
+        daemon_shares=daemons_weight,
+    )
+    engine.make_cgroups((APISERVER_CGROUP,))
+    engine.weigh_part(APISERVER_CGROUP, DAEMON_CPU_SHARES)
+    daemons = NodeDaemons(name, engine, HAPROXY_CONTAINER, KEEPALIVED_CONTAINER)
+    unhealthy = nodedir / "apiserver-unhealthy"
+    ssh_server = sshd.Sshd(engine, address, host_key)
+    if control_plane == KUBEADM:
+        kubelet = Kubelet(engine, name, TOOLS, TOOLS / "kubectl", partial(engine.enter, part=APISERVER_CGROUP))
+        handle = StaticPodHandle(kubelet, "kube-apiserver")
+        return LabNode(name, ns, address, engine, daemons, handle, unhealthy, ssh_server, kubelet)
+    cert, key = certificate
+    argv = [sys.executable, "-m", "lab.world.apiserver", "--bind", address, "--port", str(APISERVER_PORT)]
+    argv += ["--node", name, "--cert", str(cert), "--key", str(key), "--unhealthy-file", str(unhealthy)]
+    apiserver = Proc(
+        f"{name}-apiserver",
+        engine.joined(APISERVER_CGROUP, topology.in_ns(ns, argv)),
+        nodedir / "apiserver.log",
+        cwd=ROOT,
+    )
+    return LabNode(name, ns, address, engine, daemons, apiserver, unhealthy, ssh_server)
+
+
+def first_boot(node: LabNode, image_tarball: Path, user_data: str, public_key: str) -> None:
+    """Boot the node's engine, "pull" the images, run its user_data with cloud-init, start sshd
+    with `public_key` authorized for the image's default user."""
+    node.engine.boot(node.daemons.on_event)
+    node.engine.docker("load", "--input", str(image_tarball))
+    cloudinit.run_userdata(node.engine, user_data)
+    sshd.provision(node.engine, public_key)
+    node.sshd.start()
 
 
 T = TypeVar("T")
@@ -340,58 +404,9 @@ class Lab:
             ep = self.topology.nodes[n.name]
             nodedir = self.workdir / "nodes" / n.name
             nodedir.mkdir(parents=True)
-            daemons_weight = {c: DAEMON_CPU_SHARES for c in (HAPROXY_CONTAINER, KEEPALIVED_CONTAINER)}
-            engine = Engine(
-                n.name,
-                ep.ns,
-                nodedir,
-                cgroup=ep.ns,
-                cpu_shares=NODE_CPU_SHARES if weighs_cpu() else None,
-                daemon_shares=daemons_weight,
+            self.nodes[n.name] = make_node(
+                n.name, ep.ns, n.address, nodedir, self.keys.host_keys[n.name], (cert, key), self.control_plane
             )
-            engine.make_cgroups((APISERVER_CGROUP,))
-            engine.weigh_part(APISERVER_CGROUP, DAEMON_CPU_SHARES)
-            daemons = NodeDaemons(n.name, engine, HAPROXY_CONTAINER, KEEPALIVED_CONTAINER)
-            unhealthy = nodedir / "apiserver-unhealthy"
-            ssh_server = sshd.Sshd(engine, n.address, self.keys.host_keys[n.name])
-            if self.control_plane == KUBEADM:
-                kubelet = Kubelet(
-                    engine, n.name, TOOLS, TOOLS / "kubectl", partial(engine.enter, part=APISERVER_CGROUP)
-                )
-                handle = StaticPodHandle(kubelet, "kube-apiserver")
-                self.nodes[n.name] = LabNode(
-                    n.name, ep.ns, n.address, engine, daemons, handle, unhealthy, ssh_server, kubelet
-                )
-                continue
-            apiserver = Proc(
-                f"{n.name}-apiserver",
-                engine.joined(
-                    APISERVER_CGROUP,
-                    topology.in_ns(
-                        ep.ns,
-                        [
-                            sys.executable,
-                            "-m",
-                            "lab.world.apiserver",
-                            "--bind",
-                            n.address,
-                            "--port",
-                            str(APISERVER_PORT),
-                            "--node",
-                            n.name,
-                            "--cert",
-                            str(cert),
-                            "--key",
-                            str(key),
-                            "--unhealthy-file",
-                            str(unhealthy),
-                        ],
-                    ),
-                ),
-                nodedir / "apiserver.log",
-                cwd=ROOT,
-            )
-            self.nodes[n.name] = LabNode(n.name, ep.ns, n.address, engine, daemons, apiserver, unhealthy, ssh_server)
         if self.control_plane == STAND_IN:
             for node in self.nodes.values():
                 node.apiserver.start()
@@ -449,12 +464,7 @@ class Lab:
         return self.workdir / "admin.conf"
 
     def _first_boot(self, node: LabNode) -> None:
-        """Boot the node's engine, "pull" the images, run its user_data with cloud-init."""
-        node.engine.boot(node.daemons.on_event)
-        node.engine.docker("load", "--input", str(self.image_tarball))
-        cloudinit.run_userdata(node.engine, self._user_data(node.name))
-        sshd.provision(node.engine, self.keys.public_key)
-        node.sshd.start()
+        first_boot(node, self.image_tarball, self._user_data(node.name), self.keys.public_key)
 
     def _user_data(self, name: str) -> str:
         return self.stack.nodes[list(self.nodes).index(name)].user_data

@@ -16,11 +16,25 @@ filters statefully by those tags.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from lab.world.synth import Port, Rule, Stack
+from lab.world.synth import Port, Rule
 
 TABLE = "kha"
 CUT_SET = "cut"
+
+
+class Filters(Protocol):
+    """What the ruleset is made from: the synthesized stack (`synth.Stack`), or what Neutron holds
+    (`lab.world.tenant`)."""
+
+    @property
+    def rules(self) -> tuple[Rule, ...]: ...
+
+    @property
+    def open_egress(self) -> frozenset[str]: ...
+
+    def members(self, secgroup: str) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ def _set(items: tuple[str, ...]) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
-def _match(rule: Rule, stack: Stack) -> str | None:
+def _match(rule: Rule, stack: Filters) -> str | None:
     """The nft match for one rule; None when it can match nothing (an empty remote group)."""
     parts = []
     if rule.remote_group:
@@ -60,7 +74,7 @@ def _match(rule: Rule, stack: Stack) -> str | None:
     return " ".join(parts)
 
 
-def _rules_chain(name: str, rules: list[Rule], stack: Stack, verdict: str) -> list[str]:
+def _rules_chain(name: str, rules: list[Rule], stack: Filters, verdict: str) -> list[str]:
     lines = [f"  chain {name} {{"]
     for rule in rules:
         match = _match(rule, stack)
@@ -70,7 +84,7 @@ def _rules_chain(name: str, rules: list[Rule], stack: Stack, verdict: str) -> li
     return lines
 
 
-def ruleset(stack: Stack, wirings: list[Wiring]) -> str:
+def ruleset(stack: Filters, wirings: list[Wiring]) -> str:
     """The whole ruleset (both tables) for `nft -f`, replacing any previous one."""
     bridge_pre = ["    meta mark set 0", f"    iifname @{CUT_SET} drop"]
     bridge_fwd = [f"    oifname @{CUT_SET} drop"]

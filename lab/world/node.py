@@ -7,13 +7,21 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from lab.world.daemons import NodeDaemons
 from lab.world.engine import Engine
 from lab.world.kubelet import Kubelet, StaticPodHandle
 from lab.world.procs import Proc
 from lab.world.sshd import Sshd
-from lab.world.topology import Topology
+
+
+class Wire(Protocol):
+    """A node's link to its network, as its power needs it (`topology.Topology`, `tenant.Tenant`)."""
+
+    def cut(self, node: str, cut: bool = True) -> None: ...
+
+    def reset_addresses(self, node: str) -> None: ...
 
 
 @dataclass
@@ -76,7 +84,7 @@ class LabNode:
         self.engine.docker("start", container)
 
     # --- power ------------------------------------------------------------------------------
-    def power_off(self, topology: Topology) -> None:
+    def power_off(self, topology: Wire) -> None:
         """A hard reset: the node's port goes silent, every process of the node dies at once, and
         what lived in its memory (the VIP on its interface) is gone."""
         topology.cut(self.name)
@@ -95,7 +103,7 @@ class LabNode:
         else:
             self.kill_apiserver()
 
-    def power_on(self, topology: Topology) -> None:
+    def power_on(self, topology: Wire) -> None:
         """Boot in order: the network, the engine (which starts the containers by their restart
         policy; cloud-init's runcmd is per instance and does not run again), the apiserver."""
         topology.cut(self.name, False)

@@ -46,12 +46,7 @@ class Stack:
         return refs
 
     def members(self, secgroup: str) -> tuple[str, ...]:
-        """A remote group as Neutron's ipsets see it: member ports' fixed IPs and address pairs."""
-        out: list[str] = []
-        for port in self.ports:
-            if secgroup in port.secgroups:
-                out.extend(a for a in port.addresses if a not in out)
-        return tuple(out)
+        return members(self.ports, secgroup)
 
     def client_address(self, taken: tuple[str, ...] = ()) -> str:
         """An unused address in the subnet for the client namespace (.200 in a /24 when free)."""
@@ -81,6 +76,15 @@ class Stack:
             and r.protocol in (None, protocol)
             and (r.port_min is None or r.port_min <= port <= (r.port_max if r.port_max is not None else r.port_min))
         )
+
+
+def members(ports: tuple[Port, ...], secgroup: str) -> tuple[str, ...]:
+    """A remote group as Neutron's ipsets see it: member ports' fixed IPs and address pairs."""
+    out: list[str] = []
+    for port in ports:
+        if secgroup in port.secgroups:
+            out.extend(a for a in port.addresses if a not in out)
+    return tuple(out)
 
 
 def find_synth_json(root: Path) -> Path:
@@ -174,11 +178,8 @@ def fit_open_files(doc: dict, hard_limit: int, headroom: int, container: str = "
     if len(nofile) > 1:
         raise SynthError(f"{container}: nodes differ in --ulimit {nofile}")
     if nofile:
-        m = _NOFILE.match(nofile[0])
-        if not m:
-            raise SynthError(f"{container}: cannot read --ulimit {nofile[0]!r}")
-        if int(m.group(2)) > hard_limit:
-            fitted = f"nofile={hard_limit}:{hard_limit}"
+        fitted, limit = _fit_nofile(nofile[0], hard_limit, container)
+        if fitted:
             doc = with_docker_run(
                 doc, container, lambda a: replace_pair(a, "--ulimit", nofile[0], fitted), "fit nofile"
             )
@@ -186,22 +187,58 @@ def fit_open_files(doc: dict, hard_limit: int, headroom: int, container: str = "
                 f"{container} --ulimit {nofile[0]} -> {fitted} on every node "
                 f"(this machine's hard open-files limit is {hard_limit}; runc cannot set more)"
             )
-        limit = min(int(m.group(2)), hard_limit)
-    fitted_conn = (limit - headroom) // 2
     changed = []
 
     def fit_maxconn(user_data: str) -> str:
-        cfg = next((f for f in cloudconfig.written_files(user_data).values() if f.path.endswith("/haproxy.cfg")), None)
-        maxconn = configs.global_maxconn(cfg.content) if cfg else None
-        if cfg is None or maxconn is None or 2 * maxconn + headroom <= limit:
-            return user_data
-        changed.append(maxconn)
-        return cloudconfig.with_file_line(user_data, cfg.path, f"maxconn {maxconn}", f"maxconn {fitted_conn}")
+        text, maxconn = _fit_maxconn(user_data, limit, headroom)
+        if maxconn is not None:
+            changed.append(maxconn)
+        return text
 
     out = edited_user_data(doc, fit_maxconn)
     if changed:
         notes.append(
-            f"haproxy.cfg maxconn {max(changed)} -> {fitted_conn} on {len(changed)} nodes "
+            f"haproxy.cfg maxconn {max(changed)} -> {(limit - headroom) // 2} on {len(changed)} nodes "
             f"(2 x maxconn + {headroom} must fit the open-files limit {limit})"
         )
     return out, notes
+
+
+def _fit_nofile(value: str, hard_limit: int, container: str) -> tuple[str | None, int]:
+    """The `--ulimit nofile=S:H` that fits `hard_limit` (None: it fits) and the open-files limit then."""
+    m = _NOFILE.match(value)
+    if not m:
+        raise SynthError(f"{container}: cannot read --ulimit {value!r}")
+    hard = int(m.group(2))
+    return (f"nofile={hard_limit}:{hard_limit}" if hard > hard_limit else None), min(hard, hard_limit)
+
+
+def _fit_maxconn(user_data: str, limit: int, headroom: int) -> tuple[str, int | None]:
+    """user_data whose haproxy.cfg global maxconn fits `limit` open files (2 x maxconn + headroom),
+    and the maxconn it replaced (None: it fitted)."""
+    cfg = next((f for f in cloudconfig.written_files(user_data).values() if f.path.endswith("/haproxy.cfg")), None)
+    maxconn = configs.global_maxconn(cfg.content) if cfg else None
+    if cfg is None or maxconn is None or 2 * maxconn + headroom <= limit:
+        return user_data, None
+    fitted = (limit - headroom) // 2
+    return cloudconfig.with_file_line(user_data, cfg.path, f"maxconn {maxconn}", f"maxconn {fitted}"), maxconn
+
+
+def fit_user_data(user_data: str, hard_limit: int, headroom: int, container: str = "haproxy") -> tuple[str, list[str]]:
+    """One node's user_data (as the VM receives it) fitted as `fit_open_files` fits the JSON:
+    the container's `--ulimit nofile` to `hard_limit`, then haproxy.cfg's maxconn to what fits."""
+    notes: list[str] = []
+    limit = hard_limit
+    run = cloudconfig.docker_runs(user_data).get(container)
+    nofile = [v for v in (run.values("--ulimit") if run else []) if v.startswith("nofile=")]
+    if nofile:
+        fitted, limit = _fit_nofile(nofile[0], hard_limit, container)
+        if fitted:
+            user_data = cloudconfig.with_docker_run(
+                user_data, container, lambda a: replace_pair(a, "--ulimit", nofile[0], str(fitted))
+            )
+            notes.append(f"{container} --ulimit {nofile[0]} -> {fitted} (this machine's hard open-files limit)")
+    user_data, maxconn = _fit_maxconn(user_data, limit, headroom)
+    if maxconn is not None:
+        notes.append(f"haproxy.cfg maxconn {maxconn} -> {(limit - headroom) // 2} (fits {limit} open files)")
+    return user_data, notes

@@ -47,6 +47,17 @@ def in_ns(ns: str, argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv]
 
 
+def wire(net_ns: str, bridge: str, outer: str, ns: str, inner: str, mac: str, cidr: str) -> None:
+    """A veth from `bridge` (in `net_ns`) to namespace `ns` (which exists), its inner end `inner`
+    with `mac` and the address `cidr`, both ends up."""
+    link = ["link", "add", outer, "type", "veth", "peer", "name", inner, "address", mac, "netns", ns]
+    run(["ip", "-n", net_ns, *link])
+    run(["ip", "-n", net_ns, "link", "set", outer, "master", bridge, "up"])
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    run(["ip", "-n", ns, "addr", "add", cidr, "dev", inner])
+    run(["ip", "-n", ns, "link", "set", inner, "up"])
+
+
 def node_ns(name: str) -> str:
     return PREFIX + "n-" + re.sub(r"[^A-Za-z0-9-]", "-", name)
 
@@ -105,29 +116,7 @@ class Topology:
     def _attach(self, ep: Endpoint) -> None:
         run(["ip", "netns", "add", ep.ns])
         self._sysctls(ep.ns, [])
-        run(
-            [
-                "ip",
-                "-n",
-                NET_NS,
-                "link",
-                "add",
-                ep.ifname,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                ep.inner,
-                "address",
-                ep.mac,
-                "netns",
-                ep.ns,
-            ]
-        )
-        run(["ip", "-n", NET_NS, "link", "set", ep.ifname, "master", BRIDGE, "up"])
-        run(["ip", "-n", ep.ns, "link", "set", "lo", "up"])
-        run(["ip", "-n", ep.ns, "addr", "add", f"{ep.address}/{self.prefixlen}", "dev", ep.inner])
-        run(["ip", "-n", ep.ns, "link", "set", ep.inner, "up"])
+        wire(NET_NS, BRIDGE, ep.ifname, ep.ns, ep.inner, ep.mac, f"{ep.address}/{self.prefixlen}")
 
     def apply_firewall(self) -> None:
         run(in_ns(NET_NS, ["nft", "-f", "-"]), input=neutron.ruleset(self.stack, self.wirings))
@@ -184,29 +173,29 @@ def remove_ns(ns: str) -> None:
     run(["ip", "netns", "del", ns], check=False)
 
 
-def lab_namespaces() -> list[str]:
+def lab_namespaces(prefix: str = PREFIX) -> list[str]:
     out = run(["ip", "netns", "list"], check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
 
 
-def cleanup() -> list[str]:
+def cleanup(prefix: str = PREFIX, workdir_prefix: str = WORKDIR_PREFIX) -> list[str]:
     """Remove everything a lab run may have left: kha-* namespaces with their processes (every
     process of a node, its engine and containers included, runs in the node's namespace), links
     and nft tables; mounts under the work directories (a node's own mounts die with its
     processes); the nodes' container cgroups; and kha-lab-* work directories. Returns what it removed."""
     removed = []
-    for ns in lab_namespaces():
+    for ns in lab_namespaces(prefix):
         remove_ns(ns)
         removed.append(f"netns {ns}")
     for mount in reversed(Path("/proc/self/mounts").read_text().splitlines()):
         target = mount.split()[1]
-        if target.startswith(str(WORKDIR_PARENT / WORKDIR_PREFIX)):
+        if target.startswith(str(WORKDIR_PARENT / workdir_prefix)):
             run(["umount", "--lazy", target], check=False)
             removed.append(f"mount {target}")
-    for d in CGROUP_ROOT.glob(f"*/{PREFIX}*"):
+    for d in CGROUP_ROOT.glob(f"*/{prefix}*"):
         remove_cgroups(d.name)
         removed.append(f"cgroup {d}")
-    for d in WORKDIR_PARENT.glob(WORKDIR_PREFIX + "*"):
+    for d in WORKDIR_PARENT.glob(workdir_prefix + "*"):
         shutil.rmtree(d, ignore_errors=True)
         removed.append(f"dir {d}")
     return removed

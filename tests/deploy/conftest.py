@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud import handle
+from cloud import handle, paths
+from cloud.playground import Reach
 from tfcheck.engine import engine
 from tfcheck.terraform import binary
 
@@ -58,3 +59,13 @@ def cloud(shared_cloud):
     yield shared_cloud
     after = leftovers(shared_cloud)
     assert after == before, f"the module left resources in the shared cloud: {after} (before: {before})"
+
+
+@pytest.fixture(scope="module")
+def reach(cloud) -> Reach:
+    """cloud.json, where booted servers run (skipped with the cloud's own line saying why not)."""
+    got = Reach.read()
+    if got.client_netns is None:
+        why = next((line for line in cloud.lines if line.startswith(paths.NOT_RUNNING)), paths.NOT_RUNNING)
+        pytest.skip(why)
+    return got

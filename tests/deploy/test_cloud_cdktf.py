@@ -10,15 +10,13 @@ The result is read back through the OpenStack API, not from our JSON.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from cloud import paths
+from cloud import playground
+from cloud.playground import project_copy
 from stacks import toolchain
 from tests.conftest import DELETE, ROOT, example_data, with_changes
 from tfcheck.engine import engine
@@ -32,67 +30,11 @@ CLUSTER = "cdk"
 CHANGES = {"name": CLUSTER, "nodes.members": DELETE, "vip.floating_ip_pool": "public"}
 
 
-def project_copy(dest: Path) -> Path:
-    """The project's files as a fresh clone has them, its installed tools linked, not copied."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    for tool in (".venv", "node_modules", ".tools", ".stamps"):
-        (dest / tool).symlink_to(ROOT / tool)
-    return dest
-
-
 def cdktf(
     project: Path, config: dict, *args: str, cli: str = "cdktf", flags: tuple[str, ...] = ("--auto-approve",)
 ) -> subprocess.CompletedProcess[str]:
     """`cdktf ARGS` in `project`, or CDK Terrain's `cdktn ARGS` (with TOOLCHAIN=cdktn) when `cli` says so."""
-    (project / "config" / f"{CLUSTER}.yaml").write_text(yaml.safe_dump(config))
-    env = {
-        **os.environ,
-        "PATH": os.pathsep.join(
-            [
-                str(ROOT / ".tools" / "bin"),
-                str(ROOT / "node_modules" / ".bin"),
-                str(ROOT / ".tools" / "cdktn" / "cli" / "node_modules" / ".bin"),
-                str(ROOT / ".venv" / "bin"),
-                os.environ["PATH"],
-            ]
-        ),
-        "CONFIG": f"config/{CLUSTER}.yaml",
-        "OS_CLOUD": paths.CLOUD,
-        "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML),
-        "PIPENV_VENV_IN_PROJECT": "1",
-        "PIPENV_NOSPIN": "1",
-        "PIPENV_YES": "1",
-        "CHECKPOINT_DISABLE": "1",
-        "DISABLE_VERSION_CHECK": "1",
-        "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "1",
-        "CI": "1",
-        # What the Makefile sets from ENGINE: cdktf runs this command for every Terraform step.
-        "TERRAFORM_BINARY_NAME": engine(),
-        "TOOLCHAIN": cli,
-    }
-    done = subprocess.run(
-        [cli, *args, *flags],
-        cwd=project,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=1200,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, (
-        f"{cli} {args[0]} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
-    )
-    return done
+    return playground.cdktf(project, CLUSTER, config, *args, cli=cli, flags=flags)
 
 
 def deployed(cloud) -> dict:
