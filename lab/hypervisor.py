@@ -176,13 +176,7 @@ class Host:
         server.deleted = True
         node, a = server.node, server.attached
         if node is not None:
-            node.daemons.stop()
-            node.sshd.stop()
-            if node.kubelet is not None:
-                node.kubelet.pause()
-            node.engine.power_off()
-            node.stop_control_plane()
-            node.engine.remove_cgroups()
+            node.tear_down()
         if a is not None:
             self.tenant.detach(a)
             with self._lock:

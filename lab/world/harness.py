@@ -365,13 +365,7 @@ class Lab:
                 self._client.stop()
             remove_cgroups(CLIENT_CGROUP)
             for node in self.nodes.values():
-                node.daemons.stop()
-                node.sshd.stop()
-                if node.kubelet is not None:
-                    node.kubelet.pause()
-                node.engine.power_off()
-                node.stop_control_plane()
-                node.engine.remove_cgroups()  # last: the apiserver is in the node's cgroup too
+                node.tear_down()
             if self.admin:
                 self.admin.down()
             self.topology.down()

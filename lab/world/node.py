@@ -96,6 +96,17 @@ class LabNode:
         self.stop_control_plane()
         topology.reset_addresses(self.name)
 
+    def tear_down(self) -> None:
+        """The node's end, with its lab's or its server's: daemons, sshd, engine, control plane, and
+        last its cgroups (the apiserver is in the node's cgroup too)."""
+        self.daemons.stop()
+        self.sshd.stop()
+        if self.kubelet is not None:
+            self.kubelet.pause()
+        self.engine.power_off()
+        self.stop_control_plane()
+        self.engine.remove_cgroups()
+
     def stop_control_plane(self) -> None:
         """What serves the API on this node is gone (with the node: its kubelet stand-in stops too)."""
         if self.kubelet is not None:
