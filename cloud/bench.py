@@ -77,7 +77,7 @@ def endpoint(runs: int) -> None:
     try:
         reach = playground.Reach.read()
         if reach.client_netns is None:
-            print(next(line for line in cloud.lines if line.startswith(paths.NOT_RUNNING)))
+            print(cloud.servers_not_running)
             return
         with tempfile.TemporaryDirectory(prefix="kha-bench-") as tmp:
             project = playground.project_copy(Path(tmp) / "project")

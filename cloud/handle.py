@@ -54,6 +54,11 @@ class Cloud:
         raise KeyError(prefix)
 
     @property
+    def servers_not_running(self) -> str:
+        """The cloud's one line saying why booted servers will not run (when cloud.json has no namespaces)."""
+        return next((line for line in self.lines if line.startswith(paths.NOT_RUNNING)), paths.NOT_RUNNING)
+
+    @property
     def run_folder(self) -> Path:
         return Path(self.value("run folder:"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud import handle, paths
+from cloud import handle
 from cloud.playground import Reach
 from tfcheck.engine import engine
 from tfcheck.terraform import binary
@@ -66,6 +66,5 @@ def reach(cloud) -> Reach:
     """cloud.json, where booted servers run (skipped with the cloud's own line saying why not)."""
     got = Reach.read()
     if got.client_netns is None:
-        why = next((line for line in cloud.lines if line.startswith(paths.NOT_RUNNING)), paths.NOT_RUNNING)
-        pytest.skip(why)
+        pytest.skip(cloud.servers_not_running)
     return got
