@@ -43,6 +43,11 @@ def a_new_users_env() -> dict[str, str]:
     return env | ({"ENGINE": os.environ["ENGINE"]} if "ENGINE" in os.environ else {})
 
 
+def with_the_cloud() -> dict[str, str]:
+    """The login environment with docs/cloud.md's two exports, for the commands run without a pty."""
+    return {**a_new_users_env(), "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML), "OS_CLOUD": paths.CLOUD}
+
+
 def in_a_terminal(project: Path, script: str, timeout: float = 1500) -> tuple[int, str]:
     """bash runs `script` in `project` on a pty; each approval prompt is answered with Enter."""
     main, child = pty.openpty()
@@ -98,7 +103,7 @@ def project(cloud, tmp_path_factory):
     if servers(cloud):  # a test failed before the teardown: leave the shared cloud as found
         example = project / "config" / "example.yaml"
         example.write_text(example.read_text() + "allow_destroy: true\n")
-        env = {**a_new_users_env(), "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML), "OS_CLOUD": paths.CLOUD}
+        env = with_the_cloud()
         subprocess.run(
             ["make", "destroy", "AUTO_APPROVE=1"], cwd=project, env=env, stdin=subprocess.DEVNULL, timeout=900
         )
@@ -116,7 +121,7 @@ def test_docs_cloud_md_deploys_the_example_as_written(cloud, project):
 
 
 def test_without_a_terminal_deploy_stops_in_one_line_before_cdktf_runs(cloud, project):
-    env = {**a_new_users_env(), "OS_CLIENT_CONFIG_FILE": str(paths.CLOUDS_YAML), "OS_CLOUD": paths.CLOUD}
+    env = with_the_cloud()
     done = subprocess.run(
         ["make", "deploy"], cwd=project, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900
     )
